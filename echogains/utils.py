@@ -1,0 +1,136 @@
+"""Shared helpers: errors that name the file, atomic writes, logging and progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EchoDataError",
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "get_logger",
+    "progress",
+    "progress_enabled",
+    "set_progress",
+    "to_jsonable",
+]
+
+
+class EchoDataError(ValueError):
+    """Bad input: the message names the file (or argument) and the problem."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def get_logger(name: str = "echogains") -> logging.Logger:
+    """Return a package logger; configures a stderr handler once if the root has none."""
+    logger = logging.getLogger(name)
+    root = logging.getLogger("echogains")
+    if not root.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("ECHOGAINS_LOGLEVEL", "INFO"))
+    return logger
+
+
+_PROGRESS = os.environ.get("ECHOGAINS_NO_PROGRESS", "") in ("", "0")
+
+
+def set_progress(enabled: bool) -> None:
+    """Switch tqdm progress bars on or off for the whole package."""
+    global _PROGRESS
+    _PROGRESS = bool(enabled)
+
+
+def progress_enabled() -> bool:
+    return _PROGRESS
+
+
+def progress(iterable: Iterable, total: int | None = None, desc: str | None = None, **kwargs: Any) -> Iterable:
+    """Wrap ``iterable`` in a tqdm bar unless progress bars are switched off."""
+    if not _PROGRESS:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, **kwargs)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; move it onto ``path`` only on success.
+
+    The temporary name keeps the full suffix (e.g. ``.nii.gz``) so writers that pick a format from the
+    extension (SimpleITK, matplotlib) still work. On error the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) if path.suffixes else ""
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and tuples so ``json.dumps`` accepts them."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        value = float(obj)
+        return None if not np.isfinite(value) else value
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=indent, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON, raising :class:`EchoDataError` naming the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise EchoDataError(path, "file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EchoDataError(path, f"not valid JSON ({err})") from err
