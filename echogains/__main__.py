@@ -1,0 +1,3 @@
+from echogains.cli import main
+
+main()

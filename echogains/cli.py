@@ -1,0 +1,169 @@
+"""The ``echogains`` command (python-fire). Each command is a thin call into a module below.
+
+Run ``echogains --help`` or ``echogains COMMAND --help``. Bad input ends with a one-line error naming the
+file and the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from echogains.utils import EchoDataError, get_logger, set_progress
+
+log = get_logger("echogains.cli")
+
+
+class EchoGains:
+    """Echocardiography LV segmentation toolkit: data, augmentation, evaluation."""
+
+    def make_phantom(
+        self,
+        out: str,
+        n_patients: int = 10,
+        preset: str = "camus-like",
+        layout: str = "camus-nifti",
+        seed: int = 0,
+        sequence: bool = False,
+        labels: str = "lv,myo,la",
+        image_size: int | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> str:
+        """Write a synthetic echo phantom.
+
+        Args:
+            out: output folder.
+            n_patients: number of patients (each gives 2CH and 4CH views at ED and ES).
+            preset: ``camus-like`` (varied depth, angle, position) or ``lv-focused`` (HUNT4-like).
+            layout: ``camus-nifti``, ``camus-mhd``, ``echonet`` or ``nnunet`` (an nnU-Net raw dataset).
+            seed: random seed; the same seed gives the same bytes.
+            sequence: also write ED->ES half sequences (CAMUS layouts).
+            labels: labels kept in the ``nnunet`` layout, from ``lv,myo,la``.
+            image_size: override the preset's image size (pixels).
+            overwrite: replace a non-empty output folder.
+            progress: show a progress bar.
+        """
+        from echogains.data.phantom import make_phantom
+
+        set_progress(progress)
+        return str(make_phantom(out, n_patients=n_patients, preset=preset, layout=layout, seed=seed, sequence=sequence,
+                                labels=labels, image_size=image_size, overwrite=overwrite, progress=progress))
+
+    def convert_camus(
+        self,
+        src: str,
+        out: str,
+        labels: str = "lv,myo,la",
+        views: str = "2CH,4CH",
+        phases: str = "ED,ES",
+        n_folds: int = 5,
+        seed: int = 0,
+        overwrite: bool = False,
+        skip_bad: bool = False,
+        progress: bool = True,
+    ) -> str:
+        """Convert CAMUS (original mhd or NIfTI release) into an nnU-Net raw dataset.
+
+        Args:
+            src: the CAMUS folder (holding ``training/`` or ``database_nifti/``).
+            out: output dataset folder, e.g. ``$nnUNet_raw/Dataset501_CAMUS``.
+            labels: labels to keep, from ``lv,myo,la``.
+            views: views to convert.
+            phases: phases to convert.
+            n_folds: patient-grouped folds when the official split files are absent.
+            seed: seed of the fold assignment.
+            overwrite: replace an existing dataset.
+            skip_bad: skip bad cases and write a report instead of stopping at the first.
+            progress: show a progress bar.
+        """
+        from echogains.data.camus import convert_camus
+
+        set_progress(progress)
+        return str(convert_camus(src, out, labels=labels, views=views, phases=phases, n_folds=n_folds, seed=seed,
+                                 overwrite=overwrite, skip_bad=skip_bad, progress=progress))
+
+    def convert_echonet(
+        self,
+        src: str,
+        out: str,
+        skip_bad: bool = False,
+        limit: int | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> str:
+        """Convert EchoNet-Dynamic (Videos/, FileList.csv, VolumeTracings.csv) into an nnU-Net raw dataset.
+
+        Args:
+            src: the EchoNet-Dynamic folder.
+            out: output dataset folder.
+            skip_bad: skip bad videos and write a report instead of stopping at the first.
+            limit: convert only the first N videos (for a quick look).
+            overwrite: replace an existing dataset.
+            progress: show a progress bar.
+        """
+        from echogains.data.echonet import convert_echonet
+
+        set_progress(progress)
+        return str(convert_echonet(src, out, skip_bad=skip_bad, limit=limit, overwrite=overwrite, progress=progress))
+
+    def verify_dataset(self, dataset: str, nnunet_check: bool = True, num_processes: int = 1, progress: bool = True) -> str:
+        """Verify an nnU-Net raw dataset: nnU-Net's integrity check plus empty masks, NaN, geometry, labels, splits.
+
+        Args:
+            dataset: the dataset folder.
+            nnunet_check: also run nnU-Net's own ``verify_dataset_integrity``.
+            num_processes: worker processes for nnU-Net's check.
+            progress: show a progress bar.
+
+        Exit status 1 when any error is found.
+        """
+        from echogains.data.verify import verify_dataset
+
+        report = verify_dataset(dataset, nnunet_check=nnunet_check, num_processes=num_processes, show_progress=progress)
+        print(report.summary())
+        if not report.ok:
+            raise SystemExit(1)
+        return "OK"
+
+    def evaluate(
+        self,
+        pred: str,
+        dataset: str,
+        out: str,
+        subset: str = "Ts",
+        overlays: bool = True,
+        progress: bool = True,
+    ) -> str:
+        """Evaluate predictions against a labelled nnU-Net raw dataset: Dice, HD and MSD in mm, Simpson EF.
+
+        Args:
+            pred: folder of predicted masks ``{case}.nii.gz`` (nnU-Net or Echo-DND output).
+            dataset: the nnU-Net raw dataset with the reference labels.
+            out: report folder (CSV, JSON, PNG plots, report.html).
+            subset: which cases: ``Ts`` (imagesTs), ``Tr``, ``all``.
+            overlays: write contour overlay PNGs.
+            progress: show a progress bar.
+        """
+        from echogains.evaluation.evaluate import evaluate
+
+        set_progress(progress)
+        evaluate(pred, dataset, out, subset=subset, overlays=overlays, progress=progress)
+        return str(Path(out) / "report.html")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    import fire
+
+    try:
+        fire.Fire(EchoGains(), command=argv, name="echogains")
+    except EchoDataError as err:
+        logging.getLogger("echogains").debug("error", exc_info=True)
+        print(f"echogains: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
