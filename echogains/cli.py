@@ -30,6 +30,7 @@ class EchoGains:
         image_size: int | None = None,
         overwrite: bool = False,
         progress: bool = True,
+        **overrides,
     ) -> str:
         """Write a synthetic echo phantom.
 
@@ -44,12 +45,16 @@ class EchoGains:
             image_size: override the preset's image size (pixels).
             overwrite: replace a non-empty output folder.
             progress: show a progress bar.
+            overrides: phantom parameters, a value or a ``(low, high)`` range: ``depth_mm``, ``opening_deg``,
+                ``tilt_deg``, ``apex_depth_mm``, ``heart_angle_deg``, ``axis_angle_deg``, ``ef_percent``,
+                ``n_frames``, ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames``, ``fps``.
         """
         from echogains.data.phantom import make_phantom
 
         set_progress(progress)
         return str(make_phantom(out, n_patients=n_patients, preset=preset, layout=layout, seed=seed, sequence=sequence,
-                                labels=labels, image_size=image_size, overwrite=overwrite, progress=progress))
+                                labels=labels, image_size=image_size, overwrite=overwrite, progress=progress,
+                                **overrides))
 
     def convert_camus(
         self,

@@ -205,7 +205,8 @@ class RawDatasetWriter:
             raise EchoDataError(case_id, "duplicate case id")
         rec = dict(record or {})
         rec.setdefault("patient", case_id.split("_")[0])
-        rec["spacing_mm"] = [float(s) for s in spacing]
+        # spacing in mm; null when the source gives none (EchoNet-Dynamic: the NIfTI then holds (1, 1))
+        rec["spacing_mm"] = [float(s) for s in spacing] if rec.get("spacing_known", True) else None
         if write:
             image = _check_array(image, "image", case_id)
             label = _check_array(label, "label", case_id)
@@ -309,7 +310,7 @@ class RawDatasetWriter:
                 description=self.description,
                 overwrite_image_reader_writer="SimpleITKIO",
                 numTest=num_test,
-                **dict(extra or {}),
+                **{"license": "see the source dataset's licence", "converted_by": "echogains", **dict(extra or {})},
             )
             os.replace(Path(tmp) / "dataset.json", self.root / "dataset.json")
 
@@ -420,4 +421,5 @@ def copy_dataset_files(src: RawDataset, case_id: str, writer: RawDatasetWriter, 
     for a, b in ((src.image_path(case_id), writer.image_path(case_id, is_test)), (src.label_path(case_id), writer.label_path(case_id, is_test))):
         with atomic_path(b) as tmp:
             shutil.copyfile(a, tmp)
-    writer.add_case(case_id, None, None, spacing=src.record(case_id).get("spacing_mm", (1.0, 1.0)), record=src.record(case_id), test=is_test, write=False)  # type: ignore[arg-type]
+    spacing = tuple(read_image(src.image_path(case_id)).GetSpacing())
+    writer.add_case(case_id, None, None, spacing=spacing, record=src.record(case_id), test=is_test, write=False)  # type: ignore[arg-type]

@@ -1,0 +1,189 @@
+"""PNG plots for the evaluation report: Bland-Altman, correlation and contour overlays.
+
+Figures are built with :class:`matplotlib.figure.Figure` and rendered by the Agg backend (no pyplot, no global
+state, no display needed) and saved atomically through :func:`echogains.utils.atomic_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from skimage import measure
+
+from echogains.evaluation.clinical import LongAxis
+from echogains.evaluation.metrics import agreement_stats
+from echogains.utils import atomic_path
+
+__all__ = ["bland_altman_plot", "correlation_plot", "overlay_plot", "LABEL_COLOURS"]
+
+#: Contour colour per label name (others cycle through ``_EXTRA``).
+LABEL_COLOURS: dict[str, str] = {"LV": "tab:red", "MYO": "tab:green", "LA": "tab:blue"}
+_EXTRA = ("tab:orange", "tab:purple", "tab:cyan", "tab:olive")
+
+
+def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": None})
+
+
+def _pairs(measured: Sequence[float], reference: Sequence[float], groups: Sequence[bool] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b = np.asarray(measured, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    g = np.zeros(a.shape, dtype=bool) if groups is None else np.asarray(groups, dtype=bool)
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep], g[keep]
+
+
+def _scatter_groups(ax, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_labels: tuple[str, str]) -> None:
+    ax.scatter(x[~g], y[~g], s=18, c="tab:blue", alpha=0.8, label=group_labels[0])
+    if g.any():
+        ax.scatter(x[g], y[g], s=18, c="tab:orange", alpha=0.8, label=group_labels[1])
+        ax.legend(loc="best", fontsize=8)
+
+
+def bland_altman_plot(
+    measured: Sequence[float],
+    reference: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+    quantity: str = "EF (%)",
+    groups: Sequence[bool] | None = None,
+    group_labels: tuple[str, str] = ("inside normal range", "outside normal range"),
+) -> dict[str, float | int]:
+    """Bland-Altman plot (difference against mean) with bias and 95 % limits of agreement; returns the stats.
+
+    Args:
+        measured: automatic values.
+        reference: reference values (same length); pairs with a NaN are dropped.
+        path: PNG file to write.
+        title: figure title.
+        quantity: axis quantity, e.g. ``EF (%)``.
+        groups: optional flags drawn in a second colour (e.g. exams outside the normal depth/angle range).
+        group_labels: legend text for unflagged and flagged points.
+    """
+    a, b, g = _pairs(measured, reference, groups)
+    stats = agreement_stats(a, b)
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    _scatter_groups(ax, (a + b) / 2, a - b, g, group_labels)
+    if stats["n"]:
+        ax.axhline(stats["bias"], color="k", lw=1, label="bias")
+    if stats["n"] > 1:
+        for key in ("loa_lower", "loa_upper"):
+            ax.axhline(stats[key], color="k", lw=1, ls="--")
+    ax.set_xlabel(f"mean of automatic and reference {quantity}")
+    ax.set_ylabel(f"automatic - reference {quantity}")
+    ax.set_title(f"{title}\nbias {stats['bias']:.2f}, LoA [{stats['loa_lower']:.2f}, {stats['loa_upper']:.2f}], n={stats['n']}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return stats
+
+
+def correlation_plot(
+    measured: Sequence[float],
+    reference: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+    quantity: str = "EF (%)",
+    groups: Sequence[bool] | None = None,
+    group_labels: tuple[str, str] = ("inside normal range", "outside normal range"),
+) -> dict[str, float | int]:
+    """Scatter of automatic against reference values with the identity line, Pearson r and MAE; returns the stats.
+
+    Args:
+        measured: automatic values.
+        reference: reference values (same length); pairs with a NaN are dropped.
+        path: PNG file to write.
+        title: figure title.
+        quantity: axis quantity.
+        groups: optional flags drawn in a second colour.
+        group_labels: legend text for unflagged and flagged points.
+    """
+    a, b, g = _pairs(measured, reference, groups)
+    stats = agreement_stats(a, b)
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    _scatter_groups(ax, b, a, g, group_labels)
+    if a.size:
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        pad = 0.05 * (hi - lo) + 1e-6
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="k", lw=1, ls="--")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"reference {quantity}")
+    ax.set_ylabel(f"automatic {quantity}")
+    ax.set_title(f"{title}\nr = {stats['pearson_r']:.3f}, MAE {stats['mae']:.2f}, n={stats['n']}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return stats
+
+
+def _colour(name: str, index: int) -> str:
+    return LABEL_COLOURS.get(name.upper(), _EXTRA[index % len(_EXTRA)])
+
+
+def _draw_contours(ax, mask: np.ndarray, colour: str, style: str) -> None:
+    for contour in measure.find_contours(np.pad(mask.astype(float), 1), 0.5):
+        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, lw=1.0, ls=style)
+
+
+def _draw_long_axis(ax, axis: LongAxis, spacing: tuple[float, float], style: str) -> None:
+    """Annulus points and the line from their midpoint to the apex, converted from mm to pixel coordinates."""
+    sx, sy = spacing
+    (x0, y0), (x1, y1) = axis.base
+    ax.plot([x0 / sx, x1 / sx], [y0 / sy, y1 / sy], ls="none", marker="o", ms=3, color="yellow")
+    ax.plot([axis.base_mid[0] / sx, axis.apex[0] / sx], [axis.base_mid[1] / sy, axis.apex[1] / sy], color="yellow", lw=0.8, ls=style)
+
+
+def overlay_plot(
+    image: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    labels: Mapping[str, int],
+    spacing: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+    long_axes: Sequence[LongAxis | None] = (),
+) -> None:
+    """Grey image with ground-truth (solid) and predicted (dashed) contours of each label, in physical aspect.
+
+    Args:
+        image: 2D grey image ``[rows, cols]``.
+        gt: ground-truth label map.
+        pred: predicted label map.
+        labels: ``{name: value}`` of the labels to draw.
+        spacing: (sx, sy) mm, so that pixels are drawn ``sx`` wide and ``sy`` tall.
+        path: PNG file to write.
+        title: figure title (e.g. the case id and its Dice).
+        long_axes: LV long axes to draw (annulus points and annulus midpoint to apex): the reference's solid, the
+            prediction's dashed, in that order; ``None`` entries are skipped.
+    """
+    rows, cols = image.shape
+    sx, sy = float(spacing[0]), float(spacing[1])
+    width_mm, height_mm = cols * sx, rows * sy
+    scale = 5.0 / max(width_mm, height_mm)
+    fig = Figure(figsize=(max(2.5, width_mm * scale), max(2.5, height_mm * scale) + 0.3))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.3 / fig.get_figheight()))  # no tight_layout: the axes are off
+    ax.imshow(image, cmap="gray", aspect=sy / sx, interpolation="nearest")
+    handles = []
+    for i, (name, value) in reversed(list(enumerate(labels.items()))):  # first label (LV) drawn last, on top
+        colour = _colour(name, i)
+        _draw_contours(ax, gt == value, colour, "-")
+        _draw_contours(ax, pred == value, colour, "--")
+        handles.insert(0, ax.plot([], [], color=colour, lw=1.0, label=name)[0])
+    for axis, style in zip(long_axes, ("-", "--")):
+        if axis is not None:
+            _draw_long_axis(ax, axis, (sx, sy), style)
+    handles.append(ax.plot([], [], color="w", lw=1.0, ls="-", label="reference")[0])
+    handles.append(ax.plot([], [], color="w", lw=1.0, ls="--", label="prediction")[0])
+    ax.legend(handles=handles, loc="lower right", fontsize=6, facecolor="0.3", labelcolor="w", framealpha=0.6)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,130 @@
+"""A self-contained HTML report that links the evaluation outputs (relative links only)."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from echogains.utils import atomic_write_text
+
+__all__ = ["write_report", "render_report"]
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+.gallery img { width: 240px; margin: 3px; border: 1px solid #ccc; }
+.plots img { width: 420px; margin: 6px; }
+"""
+
+_METRIC_COLUMNS = (("dice", "Dice"), ("hd_mm", "HD (mm)"), ("hd95_mm", "HD95 (mm)"), ("msd_mm", "MSD (mm)"))
+_AGREEMENT_COLUMNS = (("n", "n"), ("bias", "bias"), ("loa_lower", "LoA low"), ("loa_upper", "LoA high"), ("pearson_r", "Pearson r"), ("mae", "MAE"))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _mean_std(stats: Mapping[str, Any]) -> str:
+    return f"{_fmt(stats.get('mean'))} ± {_fmt(stats.get('std'))}"
+
+
+def _segmentation_table(segmentation: Mapping[str, Any]) -> str:
+    head = "<tr><th>group</th><th>label</th><th>n</th><th>failures</th>" + "".join(f"<th>{t}</th>" for _, t in _METRIC_COLUMNS) + "</tr>"
+    rows = []
+    for group, per_label in segmentation.items():
+        for label, stats in per_label.items():
+            cells = "".join(f"<td>{_mean_std(stats[key])}</td>" for key, _ in _METRIC_COLUMNS)
+            rows.append(
+                f"<tr><td class='text'>{html.escape(group)}</td><td class='text'>{html.escape(label)}</td>"
+                f"<td>{stats['n_cases']}</td><td>{stats['n_failures']}</td>{cells}</tr>"
+            )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _agreement_table(agreement: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    head = "<tr><th>comparison</th><th>quantity</th>" + "".join(f"<th>{t}</th>" for _, t in _AGREEMENT_COLUMNS) + "</tr>"
+    rows = []
+    for comparison, quantities in agreement.items():
+        for quantity, stats in quantities.items():
+            cells = "".join(f"<td>{_fmt(stats.get(key), 2)}</td>" for key, _ in _AGREEMENT_COLUMNS)
+            rows.append(f"<tr><td class='text'>{html.escape(comparison)}</td><td class='text'>{html.escape(quantity)}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _link(rel: str) -> str:
+    return f"<a href='{html.escape(rel, quote=True)}'>{html.escape(rel)}</a>"
+
+
+def render_report(summary: Mapping[str, Any], files: Mapping[str, str], plots: Sequence[str], overlays: Sequence[str]) -> str:
+    """HTML text of the report.
+
+    Args:
+        summary: the summary dictionary written to ``metrics_summary.json``.
+        files: ``{description: relative path}`` of the tables to link.
+        plots: relative paths of the Bland-Altman / correlation PNGs (shown inline).
+        overlays: relative paths of the overlay PNGs (thumbnails linking to the full image).
+    """
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>echogains evaluation</title>",
+        f"<style>{_STYLE}</style></head><body><h1>Segmentation evaluation</h1>",
+        f"<p>Dataset: <code>{html.escape(str(summary.get('dataset', '')))}</code>; predictions: "
+        f"<code>{html.escape(str(summary.get('predictions', '')))}</code>; subset {html.escape(str(summary.get('subset', '')))}; "
+        f"{summary.get('n_cases', 0)} cases, {summary.get('n_patients', 0)} patients.</p>",
+        "<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: {_link(v)}</li>" for k, v in files.items()) + "</ul>",
+        "<h2>Segmentation (mean ± std)</h2>",
+        f"<p>Empty-mask policy: {html.escape(str(summary.get('empty_mask_policy', '')))}</p>",
+        _segmentation_table(summary.get("segmentation", {})),
+    ]
+    clinical = summary.get("clinical", {})
+    if clinical:
+        parts += [
+            "<h2>Ejection fraction and volumes</h2>",
+            f"<p>{html.escape(str(clinical.get('method', '')))}</p>",
+            f"<p>Patients with an EF from the prediction: {clinical.get('n_feasible_pred', 0)} of {clinical.get('n_patients', 0)}.</p>",
+            _agreement_table(clinical.get("agreement", {})),
+        ]
+        for range_name, agreement in clinical.get("agreement_by_range", {}).items():
+            parts += [f"<h3>Exams {html.escape(range_name)} (depth &lt; 150 mm and sector angle &lt; 70°)</h3>" if range_name.startswith("inside")
+                      else f"<h3>Exams {html.escape(range_name)} (a frame with depth ≥ 150 mm or sector angle ≥ 70°)</h3>",
+                      _agreement_table(agreement)]
+    if plots:
+        parts.append("<div class='plots'>" + "".join(f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>" for p in plots) + "</div>")
+    if overlays:
+        parts.append("<h2>Contour overlays (solid: reference, dashed: prediction)</h2><div class='gallery'>")
+        parts += [f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>" for p in overlays]
+        parts.append("</div>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    summary: Mapping[str, Any],
+    files: Mapping[str, str],
+    plots: Sequence[str] = (),
+    overlays: Sequence[str] = (),
+    name: str = "report.html",
+) -> Path:
+    """Write ``out_dir/report.html`` atomically; all links are relative to ``out_dir``.
+
+    Args:
+        out_dir: the evaluation output folder.
+        summary: the summary dictionary.
+        files: ``{description: relative path}`` of tables/JSON to link.
+        plots: relative PNG paths shown inline.
+        overlays: relative overlay PNG paths shown as a gallery.
+        name: file name of the report.
+    """
+    path = Path(out_dir) / name
+    atomic_write_text(path, render_report(summary, files, plots, overlays))
+    return path
