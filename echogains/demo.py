@@ -23,16 +23,16 @@ log = get_logger("echogains.demo")
 
 
 def _oracle_predictions(dataset_dir: Path, pred_dir: Path) -> None:
-    """Copy the reference masks of the test cases as 'predictions' (nnU-Net naming ``{case}.nii.gz``)."""
+    """Copy the reference masks of all cases as 'predictions' (nnU-Net naming ``{case}.nii.gz``)."""
     from echogains.data.nnunet import RawDataset
 
     ds = RawDataset(dataset_dir)
     pred_dir.mkdir(parents=True, exist_ok=True)
-    for case in ds.case_ids("Ts"):
+    for case in ds.case_ids("all"):
         shutil.copyfile(ds.label_path(case), pred_dir / f"{case}.nii.gz")
 
 
-def run_demo(out: str = "demo_output", n_patients: int = 12, seed: int = 0, progress: bool = True) -> str:
+def run_demo(out: str = "demo_output", n_patients: int = 30, seed: int = 0, progress: bool = True) -> str:
     """Run the demo chain and write ``out/report/report.html``.
 
     Args:
@@ -70,7 +70,7 @@ def run_demo(out: str = "demo_output", n_patients: int = 12, seed: int = 0, prog
         raise SystemExit(report.summary())
     preds = root / "predictions" / "oracle"
     stage("segment (oracle)", _oracle_predictions, dataset, preds)
-    stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
+    stage("evaluate", evaluate, preds, dataset, root / "report", subset="all", progress=progress)
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
     html = root / "report" / "report.html"

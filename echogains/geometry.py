@@ -146,6 +146,7 @@ def mm_to_pixel(xy_mm: np.ndarray | Sequence[float], spacing: tuple[float, float
 
 
 def _check_spacing(spacing: Sequence[float], source: str | None) -> tuple[float, float]:
+    """Validate a (sx, sy) pixel spacing."""
     if len(spacing) != 2 or not all(np.isfinite(v) and v > 0 for v in spacing):
         raise EchoDataError(source, f"pixel spacing must be two positive numbers (sx, sy), got {tuple(spacing)}")
     return float(spacing[0]), float(spacing[1])
@@ -361,6 +362,7 @@ def _content_samples(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[np
 
 
 def _iou_at(sector: Sector, xy: np.ndarray, inside: np.ndarray) -> float:
+    """IoU of the sector with the content, both sampled at the points ``xy`` (mm)."""
     r, t = _polar_of(xy, np.asarray(sector.apex))
     model = (r >= sector.r_min) & (r <= sector.r_max) & (t >= sector.theta_min) & (t <= sector.theta_max)
     union = np.count_nonzero(model | inside)
@@ -432,7 +434,7 @@ def _fit_line(points: np.ndarray) -> _Line:
 
 
 def _staircase_width(d: np.ndarray, spacing: tuple[float, float]) -> float:
-    """Spread (mm) across a straight edge of direction ``d`` of a binary mask's iso-contour points.
+    """Full spread (mm) across a straight edge of direction ``d`` of a binary mask's iso-contour points.
 
     The contour runs through midpoints between pixel centres: a crossing between two rows is off the true edge by
     up to half a row (``sy / 2``) along y, i.e. ``sy |dx| / 2`` across the edge; between two columns ``sx |dy| / 2``.
@@ -467,18 +469,13 @@ def _consensus_band(points: np.ndarray, line: _Line, outward: np.ndarray, width:
     return best
 
 
-def _fit_edge(
-    points: np.ndarray, outward: np.ndarray, spacing: tuple[float, float]
-) -> tuple[_Line, np.ndarray]:
-    """Robust line of an edge's outline points: the consensus band, then TLS within +-0.6 px.
+def _fit_edge(points: np.ndarray, outward: np.ndarray, spacing: tuple[float, float]) -> _Line:
+    """Robust line of an edge's outline points: the consensus band, then TLS within +-0.6 px of it.
 
     Args:
         points: outline points near the edge, mm.
         outward: a vector pointing out of the sector across this edge.
         spacing: (sx, sy) mm per pixel.
-
-    Returns:
-        The line and the points it was fitted to.
     """
     px = max(spacing)
     start = _fit_line(points)
@@ -490,10 +487,11 @@ def _fit_edge(
         if np.count_nonzero(near) < 5:
             break
         keep = near
-    return _fit_line(points[keep]), points[keep]
+    return _fit_line(points[keep])
 
 
 def _edge_line(sector: Sector, theta: float) -> _Line:
+    """The line through the apex at angle ``theta`` (deg)."""
     t = np.radians(theta)
     return _Line(np.asarray(sector.apex, dtype=np.float64), np.array([np.sin(t), np.cos(t)]))
 
@@ -541,16 +539,21 @@ def _radii(outline: _Outline, sector: Sector, tol: float) -> tuple[float, float]
 
 
 def _refine(sector: Sector, outline: _Outline, centroid: np.ndarray, px: float, trim: float) -> Sector | None:
-    """Re-fit both edges to their outline points (robust TLS), the apex as their crossing, then the radii."""
-    for tol_px in (3.0, 2.0, 1.5, 1.5):
-        tol = tol_px * px
+    """Re-fit both edges to their outline points (robust TLS), the apex as their crossing, then the radii.
+
+    The inlier band narrows from 3 to 1.5 px; iterations go on until the edges move by less than 0.01 deg and
+    0.01 px (the consensus band turns an edge by at most 3 deg per step), 12 at most.
+    """
+    for step in range(12):
+        tol = max(3.0 - step, 1.5) * px
+        previous = sector
         left = _edge_inliers(outline, sector, sector.theta_min, sector.theta_max, tol, trim)
         right = _edge_inliers(outline, sector, sector.theta_max, sector.theta_min, tol, trim)
         if len(left) < 5 or len(right) < 5:
             return None
         t_min, t_max = np.radians(sector.theta_min), np.radians(sector.theta_max)
-        left_line, _ = _fit_edge(left, np.array([-np.cos(t_min), np.sin(t_min)]), sector.spacing)  # out: -theta
-        right_line, _ = _fit_edge(right, np.array([np.cos(t_max), -np.sin(t_max)]), sector.spacing)
+        left_line = _fit_edge(left, np.array([-np.cos(t_min), np.sin(t_min)]), sector.spacing)  # out: -theta
+        right_line = _fit_edge(right, np.array([np.cos(t_max), -np.sin(t_max)]), sector.spacing)
         wedge = _wedge(left_line, right_line, centroid)
         if wedge is None:
             return None
@@ -558,6 +561,10 @@ def _refine(sector: Sector, outline: _Outline, centroid: np.ndarray, px: float, 
         provisional = Sector((float(apex[0]), float(apex[1])), t1, t2, sector.r_max, 0.0, sector.spacing)
         r_max, r_min = _radii(outline, provisional, 2 * px)
         sector = Sector(provisional.apex, t1, t2, r_max, r_min, sector.spacing)
+        moved = np.hypot(sector.apex[0] - previous.apex[0], sector.apex[1] - previous.apex[1]) / px
+        turned = max(abs(sector.theta_min - previous.theta_min), abs(sector.theta_max - previous.theta_max))
+        if step >= 2 and moved < 0.01 and turned < 0.01:
+            break
     return sector
 
 
@@ -607,13 +614,15 @@ def fit_sector(
 ) -> Sector:
     """Fit the ultrasound sector (apex, edge angles, depth, near radius) to a grey B-mode image.
 
-    Steps: (1) content mask = pixels above ``threshold``, closed over the speckle's dark holes, largest component,
+    Steps: (1) content mask = pixels above ``threshold``, largest component, closed over the speckle's dark holes,
     holes filled; (2) sub-pixel outline of that mask, minus the parts lying on the image frame (clipping);
-    (3) Hough lines of the outline, the pair whose wedge best explains the content (IoU) gives the first apex and
-    edges; (4) both edges are re-fitted by total least squares to their outline points (in mm), the apex is their
-    crossing (it may lie outside the image); (5) ``r_max`` / ``r_min`` are the median distances of the far and near
-    arcs' outline points from the apex. Works for tilted or asymmetric sectors, an off-centre apex and sectors
-    clipped by the image border, as long as a stretch of both straight edges is visible.
+    (3) Hough lines of the outline; the pairs whose wedges best explain the content (IoU) and the outline give first
+    apexes and edges; (4) both edges are re-fitted to their outline points in mm (a consensus band that ignores
+    stretches lost to dark content, then total least squares), the apex is their crossing (it may lie outside the
+    image); (5) ``r_max`` / ``r_min`` are the median distances of the far and near arcs' outline points from the
+    apex; (6) the best-scoring candidate must hold the content, overlap it and have straight edges backed by the
+    outline. Works for tilted or asymmetric sectors, an off-centre apex, anisotropic pixels and sectors clipped by
+    the image border, as long as a stretch (~30 px) of both straight edges is visible.
 
     Args:
         image: grey image [rows, cols] (uint8, float or bool); black (minimum) outside the sector.
