@@ -157,6 +157,24 @@ class EchoGains:
         evaluate(pred, dataset, out, subset=subset, overlays=overlays, progress=progress)
         return str(Path(out) / "report.html")
 
+    def nnunet_env(self, shell: str = "bash") -> str:
+        """Print the line that makes nnU-Net find this project's trainers (``-tr nnUNetTrainerEcho``).
+
+        Args:
+            shell: ``bash`` (also zsh/sh) or ``fish``.
+        """
+        import importlib.util
+
+        spec = importlib.util.find_spec("nnunet_ext")  # located, not imported: echogains does not depend on it
+        if spec is None or not spec.submodule_search_locations:
+            raise EchoDataError(None, "the nnunet_ext package is not installed (pip install -e . in this repository)")
+        trainers = Path(list(spec.submodule_search_locations)[0]) / "trainers"
+        if shell == "fish":
+            return f"set -gx nnUNet_extTrainer {trainers}"
+        if shell not in ("bash", "zsh", "sh"):
+            raise EchoDataError(None, f"--shell: unknown shell {shell!r}; use bash, zsh, sh or fish")
+        return f"export nnUNet_extTrainer={trainers}"
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""

@@ -1,0 +1,1 @@
+"""Trainer classes; this folder is what ``nnUNet_extTrainer`` points at."""

@@ -1,0 +1,62 @@
+"""nnU-Net trainer variants for echocardiography (EchoGAINS paper, Table 2), each overriding one thing.
+
+- ``nnUNetTrainerEchoSplits``: folds from the raw dataset's patient-grouped ``splits_final.json`` (or grouped by
+  patient from ``cases.json``), validation on original cases only (overrides ``do_split``).
+- ``nnUNetTrainerEcho``: the paper's setting, 500 epochs, on those folds (overrides ``num_epochs``).
+- ``nnUNetTrainerEchoSmoke``: 1 epoch of 2 iterations and 1 validation iteration, for CPU tests and the demo.
+
+nnU-Net imports this module by file from ``nnUNet_extTrainer``; imports below are therefore absolute.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.splits import echo_split, load_raw_splits
+
+
+class nnUNetTrainerEchoSplits(nnUNetTrainer):
+    """Patient-grouped folds from the raw dataset; augmented copies never validated nor leaked."""
+
+    def do_split(self):
+        if self.fold == "all":
+            return super().do_split()
+        raw_root = os.environ.get("nnUNet_raw")
+        raw = Path(raw_root) / self.plans_manager.dataset_name if raw_root else None
+        if raw is None or not raw.is_dir():
+            self.print_to_log_file("nnUNet_raw not set or dataset missing there: falling back to nnU-Net's split")
+            return super().do_split()
+        if self.dataset_class is None:
+            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        identifiers = list(self.dataset_class.get_identifiers(self.preprocessed_dataset_folder))
+        splits, records = load_raw_splits(raw, identifiers)
+        train, val = echo_split(splits, self.fold, records, identifiers)
+        self.print_to_log_file(f"Echo split from {raw}: fold {self.fold}, {len(train)} training and {len(val)} "
+                               "original validation cases (grouped by patient)")
+        return train, val
+
+
+class nnUNetTrainerEcho(nnUNetTrainerEchoSplits):
+    """EchoGAINS paper setting (Table 2): nnU-Net defaults, 500 epochs, patient-grouped echo folds."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 500
+
+
+class nnUNetTrainerEchoSmoke(nnUNetTrainerEchoSplits):
+    """One epoch of two iterations: checks the whole nnU-Net path on CPU in seconds. Not for real training."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
