@@ -157,6 +157,48 @@ class EchoGains:
         evaluate(pred, dataset, out, subset=subset, overlays=overlays, progress=progress)
         return str(Path(out) / "report.html")
 
+    def train_ddpm(
+        self,
+        data: str,
+        out: str,
+        config: str = "tiny",
+        steps: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        ema: float | None = None,
+        seed: int = 0,
+        resume: bool = True,
+        sample_every: int = 1000,
+        checkpoint_every: int = 1000,
+        device: str | None = None,
+        max_narrowing_deg: float = 20.0,
+        progress: bool = True,
+    ) -> str:
+        """Train the unconditional improved DDPM (EchoGAINS) on echo images; resumes from ``out/checkpoint.pt``.
+
+        Args:
+            data: an nnU-Net raw dataset, a CAMUS folder (sequences, every N-th frame, N in 8..12) or a folder of images.
+            out: output folder (checkpoint, EMA weights ``ddpm_ema.pt``, sample grids).
+            config: ``paper`` (256 px, T = 4000, batch 64, 500k steps), ``tiny`` (64 px demo) or ``micro`` (tests).
+            steps: optimisation steps (default: the config's).
+            batch_size: global batch size over all processes (default: the config's).
+            lr: Adam learning rate (default 1e-4).
+            ema: EMA decay (default 0.9999).
+            seed: seed of every random draw.
+            resume: continue from an existing checkpoint.
+            sample_every: write a sample grid every this many steps.
+            checkpoint_every: write the full-state checkpoint every this many steps.
+            device: ``cuda`` or ``cpu`` (default: cuda when available). Multi-GPU: launch with ``torchrun``.
+            max_narrowing_deg: random sector narrowing before training (paper: up to 20 degrees).
+            progress: show progress bars.
+        """
+        from echogains.ddpm.train import train_ddpm
+
+        set_progress(progress)
+        return str(train_ddpm(data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, ema=ema, seed=seed,
+                              resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
+                              device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress))
+
     def nnunet_env(self, shell: str = "bash") -> str:
         """Print the line that makes nnU-Net find this project's trainers (``-tr nnUNetTrainerEcho``).
 

@@ -1,0 +1,304 @@
+"""Echo-DND training loop: AdamW, EMA weights, periodic validation Dice, atomic full-state checkpoints, resume, DDP.
+
+Launched by ``configs/train.json`` (one process) or ``configs/multi_gpu_train.json`` under ``torchrun``
+(DistributedDataParallel: NCCL on GPUs, gloo on CPU). Every random draw comes from per-rank ``torch.Generator``s
+whose state is checkpointed, so a run killed and resumed continues exactly as an uninterrupted one.
+
+Files in ``output_dir``: ``checkpoint.pt`` (full state: model, EMA, optimizer, step, generator states, config),
+``model.pt`` (deployable: ``{"config", "state_dict"}`` of the EMA weights), ``metrics.csv`` (step, loss terms,
+validation Dice). Both ``.pt`` files are written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import LOSS_TERMS, EchoDNDConfig
+from .data import augment_batch, load_lv_cases
+from .losses import EchoDNDLoss
+from .networks import EchoDND
+from .sampler import EchoDNDSampler
+
+__all__ = ["EchoDNDTrainer", "atomic_torch_save", "load_model", "dice_score"]
+
+log = logging.getLogger("echo_dnd.train")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> EchoDND:
+    """Load deployable weights (``model.pt``) or a full checkpoint (its EMA weights) into an :class:`EchoDND`."""
+    from .common import EchoDataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EchoDataError(path, "model weights not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise EchoDataError(path, f"cannot read model weights ({err})") from err
+    if not isinstance(state, dict) or "config" not in state:
+        raise EchoDataError(path, "not an Echo-DND weights file (no 'config')")
+    model = EchoDND(EchoDNDConfig.from_dict(state["config"]))
+    model.load_state_dict(state["ema"] if "ema" in state else state["state_dict"])
+    return model.to(device).eval()
+
+
+def dice_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice of binary masks ``(B, 1, H, W)``; 1 when both are empty."""
+    p, t = pred.flatten(1).float(), target.flatten(1).float()
+    inter, total = (p * t).sum(1), p.sum(1) + t.sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1e-8), torch.ones_like(total))
+
+
+def _resolve_config(config: str | dict | EchoDNDConfig, image_size: int | None) -> EchoDNDConfig:
+    if isinstance(config, EchoDNDConfig):
+        return config
+    if isinstance(config, dict):
+        return EchoDNDConfig.from_dict(config)
+    if config == "paper":
+        return EchoDNDConfig.paper(**({"image_size": image_size} if image_size else {}))
+    if config == "tiny":
+        return EchoDNDConfig.tiny(image_size or 64)
+    raise ValueError(f"config must be 'paper', 'tiny', a dict or an EchoDNDConfig, got {config!r}")
+
+
+class EchoDNDTrainer:
+    """Train Echo-DND on the LV label of an nnU-Net raw dataset.
+
+    Args:
+        dataset_dir: nnU-Net raw dataset (``echogains convert-*`` output).
+        output_dir: where checkpoints, weights and metrics go; an existing ``checkpoint.pt`` is resumed.
+        config: ``"paper"`` (C = 128, 256 x 256), ``"tiny"`` or a dict of :class:`EchoDNDConfig` fields.
+        image_size: override the configuration's image size.
+        fold: fold of ``splits_final.json`` (its ``train`` cases train, its ``val`` cases validate).
+        steps: optimiser steps in total (paper: 200k).
+        batch_size: images per step and process (paper: 8).
+        lr: AdamW learning rate (paper: 5e-5).
+        weight_decay: AdamW weight decay.
+        ema_decay: EMA of the weights used for validation and the deployable ``model.pt``.
+        val_every: validate (few-step sampling, EMA weights) every this many steps; 0 disables.
+        val_steps: sampling steps of the validation.
+        save_every: write the checkpoint every this many steps (and at the end).
+        seed: seed of every random draw.
+        augment: apply the paper's augmentations.
+        device: ``cuda`` when available else ``cpu`` by default.
+        progress: tqdm bar on rank 0.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        output_dir: str,
+        config: str | dict | EchoDNDConfig = "paper",
+        image_size: int | None = None,
+        fold: int = 0,
+        steps: int = 200_000,
+        batch_size: int = 8,
+        lr: float = 5e-5,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.999,
+        val_every: int = 1000,
+        val_steps: int = 10,
+        save_every: int = 500,
+        seed: int = 0,
+        augment: bool = True,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.dataset_dir, self.output_dir = str(dataset_dir), Path(output_dir)
+        self.config = _resolve_config(config, image_size)
+        self.fold, self.steps, self.batch_size = fold, int(steps), int(batch_size)
+        self.lr, self.weight_decay, self.ema_decay = lr, weight_decay, ema_decay
+        self.val_every, self.val_steps, self.save_every = int(val_every), int(val_steps), max(1, int(save_every))
+        self.seed, self.augment, self.progress = seed, augment, progress
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and self.distributed:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        self.device = torch.device(device)
+
+    # --- data --------------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        from echogains.data.nnunet import RawDataset
+
+        ds = RawDataset(self.dataset_dir)
+        if ds.splits:
+            train_ids, val_ids = ds.case_ids("train", self.fold), ds.case_ids("val", self.fold)
+        else:
+            train_ids, val_ids = ds.case_ids("Tr"), []
+        size = self.config.image_size
+        _, self.train_images, self.train_masks = load_lv_cases(self.dataset_dir, train_ids, size)
+        self.val_images = self.val_masks = None
+        if val_ids:
+            _, self.val_images, self.val_masks = load_lv_cases(self.dataset_dir, val_ids, size)
+        log.info("training on %d cases, validating on %d (fold %d)", len(train_ids), len(val_ids), self.fold)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(self.train_images), (self.batch_size,), generator=self.data_gen)
+        image, mask = self.train_images[idx], self.train_masks[idx]
+        if self.augment:
+            image, mask = augment_batch(image, mask, self.data_gen)
+        return image.to(self.device), mask.to(self.device)
+
+    # --- state ---------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        torch.manual_seed(self.seed)  # identical initial weights on every rank
+        self.model = EchoDND(self.config).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.data_gen = torch.Generator().manual_seed(self.seed * 1000 + self.rank)
+        self.noise_gen = torch.Generator().manual_seed(self.seed * 1000 + 500 + self.rank)
+        self.step = 0
+        self.net: nn.Module = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # ablations switch off terms/chains: their parameters then get no gradient
+            partial = set(self.config.loss_terms) != set(LOSS_TERMS) or not (self.config.use_gaussian and self.config.use_bernoulli)
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=partial)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "seed": self.seed,
+        }
+
+    def _resume(self) -> None:
+        path = self.output_dir / "checkpoint.pt"
+        if not path.is_file():
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != self.config.to_dict():
+            from .common import EchoDataError
+
+            raise EchoDataError(path, "checkpoint was trained with another configuration; use a new output_dir")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        # generator states are per rank: rank r continues from its own saved draw position
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        if self.rank:
+            self.data_gen.manual_seed(self.seed * 1000 + self.rank + 7919 * self.step)
+            self.noise_gen.manual_seed(self.seed * 1000 + 500 + self.rank + 7919 * self.step)
+        log.info("resumed %s at step %d", path, self.step)
+
+    def _save(self) -> None:
+        if self.rank != 0:
+            return
+        atomic_torch_save(self.state_dict(), self.output_dir / "checkpoint.pt")
+        atomic_torch_save({"config": self.config.to_dict(), "state_dict": self.ema.state_dict()},
+                          self.output_dir / "model.pt")
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up as in common EMA practice
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers()):
+            e.copy_(b)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean Dice of the EMA model on the validation cases with ``val_steps``-step sampling."""
+        if self.val_images is None:
+            return float("nan")
+        sampler = EchoDNDSampler(num_steps=self.val_steps, ensemble=1)
+        gen = torch.Generator().manual_seed(self.seed)
+        scores = []
+        for i in range(0, len(self.val_images), 8):
+            out = sampler(self.ema, self.val_images[i:i + 8].to(self.device), gen)
+            scores.append(dice_score(out["mask"].cpu(), self.val_masks[i:i + 8]))
+        return float(torch.cat(scores).mean())
+
+    def _log(self, row: dict[str, Any]) -> None:
+        path = self.output_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # --- loop ----------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train to ``steps`` (resuming if a checkpoint exists); returns the path of ``model.pt``."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._load_data()
+        self._build()
+        self._resume()
+        loss_fn = EchoDNDLoss()
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.step, desc="Echo-DND training", dynamic_ncols=True)
+        t0, acc = time.perf_counter(), {}
+        while self.step < self.steps:
+            image, mask = self._batch()
+            self.model.train()
+            losses = loss_fn(self.net, image, mask, self.noise_gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            self.optimizer.step()
+            self.step += 1
+            self._update_ema()
+            for k, v in losses.items():
+                if k != "timesteps":
+                    acc[k] = acc.get(k, 0.0) + float(v.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(losses['total']):.4f}")
+            last = self.step == self.steps
+            if self.val_every and (self.step % self.val_every == 0 or last) and self.rank == 0:
+                n = self.step % self.val_every or self.val_every
+                row = {"step": self.step, **{k: v / n for k, v in acc.items()}, "val_dice": self.validate(),
+                       "seconds": round(time.perf_counter() - t0, 1)}
+                self._log(row)
+                log.info("step %d: %s", self.step, row)
+                acc = {}
+            if self.step % self.save_every == 0 or last:
+                self._save()
+        if bar is not None:
+            bar.close()
+        self._save()
+        if self.distributed:
+            dist.barrier()
+        return self.output_dir / "model.pt"
