@@ -199,6 +199,81 @@ class EchoGains:
                               resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
                               device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress))
 
+    def expand_dataset(
+        self,
+        src: str,
+        out: str,
+        model: str | None = None,
+        augment: str = "combination",
+        k: int = 5,
+        labels: str = "lv,myo",
+        no_repaint: bool = False,
+        sampler: str = "fast",
+        seed: int = 0,
+        fold: int = 0,
+        shard: str | None = None,
+        batch_size: int = 8,
+        device: str | None = None,
+        overwrite: bool = False,
+        merge_only: bool = False,
+        progress: bool = True,
+    ) -> str:
+        """EchoGAINS generative augmentation: write a new nnU-Net raw dataset with K repainted copies per case.
+
+        Args:
+            src: source nnU-Net raw dataset.
+            out: output dataset folder (``DatasetXXX_Name``).
+            model: DDPM weights (``echogains train-ddpm`` output); not needed with ``--no_repaint``.
+            augment: ``depth``, ``tilt``, ``width``, ``translation`` or ``combination`` (each with probability 0.5).
+            k: augmented copies per training case (paper: 5).
+            labels: labels kept, from ``lv,myo,la`` (paper: LV + MYO).
+            no_repaint: the paper's baseline: transformed, black outside the kept content.
+            sampler: ``fast`` (<= 100 network evaluations per image) or ``repaint`` (250 steps, jumps 10 x 10).
+            seed: augmentation seed; with (case, k) it fixes every random choice.
+            fold: fold of the source ``splits_final.json`` whose training cases are augmented.
+            shard: ``i/N`` to write part i of N (default: RANK/WORLD_SIZE under torchrun); the last shard merges.
+            batch_size: images per network call.
+            device: ``cuda`` or ``cpu`` (default: cuda when available).
+            overwrite: replace an existing output dataset.
+            merge_only: only merge finished shards into ``dataset.json``.
+            progress: show a progress bar.
+        """
+        from echogains.augment.expand import expand_dataset
+
+        set_progress(progress)
+        return str(expand_dataset(src, out, model=model, augment=augment, k=k, labels=labels, repaint=not no_repaint,
+                                  sampler=sampler, seed=seed, fold=fold, shard=shard, batch_size=batch_size,
+                                  device=device, overwrite=overwrite, progress=progress, merge_only=merge_only))
+
+    def augmentation_report(
+        self,
+        dataset: str,
+        out: str,
+        model: str | None = None,
+        n_samples: int = 8,
+        max_cases: int = 50,
+        seed: int = 0,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> str:
+        """Quality checks of an expanded dataset: gallery PNG, SSIM nearest neighbours (memorisation), seam scores.
+
+        Args:
+            dataset: the ``expand-dataset`` output.
+            out: report folder.
+            model: DDPM weights: also compare unconditional samples with the training images.
+            n_samples: unconditional samples drawn.
+            max_cases: augmented cases checked.
+            seed: sampling seed.
+            device: ``cuda`` or ``cpu``.
+            progress: show a progress bar.
+        """
+        from echogains.augment.quality import augmentation_report
+
+        set_progress(progress)
+        return str(augmentation_report(dataset, out, model=model, n_samples=n_samples, max_cases=max_cases, seed=seed,
+                                       device=device, progress=progress))
+
     def nnunet_env(self, shell: str = "bash") -> str:
         """Print the line that makes nnU-Net find this project's trainers (``-tr nnUNetTrainerEcho``).
 

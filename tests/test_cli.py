@@ -76,5 +76,6 @@ def test_help_lists_commands():
     out = echogains("--help", check=False)
     text = out.stdout + out.stderr
     for command in ("make_phantom", "convert_camus", "convert_echonet", "verify_dataset", "evaluate", "train_ddpm",
+                    "expand_dataset", "augmentation_report",
                     "nnunet_env"):
         assert command in text

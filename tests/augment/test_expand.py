@@ -1,0 +1,282 @@
+"""expand-dataset on a tiny phantom with an untrained micro DDPM: output, provenance, folds, determinism, batching,
+resume after a kill, shards + merge, the no-repaint baseline, skipped draws and bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import echogains.augment.expand as expand_mod
+from echogains.augment.expand import (
+    RECORDS_DIR,
+    expand_dataset,
+    from_unit,
+    load_case,
+    merge_shards,
+    model_input,
+    prepare_augmentation,
+    repaint_frames,
+    to_unit,
+)
+from echogains.augment.transforms import TransformPolicy, apply_transforms
+from echogains.data.nnunet import RawDataset
+from echogains.data.phantom import make_phantom
+from echogains.ddpm.model import get_config, build_network, load_ddpm, save_weights
+from echogains.geometry import Sector
+from echogains.utils import EchoDataError
+
+K = 2
+SCHEDULE = (4, 2, 2)  # 6 network evaluations per image
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: more threads only contend
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    """3 phantom patients (train, val, test), 48 x 40 px, labels LV, MYO, LA."""
+    root = tmp_path_factory.mktemp("src") / "Dataset900_Phantom"
+    return make_phantom(root, n_patients=3, layout="nnunet", image_size=(48, 40), labels="lv,myo,la", progress=False)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "micro.pt"
+    cfg = get_config("micro")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = build_network(cfg)
+    save_weights(path, cfg, net.state_dict())
+    return path
+
+
+def _run(src: Path, out: Path, model: Path | None, **kwargs) -> Path:
+    args = dict(k=K, batch_size=2, schedule=SCHEDULE, device="cpu", progress=False)
+    args.update(kwargs)
+    return expand_dataset(src, out, model=model, **args)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, src, model) -> Path:
+    return _run(src, tmp_path_factory.mktemp("base") / "Dataset901_Aug", model)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every dataset file (not the sidecar records) by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and RECORDS_DIR not in p.parts}
+
+
+def _array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_output_cases_geometry_labels_and_provenance(base, src, model):
+    ds, source = RawDataset(base), RawDataset(src)
+    train = source.splits[0]["train"]
+    augs = [f"{c}_aug{k}" for c in train for k in range(1, K + 1)]
+    assert ds.case_ids("Tr") == sorted(source.case_ids("Tr") + augs)
+    assert ds.case_ids("Ts") == source.case_ids("Ts")
+    assert ds.labels == {"background": 0, "LV": 1, "MYO": 2}  # --labels lv,myo: LA dropped
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    for case in augs:
+        rec = ds.record(case)
+        prov = rec["provenance"]
+        source_case = prov["source_case"]
+        assert case.startswith(source_case) and rec["patient"] == source.record(source_case)["patient"]
+        assert prov["model"]["sha256"] == sha and prov["sampler"]["network_evaluations"] == 6
+        assert prov["sampler"]["schedule"] == list(SCHEDULE) and prov["seed"] == 0 and prov["repaint"] is True
+        assert 1 <= prov["tries"] <= 30 and prov["label_kept_fraction"] >= 0.5 and prov["frame_size"] == 32
+        assert prov["policy"]["min_label_inside"] == 0.5 and prov["policy"]["max_tries"] == 30
+        img, ref = ds.read_image(case), source.read_image(source_case)
+        for attr in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+            assert getattr(img, attr)() == getattr(ref, attr)()
+        assert img.GetNumberOfComponentsPerPixel() == 1 and _array(ds.image_path(case)).dtype == np.uint8
+        label = _array(ds.label_path(case))
+        assert set(np.unique(label)) <= {0, 1, 2} and label.any()
+        # the kept content is the source resampled at full resolution, untouched by the model
+        unit, rng = to_unit(_array(source.image_path(source_case)))
+        res = apply_transforms(unit, None, Sector.from_dict(prov["source_sector"]), prov["transforms"], (32, 32))
+        np.testing.assert_array_equal(_array(ds.image_path(case))[res.known], from_unit(res.image, rng, np.uint8)[res.known])
+    for case in source.case_ids():
+        assert 3 not in np.unique(_array(ds.label_path(case)))  # originals: LA removed
+        assert ds.image_path(case).read_bytes() == source.image_path(case).read_bytes()  # image copied as is
+
+
+def test_folds_keep_augmented_copies_with_their_patient(base, src):
+    ds, source = RawDataset(base), RawDataset(src)
+    assert len(ds.splits) == len(source.splits)
+    for out_fold, src_fold in zip(ds.splits, source.splits):
+        assert out_fold["val"] == sorted(src_fold["val"])  # validation cases are never augmented
+        aug = [c for c in out_fold["train"] if "_aug" in c]
+        assert {c.rsplit("_aug", 1)[0] for c in aug} <= set(src_fold["train"])
+    assert len([c for c in ds.splits[0]["train"] if "_aug" in c]) == K * len(source.splits[0]["train"])
+
+
+def test_output_passes_verify_dataset_with_nnunet_check(base):
+    from echogains.data.verify import verify_dataset
+
+    report = verify_dataset(base, nnunet_check=True, show_progress=False)
+    assert report.ok, report.summary()
+    assert report.num_training == 16 and report.num_test == 4
+
+
+def test_same_arguments_give_the_same_bytes(base, src, model, tmp_path):
+    again = _run(src, tmp_path / "Dataset901_Aug", model)
+    assert _files(again) == _files(base)
+
+
+def test_results_do_not_depend_on_the_batch_size(base, src, model, tmp_path):
+    other = _run(src, tmp_path / "Dataset901_Aug", model, batch_size=8)  # all 8 augmentations in one batch
+    a, b = _files(base), _files(other)
+    assert a.keys() == b.keys()
+    for name in a:
+        if name.startswith("labelsTr"):
+            assert a[name] == b[name]
+        elif name.startswith("imagesTr"):  # equal up to the network's batch numerics: at most one grey level
+            diff = np.abs(_array(base / name).astype(int) - _array(other / name).astype(int))
+            assert diff.max() <= 1
+
+
+def test_resume_after_a_kill_finishes_without_redoing_or_duplicating(base, src, model, tmp_path, monkeypatch):
+    out = tmp_path / "Dataset901_Aug"
+    real = expand_mod._write_augmented
+    calls: list[str] = []
+
+    def dying(ctx, item):
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        calls.append(item.case_id)
+        real(ctx, item)
+
+    monkeypatch.setattr(expand_mod, "_write_augmented", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(src, out, model)
+    assert not (out / "dataset.json").exists()
+    finished = list(calls)
+    calls.clear()
+    monkeypatch.setattr(expand_mod, "_write_augmented", lambda ctx, item: (calls.append(item.case_id), real(ctx, item)))
+    _run(src, out, model)
+    assert not set(calls) & set(finished) and len(calls) == 2 * K * 2 - 3  # only the missing ones were written
+    assert _files(out) == _files(base)
+    records = sorted(p.name for p in (out / RECORDS_DIR).iterdir())
+    assert len(records) == len(set(records)) == len(RawDataset(out)) + 1  # one per case + the plan
+
+
+def test_resume_with_other_arguments_is_refused(src, model, tmp_path, monkeypatch):
+    out = tmp_path / "Dataset901_Aug"
+    monkeypatch.setattr(expand_mod, "_write_augmented", lambda ctx, item: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError):
+        _run(src, out, model)
+    monkeypatch.undo()
+    with pytest.raises(EchoDataError, match="other arguments.*seed"):
+        _run(src, out, model, seed=1)
+
+
+def test_two_shards_and_merge_equal_one_run(base, src, model, tmp_path, monkeypatch):
+    out = tmp_path / "Dataset901_Aug"
+    _run(src, out, model, shard="0/2")
+    assert not (out / "dataset.json").exists()
+    with pytest.raises(EchoDataError, match="not finished"):
+        merge_shards(out)
+    monkeypatch.setenv("RANK", "1")  # the second shard as torchrun would start it
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _run(src, out, model)
+    assert (out / "dataset.json").exists()
+    assert _files(out) == _files(base)
+    merge_shards(out)  # an explicit merge (--merge-only) rewrites the same files
+    assert _files(out) == _files(base)
+
+
+def test_no_repaint_baseline_keeps_transforms_and_leaves_black(base, src, tmp_path):
+    out = _run(src, tmp_path / "Dataset902_NoRepaint", None, repaint=False, frame_size=32)
+    ds, rep = RawDataset(out), RawDataset(base)
+    for case in ds.case_ids("Tr"):
+        prov = ds.record(case)["provenance"]
+        if not prov["augmented"]:
+            continue
+        assert prov["model"] is None and prov["sampler"] is None and prov["repaint"] is False
+        assert prov["transforms"] == rep.record(case)["provenance"]["transforms"]  # same draws as with RePaint
+        assert ds.label_path(case).read_bytes() == rep.label_path(case).read_bytes()  # labels never repainted
+        source = RawDataset(src)
+        unit, _ = to_unit(_array(source.image_path(prov["source_case"])))
+        res = apply_transforms(unit, None, Sector.from_dict(prov["source_sector"]), prov["transforms"], (32, 32))
+        image = _array(ds.image_path(case))
+        assert not image[~res.known].any()  # black outside the kept content
+        np.testing.assert_array_equal(image[res.known], _array(rep.image_path(case))[res.known])
+
+
+def test_known_pixels_are_identical_after_repainting_in_the_model_frame(src, model):
+    source = RawDataset(src)
+    mapping = {1: 1, 2: 2}
+    net, diffusion, cfg = load_ddpm(model)
+    items = [prepare_augmentation(load_case(source, c, mapping), k, "combination", 0, cfg.image_size, TransformPolicy())
+             for c in source.splits[0]["train"][:2] for k in (1, 2)]
+    assert all(it.ok for it in items)
+    out = repaint_frames(items, net, diffusion, "fast", SCHEDULE, 1, "cpu")
+    for it, frame in zip(items, out):
+        known = it.frame.known
+        assert frame.shape == (32, 32) and known.any() and (~known).any()
+        np.testing.assert_array_equal(frame[known], model_input(it)[known])
+        assert np.mean(frame[~known] != model_input(it)[~known]) > 0.5  # the black unknown region was generated
+
+
+def test_failed_draws_are_skipped_and_recorded(src, tmp_path):
+    hopeless = TransformPolicy(translation_px=(600.0, 700.0))  # the label always leaves the image
+    out = _run(src, tmp_path / "Dataset903_Skip", None, repaint=False, frame_size=32, augment="translation",
+               policy=hopeless)
+    ds, source = RawDataset(out), RawDataset(src)
+    assert ds.case_ids() == source.case_ids() and not any("_aug" in c for s in ds.splits for c in s["train"])
+    rec = json.loads((out / RECORDS_DIR / f"{source.splits[0]['train'][0]}_aug1.json").read_text())
+    assert rec["status"] == "skipped" and "30 tries" in rec["reason"]
+    assert rec["record"]["provenance"]["tries"] == 30
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"src": "missing"}, "dataset folder not found"),
+        ({"augment": "rotate"}, "--augment"),
+        ({"shard": "2/2"}, "--shard"),
+        ({"shard": "one/two"}, "--shard"),
+        ({"model": None}, "--model is required"),
+        ({"model": "missing.pt"}, "not found"),
+        ({"labels": "lv,rv"}, "--labels"),
+        ({"sampler": "ddim"}, "sampler"),
+        ({"fold": 3}, "--fold"),
+        ({"k": 0}, "--k"),
+    ],
+)
+def test_bad_inputs_raise_before_writing(src, model, tmp_path, change, match):
+    args = {"src": src, "model": model}
+    args.update(change)
+    if args["src"] == "missing":
+        args["src"] = tmp_path / "missing"
+    if args["model"] == "missing.pt":
+        args["model"] = tmp_path / "missing.pt"
+    out = tmp_path / "Dataset904_Out"
+    with pytest.raises(EchoDataError, match=match):
+        _run(args.pop("src"), out, args.pop("model"), **args)
+    assert not out.exists()
+
+
+def test_bad_output_folders_are_refused(src, model, tmp_path):
+    with pytest.raises(EchoDataError, match="outside the source"):
+        _run(src, src / "Dataset905_In", model)
+    foreign = tmp_path / "Dataset906_Foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(EchoDataError, match="not an interrupted expansion"):
+        _run(src, foreign, model)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
