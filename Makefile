@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean demo-weights
+
+# The committed demo weights were made by this target (CPU, one thread, about an hour each on 2 cores).
+DEMO_DATA := build/demo_train/Dataset601_PhantomLV
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,16 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m echogains.demo --out demo_output
+
+demo-weights: $(STAMP)
+	$(PY) -m echogains make-phantom $(DEMO_DATA) --layout nnunet --n_patients 60 --seed 1000 --labels lv,myo --overwrite
+	OMP_NUM_THREADS=1 $(PY) -m monai.bundle run --config_file bundles/echo_dnd/configs/train.json \
+		--dataset_dir $(DEMO_DATA) --output_dir build/demo_train/echo_dnd_tiny --network_config tiny --image_size 64 \
+		--steps 4000 --batch_size 8 --lr 2e-4 --val_every 250 --val_steps 10 --save_every 250 --seed 0 --device cpu
+	mkdir -p bundles/echo_dnd/models && cp build/demo_train/echo_dnd_tiny/model.pt bundles/echo_dnd/models/model.pt
+	OMP_NUM_THREADS=1 $(PY) -m echogains train-ddpm $(DEMO_DATA) build/demo_train/ddpm_tiny --config tiny --steps 3000 \
+		--batch_size 8 --seed 0 --sample_every 500 --checkpoint_every 250 --device cpu
+	cp build/demo_train/ddpm_tiny/ddpm_ema.pt echogains/ddpm/weights/ddpm_tiny_phantom.pt
 
 clean:
 	rm -rf $(VENV) demo_output

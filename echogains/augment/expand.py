@@ -713,10 +713,13 @@ def expand_dataset(
     # --- nothing was written before this line ---
     if overwrite and (out / RECORDS_DIR).is_dir():
         shutil.rmtree(out / RECORDS_DIR)
+    # the plan goes first: a shard starting at the same moment then sees an interrupted expansion, not a foreign folder
+    saved = {"settings": settings, "plan": plan, "source_path": str(source.root.resolve())}
+    if overwrite and (out / "dataset.json").is_file():
+        (out / "dataset.json").unlink()  # mark incomplete before the plan makes the folder a resumable expansion
+    atomic_write_json(out / RECORDS_DIR / _PLAN, saved)
     writer = RawDatasetWriter(out, label_dict(keys), description=_description(settings), overwrite=overwrite,
                               resume=True)
-    saved = {"settings": settings, "plan": plan, "source_path": str(source.root.resolve())}
-    atomic_write_json(out / RECORDS_DIR / _PLAN, saved)
     ctx = _Context(source, out, settings, plan, writer, mapping, keys, policy, net, diffusion, dev)
     groups = plan["groups"][shard_i::shard_n]
     copies = plan["copies"][shard_i::shard_n]

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from echogains.ddpm.diffusion import GaussianDiffusion, cosine_betas, space_timesteps
 from echogains.ddpm.model import (
     CONFIGS,
@@ -21,8 +23,12 @@ from echogains.ddpm.model import (
     tiny,
 )
 
+#: Demo weights: the ``tiny`` configuration trained on the phantom by ``make demo-weights`` (EMA, 64 x 64).
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ddpm_tiny_phantom.pt"
+
 __all__ = [
     "CONFIGS",
+    "DEMO_WEIGHTS",
     "DDPMConfig",
     "GaussianDiffusion",
     "build_diffusion",
