@@ -1,53 +1,143 @@
 """``make demo``: the whole chain on the embedded default (synthetic phantom, no data, no GPU).
 
-Stages: phantom (CAMUS NIfTI layout) -> ``convert-camus`` -> nnU-Net raw dataset -> ``verify-dataset`` ->
-segmentation of the test cases -> ``evaluate`` (Dice, HD/MSD in mm, Simpson-biplane EF, Bland-Altman,
-overlays, HTML report). Every stage is the same function the ``echogains`` commands call.
+1. ``make-phantom`` (CAMUS NIfTI layout, ``camus-like``) -> ``convert-camus`` -> nnU-Net raw dataset ->
+   ``verify-dataset``.
+2. Echo-DND segmentation of the test cases with the bundle's demo weights, run as users run it:
+   ``python -m monai.bundle run inference --config_file bundles/echo_dnd/configs/inference.json ...``;
+   masks and uncertainty maps in the input geometry.
+3. ``evaluate``: Dice, HD/MSD in mm, Simpson-biplane EF against the phantom's analytic reference, Bland-Altman,
+   overlays, HTML report.
+4. EchoGAINS: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM (fast RePaint sampler),
+   then ``augmentation-report`` (gallery, memorisation check, seam scores).
+5. ``index.html`` linking everything, and ``demo_timings.json``.
 
-Until a segmentation model ships, the "segmenter" is the oracle: the reference masks themselves, so the
-report shows the evaluator's ceiling (Dice 1) and, more usefully, how far Simpson-biplane EF from perfect
-masks lies from the phantom's analytic EF.
+The demo uses one torch thread per process: on a shared 2-core machine two-thread torch can be many times slower.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import fire
+import numpy as np
 
-from echogains.utils import atomic_write_json, get_logger, set_progress
+from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger, set_progress
 
 log = get_logger("echogains.demo")
 
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "echo_dnd"
 
-def _oracle_predictions(dataset_dir: Path, pred_dir: Path) -> None:
-    """Copy the reference masks of all cases as 'predictions' (nnU-Net naming ``{case}.nii.gz``)."""
+
+def _run(cmd: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log.info("$ %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo step failed ({proc.returncode}): {' '.join(cmd)}")
+
+
+def _uncertainty_gallery(dataset: Path, preds: Path, out: Path, max_cases: int = 8) -> Path:
+    """PNG grid: image | predicted LV contour | uncertainty map, for the first test cases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
     from echogains.data.nnunet import RawDataset
 
-    ds = RawDataset(dataset_dir)
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for case in ds.case_ids("all"):
-        shutil.copyfile(ds.label_path(case), pred_dir / f"{case}.nii.gz")
+    ds = RawDataset(dataset)
+    cases = [c for c in ds.case_ids("Ts") if (preds / f"{c}_uncertainty.nii.gz").is_file()][:max_cases]
+    fig, axes = plt.subplots(len(cases), 2, figsize=(6, 2.6 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        image, _, spacing = ds.load(case)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case}.nii.gz")))
+        unc = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case}_uncertainty.nii.gz")))
+        aspect = spacing[1] / spacing[0]
+        row[0].imshow(image, cmap="gray", aspect=aspect)
+        row[0].contour(mask > 0, levels=[0.5], colors="r", linewidths=1)
+        row[0].set_title(f"{case}: Echo-DND LV", fontsize=8)
+        im = row[1].imshow(unc, cmap="magma", vmin=0, vmax=1, aspect=aspect)
+        row[1].set_title("uncertainty (vote entropy)", fontsize=8)
+        fig.colorbar(im, ax=row[1], fraction=0.046)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    path = out / "uncertainty.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path
 
 
-def run_demo(out: str = "demo_output", n_patients: int = 30, seed: int = 0, progress: bool = True) -> str:
-    """Run the demo chain and write ``out/report/report.html``.
+def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Path | None) -> Path:
+    seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
+    dice = seg.get("dice", {}).get("mean")
+    hd = seg.get("hd_mm", {}).get("mean")
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in timings.items())
+    aug = ""
+    if aug_report is not None:
+        gallery = [p for p in aug_report.parent.glob("*.png")]
+        imgs = "".join(f'<img src="{p.relative_to(root).as_posix()}" style="max-width:900px"><br>' for p in sorted(gallery))
+        aug = (f'<h2>Generative augmentation (EchoGAINS)</h2><p><a href="{aug_report.relative_to(root).as_posix()}">'
+               f"augmentation report (JSON)</a></p>{imgs}")
+    text = f"""<!doctype html><html><head><meta charset="utf-8"><title>echogains demo</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td{{padding:2px 8px}}</style></head><body>
+<h1>echogains demo on the synthetic phantom</h1>
+<p>Echo-DND (demo weights) on the phantom test split: LV Dice {dice if dice is None else f"{dice:.3f}"},
+HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full evaluation report</a>
+(metrics, Simpson-biplane EF, Bland–Altman, overlays).</p>
+<h2>Uncertainty maps</h2><img src="report/uncertainty.png">
+{aug}
+<h2>Timings (s)</h2><table>{rows}</table></body></html>
+"""
+    path = root / "index.html"
+    atomic_write_text(path, text)
+    return path
+
+
+def run_demo(
+    out: str = "demo_output",
+    n_patients: int = 30,
+    seed: int = 0,
+    num_steps: int = 10,
+    ensemble: int = 3,
+    augment: bool = True,
+    progress: bool = True,
+) -> str:
+    """Run the demo chain and write ``out/index.html``.
 
     Args:
         out: output folder (replaced if it exists).
-        n_patients: phantom patients (each: 2CH and 4CH at ED and ES).
-        seed: phantom seed.
+        n_patients: phantom patients (each: 2CH and 4CH at ED and ES); about 10 % form the test split.
+        seed: phantom seed (the demo weights were trained on seed 1000, so these patients are unseen).
+        num_steps: Echo-DND sampling steps.
+        ensemble: Echo-DND samples per image (the uncertainty map needs more than one).
+        augment: also run the EchoGAINS expansion and its report.
         progress: show progress bars.
     """
+    from echogains.augment.expand import expand_dataset
+    from echogains.augment.quality import augmentation_report
     from echogains.data.camus import convert_camus
     from echogains.data.phantom import make_phantom
     from echogains.data.verify import verify_dataset
+    from echogains.ddpm import DEMO_WEIGHTS
     from echogains.evaluation.evaluate import evaluate
 
     set_progress(progress)
-    root = Path(out)
+    weights = BUNDLE / "models" / "model.pt"
+    for path in (weights, *([DEMO_WEIGHTS] if augment else [])):
+        if not path.is_file():
+            raise EchoDataError(path, "demo weights missing (make demo-weights trains them)")
+    root = Path(out).resolve()
     if root.exists():
         shutil.rmtree(root)
     timings: dict[str, float] = {}
@@ -68,17 +158,36 @@ def run_demo(out: str = "demo_output", n_patients: int = 30, seed: int = 0, prog
     report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
     if not report.ok:
         raise SystemExit(report.summary())
-    preds = root / "predictions" / "oracle"
-    stage("segment (oracle)", _oracle_predictions, dataset, preds)
-    stage("evaluate", evaluate, preds, dataset, root / "report", subset="all", progress=progress)
+    preds = root / "predictions" / "echo_dnd"
+    stage("echo-dnd inference", _run, [
+        sys.executable, "-m", "monai.bundle", "run", "inference",
+        "--config_file", str(BUNDLE / "configs" / "inference.json"),
+        "--dataset_dir", str(dataset), "--output_dir", str(preds), "--subset", "Ts",
+        "--num_steps", str(num_steps), "--ensemble", str(ensemble), "--device", "cpu",
+        "--progress", str(bool(progress)).lower()])
+    summary = stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
+    stage("uncertainty gallery", _uncertainty_gallery, dataset, preds, root / "report")
+    aug_report = None
+    if augment:
+        small = root / "nnUNet_raw" / "Dataset502_PhantomLVFocused"
+        stage("make-phantom lv-focused", make_phantom, small, n_patients=4, preset="lv-focused", layout="nnunet",
+              labels="lv,myo", seed=seed + 7, progress=progress)
+        expanded = root / "nnUNet_raw" / "Dataset503_PhantomLVFocusedAug"
+        stage("expand-dataset", expand_dataset, small, expanded, model=DEMO_WEIGHTS, augment="combination", k=2,
+              sampler="fast", seed=seed, device="cpu", progress=progress)
+        aug_report = stage("augmentation-report", augmentation_report, expanded, root / "augmentation",
+                           model=DEMO_WEIGHTS, n_samples=8, device="cpu", progress=progress)
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
-    html = root / "report" / "report.html"
-    print(f"demo finished in {timings['total']:.1f} s; report: {html}")
-    return str(html)
+    index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report)
+    print(f"demo finished in {timings['total']:.1f} s; open {index}")
+    return str(index)
 
 
 def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
     fire.Fire(run_demo)
 
 

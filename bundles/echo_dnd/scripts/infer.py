@@ -1,0 +1,441 @@
+"""Echo-DND inference I/O: read echo images, sample masks with the diffusion sampler, write them in the input geometry.
+
+Inputs (``dataset_dir``):
+
+- an nnU-Net raw dataset (``dataset.json`` with ``imagesTs``/``imagesTr``): the cases of ``subset`` (``auto``: the
+  test cases, or every case when there are none), written as ``{case}.nii.gz`` so ``echogains evaluate`` reads them;
+- a folder of images, or one image file: NIfTI (``.nii``/``.nii.gz``), MetaImage (``.mhd``) or PNG. The case id is
+  the file name without its extension and without nnU-Net's ``_0000`` channel suffix; CAMUS ground-truth files
+  (``*_gt.*``) are skipped.
+
+A 2D image is one frame; a 3D image (a 2D+t sequence such as a CAMUS half sequence, frames along the third axis) is
+segmented frame by frame. RGB(A) PNGs are converted to grey (mean of R, G, B).
+
+Per frame (the same steps as training, ``scripts.data``): min-max intensity scaling to [0, 1], zero padding to a
+centred square, resize to the model's ``image_size``; the sampler (batched over frames) gives the fused STAPLE mask
+and the uncertainty map (normalised entropy of the votes of all samples of both chains); both are resized back onto
+the input's pixel grid (mask: nearest, uncertainty: bilinear) and written with the input's spacing, origin and
+direction (SimpleITK ``CopyInformation``):
+
+- ``{case}.nii.gz``: uint8 mask, ``label_value`` (1) = LV cavity, 0 elsewhere;
+- ``{case}_uncertainty.nii.gz``: float32 in [0, 1], 0 where every sample of both chains agrees;
+- ``echo_dnd_inference.json``: settings, weights hash and per-case timings.
+
+Every input is read and checked before the first output is written; a bad file raises
+:class:`~echogains.utils.EchoDataError` naming it. The same inputs, weights and seed give the same bytes: each case
+draws from its own ``torch.Generator`` seeded with ``seed``, independent of the other cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from echogains.data.nnunet import RawDataset, read_image, write_image
+from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress
+
+from .data import Frame, from_model_frame, normalize_intensity, to_model_frame
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "InferenceCase",
+    "EchoDNDInference",
+    "case_id_from_name",
+    "find_inputs",
+    "read_frames",
+    "segment_frames",
+    "frames_to_image",
+    "make_sample_data",
+    "file_sha256",
+    "as_bool",
+    "resolve_subset",
+]
+
+log = get_logger("echo_dnd.infer")
+
+#: File types read as images (SimpleITK picks the reader from the extension).
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mhd", ".png")
+#: Name of the run record written beside the predictions.
+RECORD_NAME = "echo_dnd_inference.json"
+UNCERTAINTY_SUFFIX = "_uncertainty"
+
+
+@dataclass(frozen=True)
+class InferenceCase:
+    """One input: its case id (names the outputs) and its image file."""
+
+    case_id: str
+    path: Path
+
+
+def as_bool(value: bool | int | str, name: str) -> bool:
+    """A flag given in a config or on the command line (``fire`` passes ``false`` as the string ``"false"``).
+
+    Args:
+        value: a bool, a number or a yes/no word (``true``/``false``, ``yes``/``no``, ``on``/``off``, ``1``/``0``).
+        name: how an error names the flag.
+
+    Raises:
+        EchoDataError: a string that is not a yes/no word.
+    """
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", "none", ""):
+            return False
+        raise EchoDataError(name, f"expected true or false, got {value!r}")
+    return bool(value)
+
+
+# --- finding the inputs -----------------------------------------------------------------------------------------
+def _image_suffix(name: str) -> str | None:
+    lower = name.lower()
+    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
+
+
+def case_id_from_name(name: str) -> str:
+    """Case id of an image file name: without its extension and without a trailing ``_0000`` (nnU-Net channel).
+
+    Args:
+        name: a file name such as ``patient0001_4CH_ED_0000.nii.gz``.
+    """
+    suffix = _image_suffix(name)
+    stem = name[: -len(suffix)] if suffix else name
+    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
+
+
+def resolve_subset(dataset: RawDataset, subset: str) -> str:
+    """``auto`` means the test cases (``Ts``) when the dataset has any, else ``all``; other values pass through."""
+    if subset == "auto":
+        return "Ts" if dataset.case_ids("Ts") else "all"
+    return subset
+
+
+def _dataset_cases(root: Path, subset: str, fold: int | None) -> list[InferenceCase]:
+    dataset = RawDataset(root)
+    ids = dataset.case_ids(resolve_subset(dataset, subset), fold)
+    return [InferenceCase(c, dataset.image_path(c)) for c in ids]
+
+
+def _folder_cases(root: Path) -> list[InferenceCase]:
+    files = sorted(
+        f for f in root.iterdir()
+        if f.is_file() and not f.name.startswith(".") and _image_suffix(f.name)
+        and not case_id_from_name(f.name).endswith("_gt")
+    )
+    return [InferenceCase(case_id_from_name(f.name), f) for f in files]
+
+
+def find_inputs(source: str | os.PathLike, subset: str = "auto", fold: int | None = None) -> list[InferenceCase]:
+    """The cases to segment in ``source`` (an nnU-Net raw dataset, a folder of images or one image file).
+
+    Args:
+        source: dataset folder, image folder or image file.
+        subset: for an nnU-Net raw dataset: ``auto`` (test cases, else all), ``Ts``, ``Tr``, ``all``, ``train``/``val``.
+        fold: the fold of ``train``/``val``.
+
+    Raises:
+        EchoDataError: missing source, unsupported file type, no images, or two files giving the same case id.
+    """
+    root = Path(source)
+    if root.is_file():
+        if not _image_suffix(root.name):
+            raise EchoDataError(root, f"unsupported image type; expected one of {', '.join(IMAGE_SUFFIXES)}")
+        cases = [InferenceCase(case_id_from_name(root.name), root)]
+    elif (root / "dataset.json").is_file():
+        cases = _dataset_cases(root, subset, fold)
+    elif root.is_dir():
+        cases = _folder_cases(root)
+    else:
+        raise EchoDataError(root, "input not found (expected an nnU-Net raw dataset, an image folder or an image file)")
+    if not cases:
+        raise EchoDataError(root, f"no input images ({', '.join(IMAGE_SUFFIXES)}) found")
+    seen: dict[str, Path] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise EchoDataError(case.path, f"case id {case.case_id!r} is also given by {seen[case.case_id].name}")
+        seen[case.case_id] = case.path
+    return cases
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+def _grey_array(image: sitk.Image, path: Path) -> np.ndarray:
+    """Pixel array ``(T, H, W)`` or ``(H, W)`` as float32; RGB(A) becomes the mean of R, G and B."""
+    array = sitk.GetArrayFromImage(image)
+    components = image.GetNumberOfComponentsPerPixel()
+    if components in (3, 4):
+        array = array[..., :3].astype(np.float32).mean(axis=-1)
+    elif components != 1:
+        raise EchoDataError(path, f"expected a grey or RGB image, got {components} components per pixel")
+    return array.astype(np.float32)
+
+
+def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
+    """Read an image as frames ``(T, H, W)`` float32 and keep the image for its geometry.
+
+    A 2D image gives one frame; a 3D image (2D+t) gives its slices along the third axis.
+
+    Args:
+        path: NIfTI, MetaImage or PNG file.
+
+    Raises:
+        EchoDataError: unreadable file, 4D or more, more than one channel (other than RGB), degenerate size,
+            NaN or Inf values.
+    """
+    path = Path(path)
+    image = read_image(path)
+    if image.GetDimension() not in (2, 3):
+        raise EchoDataError(path, f"expected a 2D image or a 2D+t sequence, got {image.GetDimension()} dimensions")
+    array = _grey_array(image, path)
+    frames = array[None] if array.ndim == 2 else array
+    if min(frames.shape[1:]) < 2:
+        raise EchoDataError(path, f"degenerate image of size {image.GetSize()}")
+    if not np.isfinite(frames).all() or _nifti_has_nonfinite(path, image):
+        raise EchoDataError(path, "contains NaN or Inf")
+    return frames, image
+
+
+def _nifti_has_nonfinite(path: Path, image: sitk.Image) -> bool:
+    """SimpleITK's NIfTI reader turns NaN into 0: read floating-point NIfTI files raw with nibabel to see them."""
+    floating = image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64,
+                                      sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
+    if not floating or not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    import nibabel as nib
+
+    return not np.isfinite(np.asarray(nib.load(str(path)).dataobj)).all()
+
+
+# --- segmenting -------------------------------------------------------------------------------------------------
+def _model_batch(frames: np.ndarray, size: int) -> tuple[torch.Tensor, list[Frame]]:
+    """Normalise each frame and put it into the square model frame: ``(T, 1, size, size)`` and the inverse maps."""
+    pairs = [to_model_frame(normalize_intensity(f), size) for f in frames]
+    return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def segment_frames(
+    model: nn.Module,
+    sampler: Callable[..., dict[str, torch.Tensor]],
+    frames: np.ndarray,
+    generator: torch.Generator,
+    batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment frames ``(T, H, W)``; returns the binary mask (uint8) and the uncertainty (float32), both ``(T, H, W)``.
+
+    Args:
+        model: the Echo-DND model (``model.config.image_size`` is its input side).
+        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``.
+        frames: the frames on the input's pixel grid.
+        generator: every random draw of the sampler; the frames' batches draw from it in order.
+        batch_size: frames per sampler call.
+    """
+    device = next(model.parameters()).device
+    batch, maps = _model_batch(frames, int(model.config.image_size))
+    masks, uncertainty = [], []
+    for start in range(0, len(batch), max(1, batch_size)):
+        out = sampler(model, batch[start:start + batch_size].to(device), generator)
+        for i, frame in enumerate(maps[start:start + batch_size]):
+            masks.append(from_model_frame(out["mask"][i], frame, is_label=True) > 0.5)
+            uncertainty.append(np.clip(from_model_frame(out["uncertainty"][i], frame, is_label=False), 0.0, 1.0))
+    return np.stack(masks).astype(np.uint8), np.stack(uncertainty).astype(np.float32)
+
+
+# --- writing ----------------------------------------------------------------------------------------------------
+def frames_to_image(frames: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Frames ``(T, H, W)`` as an image of the reference's dimension, size, spacing, origin and direction."""
+    array = frames[0] if reference.GetDimension() == 2 else frames
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (provenance of the weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EchoDNDInference:
+    """Segment every input of ``dataset_dir`` with an Echo-DND model and write masks and uncertainty maps.
+
+    Args:
+        model: the Echo-DND model (``scripts.train.load_model``), on the device to run on.
+        sampler: an ``EchoDNDSampler`` (steps, ensemble) or any callable with its signature.
+        dataset_dir: nnU-Net raw dataset, image folder or image file (see the module docstring).
+        output_dir: where ``{case}.nii.gz``, ``{case}_uncertainty.nii.gz`` and the run record go.
+        subset: cases of an nnU-Net raw dataset: ``auto``, ``Ts``, ``Tr``, ``all``, ``train``/``val`` (of ``fold``).
+        fold: fold for ``train``/``val``.
+        seed: seed of each case's generator.
+        batch_size: frames per sampler call.
+        label_value: value of the LV in the written mask.
+        weights: path of the weights, recorded with its SHA-256.
+        progress: show a progress bar over the cases.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sampler: Callable[..., dict[str, torch.Tensor]],
+        dataset_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        subset: str = "auto",
+        fold: int | None = None,
+        seed: int = 0,
+        batch_size: int = 8,
+        label_value: int = 1,
+        weights: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise EchoDataError("batch_size", f"must be >= 1, got {batch_size}")
+        if not 1 <= int(label_value) <= 255:
+            raise EchoDataError("label_value", f"must be in 1..255, got {label_value}")
+        self.model, self.sampler = model, sampler
+        self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir)
+        self.subset, self.fold, self.seed = subset, fold, int(seed)
+        self.batch_size, self.label_value = int(batch_size), int(label_value)
+        self.weights = None if weights is None else Path(weights)
+        self.progress = as_bool(progress, "progress")
+
+    def output_paths(self, case_id: str) -> tuple[Path, Path]:
+        """Paths of the mask and the uncertainty map of a case."""
+        return (self.output_dir / f"{case_id}.nii.gz", self.output_dir / f"{case_id}{UNCERTAINTY_SUFFIX}.nii.gz")
+
+    def check(self) -> list[InferenceCase]:
+        """Find and read every input, and check that no output would replace an input; nothing is written.
+
+        Raises:
+            EchoDataError: the first bad input, naming its file.
+        """
+        cases = find_inputs(self.dataset_dir, self.subset, self.fold)
+        inputs = {c.path.resolve() for c in cases}
+        for case in cases:
+            read_frames(case.path)
+            for out in self.output_paths(case.case_id):
+                if out.resolve() in inputs:
+                    raise EchoDataError(out, "an output would overwrite an input image; choose another output_dir")
+        return cases
+
+    def segment_case(self, case: InferenceCase) -> dict[str, Any]:
+        """Segment one case, write its two images atomically and return its record."""
+        start = time.perf_counter()
+        frames, reference = read_frames(case.path)
+        generator = torch.Generator().manual_seed(self.seed)
+        masks, uncertainty = segment_frames(self.model, self.sampler, frames, generator, self.batch_size)
+        mask_path, unc_path = self.output_paths(case.case_id)
+        write_image(frames_to_image(masks * np.uint8(self.label_value), reference), mask_path)
+        write_image(frames_to_image(uncertainty, reference), unc_path)
+        return {
+            "case_id": case.case_id,
+            "input": str(case.path),
+            "frames": int(len(frames)),
+            "size": list(reference.GetSize()),
+            "spacing": list(reference.GetSpacing()),
+            "mask_pixels": int(masks.sum()),
+            "mean_uncertainty": float(uncertainty.mean()),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """What produced the outputs: sampler settings, seed, model configuration and weights hash."""
+        config = getattr(self.model, "config", None)
+        return {
+            "num_steps": getattr(self.sampler, "num_steps", None),
+            "ensemble": getattr(self.sampler, "ensemble", None),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": str(next(self.model.parameters()).device),
+            "weights": None if self.weights is None else str(self.weights),
+            "weights_sha256": file_sha256(self.weights) if self.weights and self.weights.is_file() else None,
+            "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+        }
+
+    def run(self) -> dict[str, Any]:
+        """Check all inputs, then segment them; returns the run record (also written as ``echo_dnd_inference.json``)."""
+        cases = self.check()
+        self.model.eval()
+        log.info("segmenting %d case(s) from %s into %s", len(cases), self.dataset_dir, self.output_dir)
+        iterable: Sequence[InferenceCase] = cases
+        if self.progress:
+            iterable = progress(cases, total=len(cases), desc="Echo-DND inference")  # type: ignore[assignment]
+        records = [self.segment_case(case) for case in iterable]
+        record = {"dataset_dir": str(self.dataset_dir), "subset": self.subset, **self.settings(), "cases": records}
+        atomic_write_json(self.output_dir / RECORD_NAME, record)
+        log.info("wrote %d prediction(s) to %s", len(records), self.output_dir)
+        return record
+
+
+# --- the bundle's sample data -----------------------------------------------------------------------------------
+#: The shipped sample: the 4CH ED and ES test images of one phantom patient (seed below, CAMUS-like preset).
+SAMPLE_SEED = 2025
+SAMPLE_VIEW = "4CH"
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(src.read_bytes())
+
+
+def _remove_stale(out: Path, cases: Sequence[str], ending: str) -> None:
+    """Remove image/label files of earlier samples that are not among ``cases``."""
+    keep = {f"{c}_0000{ending}" for c in cases} | {f"{c}{ending}" for c in cases}
+    for sub in ("imagesTs", "labelsTs"):
+        for f in (out / sub).glob(f"*{ending}"):
+            if f.name not in keep:
+                f.unlink()
+
+
+def make_sample_data(
+    out_dir: str | os.PathLike, seed: int = SAMPLE_SEED, view: str = SAMPLE_VIEW, overwrite: bool = False
+) -> Path:
+    """Write the bundle's ``sample_data``: a small nnU-Net raw dataset of two labelled phantom test images.
+
+    The images are the ``view`` ED and ES frames of the first test patient of ``echogains make-phantom`` (nnU-Net
+    layout, CAMUS-like preset, ``seed``), with their LV/MYO/LA labels and ``cases.json`` records, so that
+    ``configs/inference.json`` and ``configs/evaluate.json`` run with no arguments. Same seed, same bytes.
+
+    Args:
+        out_dir: the sample-data folder (``<bundle>/sample_data``).
+        seed: phantom seed.
+        view: ``2CH`` or ``4CH``.
+        overwrite: replace an existing sample.
+    """
+    import tempfile
+
+    from echogains.data.phantom import make_phantom
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EchoDataError(out, "folder exists and is not empty; pass overwrite=True")
+    if (out / "dataset.json").is_file():
+        (out / "dataset.json").unlink()  # incomplete until rewritten
+    with tempfile.TemporaryDirectory() as tmp:
+        src = RawDataset(make_phantom(Path(tmp) / "Dataset999_EchoDNDSample", n_patients=3, layout="nnunet",
+                                      seed=seed, progress=False))
+        patient = src.record(src.case_ids("Ts")[0])["patient"]
+        cases = [f"{patient}_{view}_{phase}" for phase in ("ED", "ES")]
+        for case in cases:
+            _copy_file(src.image_path(case), out / "imagesTs" / f"{case}_0000{src.file_ending}")
+            _copy_file(src.label_path(case), out / "labelsTs" / f"{case}{src.file_ending}")
+        _remove_stale(out, cases, src.file_ending)
+        atomic_write_json(out / "cases.json", {c: src.record(c) for c in cases})
+        dataset_json = {**src.dataset_json, "numTraining": 0, "numTest": len(cases), "name": "EchoDNDSample",
+                        "description": f"Echo-DND bundle sample: {patient} {view} ED/ES of the echogains phantom "
+                                       f"(camus-like preset, seed {seed}); scripts.infer.make_sample_data"}
+        atomic_write_json(out / "dataset.json", dataset_json)  # written last: marks the sample complete
+    log.info("wrote sample data %s (%s)", out, ", ".join(cases))
+    return out
