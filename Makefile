@@ -27,7 +27,7 @@ demo-weights: $(STAMP)
 	$(PY) -m echogains make-phantom $(DEMO_DATA) --layout nnunet --n_patients 60 --seed 1000 --labels lv,myo --overwrite
 	OMP_NUM_THREADS=1 $(PY) -m monai.bundle run --config_file bundles/echo_dnd/configs/train.json \
 		--dataset_dir $(DEMO_DATA) --output_dir build/demo_train/echo_dnd_tiny --network_config tiny --image_size 64 \
-		--steps 4000 --batch_size 8 --lr 2e-4 --val_every 250 --val_steps 10 --save_every 250 --seed 0 --device cpu
+		--steps 3000 --batch_size 8 --lr 2e-4 --val_every 250 --val_steps 10 --save_every 250 --seed 0 --device cpu
 	mkdir -p bundles/echo_dnd/models && cp build/demo_train/echo_dnd_tiny/model.pt bundles/echo_dnd/models/model.pt
 	OMP_NUM_THREADS=1 $(PY) -m echogains train-ddpm $(DEMO_DATA) build/demo_train/ddpm_tiny --config tiny --steps 3000 \
 		--batch_size 8 --seed 0 --sample_every 500 --checkpoint_every 250 --device cpu

@@ -17,7 +17,6 @@ The demo uses one torch thread per process: on a shared 2-core machine two-threa
 from __future__ import annotations
 
 import html
-import json
 import os
 import shutil
 import subprocess
@@ -26,7 +25,6 @@ import time
 from pathlib import Path
 
 import fire
-import numpy as np
 
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger, set_progress
 
@@ -44,7 +42,7 @@ def _run(cmd: list[str]) -> None:
         raise SystemExit(f"demo step failed ({proc.returncode}): {' '.join(cmd)}")
 
 
-def _uncertainty_gallery(dataset: Path, preds: Path, out: Path, max_cases: int = 8) -> Path:
+def _uncertainty_gallery(dataset: Path, preds: Path, out: Path, max_cases: int = 4) -> Path:
     """PNG grid: image | predicted LV contour | uncertainty map, for the first test cases."""
     import matplotlib
 
@@ -106,7 +104,7 @@ HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full eva
 
 def run_demo(
     out: str = "demo_output",
-    n_patients: int = 30,
+    n_patients: int = 60,
     seed: int = 0,
     num_steps: int = 10,
     ensemble: int = 3,
