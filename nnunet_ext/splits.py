@@ -19,9 +19,18 @@ SPLIT_SEED = 12345
 
 
 def is_augmented(case_id: str, record: Mapping[str, Any] | None = None) -> bool:
-    """True for a generated copy: its record has ``provenance.source_case``, or its id ends in ``_aug{k}``."""
-    if record and isinstance(record.get("provenance"), Mapping) and record["provenance"].get("source_case"):
-        return True
+    """True for a generated copy.
+
+    ``expand-dataset`` records ``provenance.augmented`` for every case (originals carry ``source_case`` = themselves,
+    with ``augmented: false``); without that flag, a ``source_case`` other than the case itself, or an id ending in
+    ``_aug{k}``, marks a copy.
+    """
+    prov = record.get("provenance") if record else None
+    if isinstance(prov, Mapping):
+        if "augmented" in prov:
+            return bool(prov["augmented"])
+        if prov.get("source_case") and prov["source_case"] != case_id:
+            return True
     stem, _, k = case_id.rpartition("_aug")
     return bool(stem) and k.isdigit()
 

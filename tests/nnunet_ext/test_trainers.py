@@ -18,6 +18,10 @@ def test_is_augmented():
     assert is_augmented("patient0001_4CH_ED_aug3")
     assert not is_augmented("patient0001_4CH_ED")
     assert is_augmented("x", {"provenance": {"source_case": "y"}})
+    # expand-dataset's records: originals name themselves as source, with augmented: false
+    assert not is_augmented("p1_ED", {"provenance": {"source_case": "p1_ED", "augmented": False}})
+    assert not is_augmented("p1_ED", {"provenance": {"source_case": "p1_ED"}})
+    assert is_augmented("p1_ED_aug1", {"provenance": {"source_case": "p1_ED", "augmented": True}})
     assert not is_augmented("patient_aug_4CH_ED")
 
 
