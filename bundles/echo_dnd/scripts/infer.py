@@ -351,7 +351,11 @@ class EchoDNDInference:
         }
 
     def settings(self) -> dict[str, Any]:
-        """What produced the outputs: sampler settings, seed, model configuration and weights hash."""
+        """What produced the outputs: sampler settings, seed, model configuration and ablation, weights hash.
+
+        ``chains`` lists the diffusion chains the model has (one for the ``gaussian_only`` / ``bernoulli_only``
+        ablations: then the fused mask is that chain's mask, or the STAPLE of its ensemble members).
+        """
         config = getattr(self.model, "config", None)
         return {
             "num_steps": getattr(self.sampler, "num_steps", None),
@@ -362,6 +366,9 @@ class EchoDNDInference:
             "weights": None if self.weights is None else str(self.weights),
             "weights_sha256": file_sha256(self.weights) if self.weights and self.weights.is_file() else None,
             "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+            "ablation": getattr(self.model, "ablation", None),
+            "chains": [name for name, on in (("gaussian", getattr(config, "use_gaussian", True)),
+                                              ("bernoulli", getattr(config, "use_bernoulli", True))) if on],
         }
 
     def run(self) -> dict[str, Any]:

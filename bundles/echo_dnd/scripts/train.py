@@ -24,13 +24,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import LOSS_TERMS, EchoDNDConfig
+from .config import ABLATIONS, LOSS_TERMS, EchoDNDConfig
 from .data import augment_batch, load_lv_cases
 from .losses import EchoDNDLoss
 from .networks import EchoDND
 from .sampler import EchoDNDSampler
 
-__all__ = ["EchoDNDTrainer", "atomic_torch_save", "load_model", "dice_score"]
+__all__ = ["EchoDNDTrainer", "atomic_torch_save", "check_ablation", "load_model", "dice_score"]
 
 log = logging.getLogger("echo_dnd.train")
 
@@ -51,7 +51,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> EchoDND:
-    """Load deployable weights (``model.pt``) or a full checkpoint (its EMA weights) into an :class:`EchoDND`."""
+    """Load deployable weights (``model.pt``) or a full checkpoint (its EMA weights) into an :class:`EchoDND`.
+
+    The network is rebuilt from the saved configuration, so an ablation's model (e.g. ``gaussian_only``: no BNEM)
+    gets exactly its own modules; its name is kept as ``model.ablation``.
+    """
     from .common import EchoDataError
 
     path = Path(path)
@@ -63,8 +67,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         raise EchoDataError(path, f"cannot read model weights ({err})") from err
     if not isinstance(state, dict) or "config" not in state:
         raise EchoDataError(path, "not an Echo-DND weights file (no 'config')")
-    model = EchoDND(EchoDNDConfig.from_dict(state["config"]))
+    model = EchoDND(EchoDNDConfig.from_dict(state["config"]))  # the saved config holds the ablation's switches
     model.load_state_dict(state["ema"] if "ema" in state else state["state_dict"])
+    model.ablation = str(state.get("ablation", "full"))  # weights saved before the option existed are "full"
     return model.to(device).eval()
 
 
@@ -73,6 +78,20 @@ def dice_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p, t = pred.flatten(1).float(), target.flatten(1).float()
     inter, total = (p * t).sum(1), p.sum(1) + t.sum(1)
     return torch.where(total > 0, 2 * inter / total.clamp_min(1e-8), torch.ones_like(total))
+
+
+def check_ablation(name: str) -> str:
+    """The ablation name, checked against :data:`scripts.config.ABLATIONS`.
+
+    Raises:
+        EchoDataError: an unknown name (raised before anything is built or written).
+    """
+    from .common import EchoDataError
+
+    name = str(name).strip()
+    if name not in ABLATIONS:
+        raise EchoDataError("ablation", f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
+    return name
 
 
 def _resolve_config(config: str | dict | EchoDNDConfig, image_size: int | None) -> EchoDNDConfig:
@@ -95,6 +114,10 @@ class EchoDNDTrainer:
         output_dir: where checkpoints, weights and metrics go; an existing ``checkpoint.pt`` is resumed.
         config: ``"paper"`` (C = 128, 256 x 256), ``"tiny"`` or a dict of :class:`EchoDNDConfig` fields.
         image_size: override the configuration's image size.
+        ablation: one of the paper's ablations (Table 4, :data:`scripts.config.ABLATIONS`) applied to ``config``:
+            ``full`` (default: MFCM, both noises, all loss terms), ``gaussian_only``, ``bernoulli_only``,
+            ``unet_conditioner``, ``loss_lg_lb``, ``loss_lg_lb_kl``. The resulting configuration is saved in the
+            checkpoint and ``model.pt``, so :func:`load_model` rebuilds the same network.
         fold: fold of ``splits_final.json`` (its ``train`` cases train, its ``val`` cases validate).
         steps: optimiser steps in total (paper: 200k).
         batch_size: images per step and process (paper: 8).
@@ -116,6 +139,7 @@ class EchoDNDTrainer:
         output_dir: str,
         config: str | dict | EchoDNDConfig = "paper",
         image_size: int | None = None,
+        ablation: str = "full",
         fold: int = 0,
         steps: int = 200_000,
         batch_size: int = 8,
@@ -131,7 +155,8 @@ class EchoDNDTrainer:
         progress: bool = True,
     ) -> None:
         self.dataset_dir, self.output_dir = str(dataset_dir), Path(output_dir)
-        self.config = _resolve_config(config, image_size)
+        self.ablation = check_ablation(ablation)
+        self.config = _resolve_config(config, image_size).ablation(self.ablation)
         self.fold, self.steps, self.batch_size = fold, int(steps), int(batch_size)
         self.lr, self.weight_decay, self.ema_decay = lr, weight_decay, ema_decay
         self.val_every, self.val_steps, self.save_every = int(val_every), int(val_steps), max(1, int(save_every))
@@ -197,6 +222,7 @@ class EchoDNDTrainer:
             "data_gen": self.data_gen.get_state(),
             "noise_gen": self.noise_gen.get_state(),
             "seed": self.seed,
+            "ablation": self.ablation,
         }
 
     def _resume(self) -> None:
@@ -224,8 +250,8 @@ class EchoDNDTrainer:
         if self.rank != 0:
             return
         atomic_torch_save(self.state_dict(), self.output_dir / "checkpoint.pt")
-        atomic_torch_save({"config": self.config.to_dict(), "state_dict": self.ema.state_dict()},
-                          self.output_dir / "model.pt")
+        atomic_torch_save({"config": self.config.to_dict(), "state_dict": self.ema.state_dict(),
+                           "ablation": self.ablation}, self.output_dir / "model.pt")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
