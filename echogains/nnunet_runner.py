@@ -82,6 +82,8 @@ class NnUNet:
         env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
                "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(TRAINER_DIR),
                "nnUNet_def_n_proc": str(self.processes)}
+        # data-augmentation workers per training: nnU-Net's default is tuned for its own GPU servers
+        env.setdefault("nnUNet_n_proc_DA", str(max(1, self.processes)))
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         return env

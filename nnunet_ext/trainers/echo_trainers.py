@@ -20,7 +20,18 @@ from nnunet_ext.splits import echo_split, load_raw_splits
 
 
 class nnUNetTrainerEchoSplits(nnUNetTrainer):
-    """Patient-grouped folds from the raw dataset; augmented copies never validated nor leaked."""
+    """Patient-grouped folds from the raw dataset; augmented copies never validated nor leaked.
+
+    On CPU, ``nnUNetv2_train`` sets torch to one thread per core whatever ``OMP_NUM_THREADS`` says; on a shared
+    machine that oversubscribes the cores (several times slower). The trainers honour ``OMP_NUM_THREADS`` when set.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if self.device.type == "cpu" and threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
 
     def do_split(self):
         if self.fold == "all":
