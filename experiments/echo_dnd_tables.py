@@ -1,0 +1,662 @@
+"""Echo-DND paper Tables 2 and 4 on one dataset: Echo-DND and its ablations, nnU-Net, the demo weights.
+
+``python -m experiments.echo_dnd_tables --out experiments/results/echo_dnd_quick --quick`` (from the repo root).
+
+Arms (each runs in a worker process with one torch thread; ``--jobs`` of them at a time):
+
+- Echo-DND ``full`` and the paper's ablations (``scripts.config.ABLATIONS`` of the bundle: ``gaussian_only``,
+  ``bernoulli_only``, ``unet_conditioner``, and in full mode ``loss_lg_lb``, ``loss_lg_lb_kl``), all with the same
+  step budget, batch, learning rate and seed, trained with the bundle's command
+  (``python -m monai.bundle run --config_file bundles/echo_dnd/configs/train.json --ablation NAME ...``) and run
+  on the test cases with the bundle's inference command (DDIM steps, ensemble; the chains' masks fused by STAPLE);
+- nnU-Net (``nnUNetv2_plan_and_preprocess``/``train``/``predict`` through :class:`echogains.nnunet_runner.NnUNet`,
+  2d, fold 0 of the same ``splits_final.json``);
+- the committed demo weights ``bundles/echo_dnd/models/model.pt`` as a reference row (inference only: trained
+  longer on another phantom seed).
+
+Every arm's predictions go through the same evaluator (:func:`echogains.evaluation.evaluate.evaluate`, subset
+``Ts``, label ``LV``: Echo-DND segments the LV only), which gives Dice, HD, HD95 and MSD in mm, per phase (ED/ES)
+and EF (Simpson biplane) agreement with the dataset's reference (the phantom's analytic EF).
+
+Outputs in ``--out`` (markdown, JSON and PNG only): ``echo_dnd_tables.md/json`` (Table 2 and Table 4 style tables,
+EF agreement, settings, timings, machine, command), ``dice_per_model.png`` and ``bland_altman/{arm}.png``. The
+working data (phantom, nnU-Net folders, checkpoints, predictions, evaluations) stay in ``--work``.
+
+Resumable: a finished arm (``{work}/arms/{arm}/result.json``) is not run again, an interrupted Echo-DND training
+resumes from its checkpoint, and a working folder made with other settings is refused (``--overwrite`` clears it).
+Echo-DND training and sampling are deterministic for a seed; nnU-Net's own training is not seeded by nnU-Net.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json
+from experiments.common import REPO, Stopwatch, fmt, machine, markdown_table, write_results
+
+log = get_logger("experiments.echo_dnd")
+
+__all__ = [
+    "NAME", "ECHO_DND_ARMS", "QUICK_ARMS", "FULL_ARMS", "PAPER_TABLE2", "PAPER_TABLE4", "Settings", "make_settings",
+    "parse_arms", "run_arm", "arm_summary", "table2_rows", "table4_rows", "ef_rows", "dice_plot", "build_report",
+    "run",
+]
+
+NAME = "echo_dnd_tables"
+BUNDLE = REPO / "bundles" / "echo_dnd"
+DEMO_WEIGHTS = BUNDLE / "models" / "model.pt"
+DATASET_NAME = "Dataset811_EchoDNDPhantom"
+
+#: The bundle's ablations (``scripts.config.ABLATIONS``; kept here so that the experiment imports no bundle code).
+ECHO_DND_ARMS: tuple[str, ...] = ("full", "gaussian_only", "bernoulli_only", "unet_conditioner", "loss_lg_lb",
+                                  "loss_lg_lb_kl")
+OTHER_ARMS: tuple[str, ...] = ("nnunet", "demo_weights")
+QUICK_ARMS: tuple[str, ...] = ("full", "gaussian_only", "bernoulli_only", "unet_conditioner", "nnunet",
+                               "demo_weights")
+FULL_ARMS: tuple[str, ...] = (*ECHO_DND_ARMS, "nnunet", "demo_weights")
+#: Rough relative cost per training step (measured: the U-Net conditioner is the slowest); longest first.
+_COST = {"unet_conditioner": 1.2, "full": 1.0, "loss_lg_lb_kl": 1.0, "loss_lg_lb": 1.0, "gaussian_only": 0.8,
+         "bernoulli_only": 0.8, "nnunet": 0.5, "demo_weights": 0.0}
+
+#: The paper's CAMUS LV Dice (Table 2): (end-systolic, end-diastolic, overall).
+PAPER_TABLE2: dict[str, tuple[float, float, float]] = {"full": (0.971, 0.954, 0.962), "nnunet": (0.945, 0.939, 0.942)}
+#: The paper's Table 4 rows (component, variation, our arm, reported Dice).
+PAPER_TABLE4: tuple[tuple[str, str, str, float], ...] = (
+    ("Conditioning module", "U-Net", "unet_conditioner", 0.958),
+    ("Conditioning module", "MFCM", "full", 0.962),
+    ("Loss function", "L_G + L_B", "loss_lg_lb", 0.951),
+    ("Loss function", "+ KL terms", "loss_lg_lb_kl", 0.955),
+    ("Loss function", "+ L_SCC (all of eq. 13)", "full", 0.962),
+    ("Noise term", "Only Gaussian", "gaussian_only", 0.949),
+    ("Noise term", "Only Bernoulli", "bernoulli_only", 0.954),
+    ("Noise term", "Both", "full", 0.962),
+)
+ARM_TITLES = {
+    "full": "Echo-DND (MFCM, both noises, eq. 13)",
+    "gaussian_only": "Echo-DND, only Gaussian",
+    "bernoulli_only": "Echo-DND, only Bernoulli",
+    "unet_conditioner": "Echo-DND, U-Net conditioner",
+    "loss_lg_lb": "Echo-DND, L_G + L_B",
+    "loss_lg_lb_kl": "Echo-DND, L_G + L_B + KL",
+    "nnunet": "nnU-Net (2d)",
+    "demo_weights": "Echo-DND demo weights (reference)",
+}
+_LABEL = "LV"
+
+
+# --- settings ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides the results (saved in the working folder; a resumed run must match)."""
+
+    mode: str
+    seed: int
+    dataset: str | None
+    n_patients: int
+    phantom_size: int
+    network_config: str
+    image_size: int
+    steps: int
+    batch_size: int
+    lr: float
+    sampling_steps: int
+    ensemble: int
+    nnunet_trainer: str
+    tta: bool
+    device: str
+
+    def comparable(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EchoDataError(None, f"--{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_patients: int | None = None,
+                  phantom_size: int | None = None, network_config: str | None = None, image_size: int | None = None,
+                  steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                  sampling_steps: int | None = None, ensemble: int | None = None, nnunet_trainer: str | None = None,
+                  tta: bool | None = None, device: str | None = None) -> Settings:
+    """Quick (CPU, 64 px tiny network) or full (paper) settings, with explicit values overriding them.
+
+    Raises:
+        EchoDataError: a bad value (non-positive counts, unknown network config, missing dataset).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EchoDataError(None, f"--seed must be an integer >= 0, got {seed!r}")
+    q = bool(quick)
+    values: dict[str, Any] = {
+        "n_patients": 60 if q else 100,
+        "phantom_size": 64 if q else 256,
+        "network_config": "tiny" if q else "paper",
+        "image_size": 64 if q else 256,
+        "steps": 400 if q else 200_000,
+        "batch_size": 8,
+        "lr": 2e-4 if q else 5e-5,
+        "sampling_steps": 10,
+        "ensemble": 1 if q else 5,
+        "nnunet_trainer": "nnUNetTrainerEchoQuick" if q else "nnUNetTrainerEcho",
+        "tta": not q,
+        "device": "cpu" if q else "cuda",
+    }
+    given = dict(n_patients=n_patients, phantom_size=phantom_size, network_config=network_config,
+                 image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, sampling_steps=sampling_steps,
+                 ensemble=ensemble, nnunet_trainer=nnunet_trainer, tta=tta, device=device)
+    values.update({k: v for k, v in given.items() if v is not None})
+    for name in ("n_patients", "phantom_size", "image_size", "steps", "batch_size", "sampling_steps", "ensemble"):
+        values[name] = _positive_int(values[name], name.replace("_", "-"))
+    if values["network_config"] not in ("tiny", "paper"):
+        raise EchoDataError(None, f"--network_config must be 'tiny' or 'paper', got {values['network_config']!r}")
+    if not (isinstance(values["lr"], (int, float)) and values["lr"] > 0):
+        raise EchoDataError(None, f"--lr must be > 0, got {values['lr']!r}")
+    if values["device"] not in ("cpu", "cuda"):
+        raise EchoDataError(None, f"--device must be 'cpu' or 'cuda', got {values['device']!r}")
+    if values["n_patients"] < 10 and dataset is None:
+        raise EchoDataError(None, "--n_patients must be >= 10 (the phantom's test split needs patients)")
+    if dataset is not None:
+        path = Path(dataset).resolve()
+        if not (path / "dataset.json").is_file():
+            raise EchoDataError(path, "not an nnU-Net raw dataset (no dataset.json); convert CAMUS with "
+                                      "`echogains convert-camus` first")
+        if not (path / "splits_final.json").is_file():
+            raise EchoDataError(path, "no splits_final.json (fold 0 trains Echo-DND and nnU-Net)")
+        dataset = str(path)
+    return Settings(mode="quick" if q else "full", seed=int(seed), dataset=dataset, lr=float(values.pop("lr")),
+                    tta=bool(values.pop("tta")), **values)
+
+
+def parse_arms(arms: str | Sequence[str] | None, quick: bool) -> tuple[str, ...]:
+    """The arms to run: comma-separated names (default: :data:`QUICK_ARMS` or :data:`FULL_ARMS`)."""
+    if arms is None:
+        return QUICK_ARMS if quick else FULL_ARMS
+    names = [a.strip() for a in arms.split(",")] if isinstance(arms, str) else [str(a).strip() for a in arms]
+    names = [n for n in names if n]
+    known = (*ECHO_DND_ARMS, *OTHER_ARMS)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise EchoDataError(None, f"unknown arms {unknown or names}; choose from {', '.join(known)}")
+    return tuple(dict.fromkeys(names))
+
+
+# --- folders ----------------------------------------------------------------------------------------------------
+def dataset_dir(work: Path, settings: Settings) -> Path:
+    """The nnU-Net raw dataset of the run: ``--dataset`` or the phantom in ``{work}/nnUNet_raw``."""
+    return Path(settings.dataset) if settings.dataset else work / "nnUNet_raw" / DATASET_NAME
+
+
+def arm_dir(work: Path, arm: str) -> Path:
+    return work / "arms" / arm
+
+
+def prepare_dataset(work: Path, settings: Settings) -> Path:
+    """Write the camus-like phantom (nnU-Net layout; fold 0 of its ``splits_final.json``, unseen ``imagesTs``)."""
+    ds = dataset_dir(work, settings)
+    if settings.dataset or (ds / "dataset.json").is_file():
+        return ds
+    from echogains.data.phantom import make_phantom
+
+    size = settings.phantom_size
+    return make_phantom(ds, n_patients=settings.n_patients, preset="camus-like", layout="nnunet",
+                        labels="lv,myo,la", image_size=(size, size), seed=settings.seed, overwrite=True,
+                        progress=False)
+
+
+# --- one arm (worker process) -----------------------------------------------------------------------------------
+def _bundle(args: Sequence[str], log_file: Path) -> None:
+    """``python -m monai.bundle run ARGS`` with one thread; output into ``log_file``; raise with its tail."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
+    with open(log_file, "w", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(shlex.quote(a) for a in cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
+        raise RuntimeError(f"bundle command failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
+
+
+def _echo_dnd_train(settings: Settings, ds: Path, folder: Path, ablation: str) -> Path:
+    out = folder / "train"
+    _bundle(["--config_file", str(BUNDLE / "configs" / "train.json"), "--dataset_dir", str(ds),
+             "--output_dir", str(out), "--network_config", settings.network_config,
+             "--image_size", str(settings.image_size), "--ablation", ablation, "--fold", "0",
+             "--steps", str(settings.steps), "--batch_size", str(settings.batch_size), "--lr", str(settings.lr),
+             "--val_every", str(settings.steps), "--val_steps", str(settings.sampling_steps),
+             "--save_every", str(max(1, min(500, settings.steps))), "--seed", str(settings.seed),
+             "--device", settings.device, "--progress", "False"], folder / "train.log")
+    return out / "model.pt"
+
+
+def _echo_dnd_infer(settings: Settings, ds: Path, weights: Path, pred: Path, log_file: Path) -> None:
+    _bundle(["inference", "--config_file", str(BUNDLE / "configs" / "inference.json"), "--dataset_dir", str(ds),
+             "--output_dir", str(pred), "--subset", "Ts", "--model_path", str(weights),
+             "--num_steps", str(settings.sampling_steps), "--ensemble", str(settings.ensemble),
+             "--seed", str(settings.seed), "--device", settings.device, "--progress", "False"], log_file)
+
+
+def _weights_info(path: Path) -> dict[str, Any]:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    params = sum(v.numel() for k, v in state["state_dict"].items() if v.is_floating_point())
+    return {"parameters": int(params), "ablation": state.get("ablation", "full"),
+            "image_size": state["config"]["image_size"]}
+
+
+def _last_val_dice(metrics_csv: Path) -> float | None:
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return float(rows[-1]["val_dice"]) if rows else None
+    except (KeyError, ValueError):
+        return None
+
+
+def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
+    """Train (or not), predict the test cases and evaluate one arm; finished steps are skipped.
+
+    Runs in a worker process with one torch thread. Returns the arm's record (``arms/{arm}/result.json``).
+    """
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    from echogains.evaluation.evaluate import evaluate
+    from echogains.nnunet_runner import NnUNet
+
+    root, cfg = Path(work), Settings(**settings)
+    folder = arm_dir(root, arm)
+    result_file = folder / "result.json"
+    if result_file.is_file():
+        return read_json(result_file)
+    folder.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = dict(read_json(folder / "timings.json")) if (folder / "timings.json").is_file() else {}
+
+    def step(name: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(folder / "timings.json", timings)
+        return value
+
+    ds = dataset_dir(root, cfg)
+    pred = folder / "predictions"
+    record: dict[str, Any] = {"arm": arm, "title": ARM_TITLES[arm]}
+    if arm in ECHO_DND_ARMS or arm == "demo_weights":
+        if arm == "demo_weights":
+            weights = DEMO_WEIGHTS
+            record["training"] = "committed demo weights: tiny, 64 px, 3000 steps, lr 2e-4, phantom seed 1000"
+        else:
+            weights = folder / "train" / "model.pt"
+            if not (folder / "trained.json").is_file():
+                step("train", lambda: _echo_dnd_train(cfg, ds, folder, arm))
+                atomic_write_json(folder / "trained.json", {"steps": cfg.steps})
+            record["training"] = f"{cfg.network_config}, {cfg.image_size} px, {cfg.steps} steps, lr {cfg.lr:g}"
+            record["val_dice_end"] = _last_val_dice(folder / "train" / "metrics.csv")
+        record.update(_weights_info(weights))
+        if not (pred / "echo_dnd_inference.json").is_file():
+            step("infer", lambda: _echo_dnd_infer(cfg, ds, weights, pred, folder / "infer.log"))
+    elif arm == "nnunet":
+        nn = NnUNet(raw=ds.parent, preprocessed=root / "nnUNet_preprocessed", results=root / "nnUNet_results",
+                    device=cfg.device, threads=1, log_dir=root / "logs")
+        if not (folder / "planned.json").is_file():
+            step("plan", lambda: nn.plan_and_preprocess(ds))
+            atomic_write_json(folder / "planned.json", {"dataset": ds.name})
+        if not (nn.model_folder(ds, cfg.nnunet_trainer) / "fold_0" / "checkpoint_final.pth").is_file():
+            step("train", lambda: nn.train(ds, cfg.nnunet_trainer, fold=0))
+        if not (folder / "predicted.json").is_file():
+            if pred.exists():
+                shutil.rmtree(pred)
+            step("predict", lambda: nn.predict(ds / "imagesTs", pred, ds, cfg.nnunet_trainer, fold=0, tta=cfg.tta))
+            atomic_write_json(folder / "predicted.json", {"n": len(list(pred.glob("*.nii.gz")))})
+        record["training"] = f"{cfg.nnunet_trainer} (2d, fold 0), TTA {'on' if cfg.tta else 'off'}"
+    else:
+        raise EchoDataError(None, f"unknown arm {arm!r}")
+    evaluation = folder / "evaluation"
+    if not (evaluation / "metrics_summary.json").is_file():
+        step("evaluate", lambda: evaluate(pred, ds, evaluation, subset="Ts", labels=_LABEL, overlays=False,
+                                          progress=False))
+    record.update(timings=timings, evaluation=str(evaluation))
+    atomic_write_json(result_file, record)
+    return record
+
+
+# --- tables -----------------------------------------------------------------------------------------------------
+def _stat(summary: Mapping[str, Any], group: str, metric: str, key: str = "mean") -> float:
+    try:
+        value = summary["segmentation"][group][_LABEL][metric][key]
+    except (KeyError, TypeError):
+        return float("nan")
+    return float("nan") if value is None else float(value)
+
+
+def arm_summary(evaluation: str | os.PathLike) -> dict[str, Any]:
+    """The numbers of one arm from the evaluator's ``metrics_summary.json`` (LV; overall, ED, ES; EF agreement)."""
+    summary = read_json(Path(evaluation) / "metrics_summary.json")
+    out: dict[str, Any] = {"n_cases": summary.get("n_cases"), "n_patients": summary.get("n_patients")}
+    for metric in ("dice", "hd_mm", "hd95_mm", "msd_mm"):
+        out[metric] = _stat(summary, "all", metric)
+        out[f"{metric}_sd"] = _stat(summary, "all", metric, "std")
+    out["dice_ed"] = _stat(summary, "phase=ED", "dice")
+    out["dice_es"] = _stat(summary, "phase=ES", "dice")
+    try:
+        out["failures"] = int(summary["segmentation"]["all"][_LABEL]["n_failures"])
+    except (KeyError, TypeError):
+        out["failures"] = None
+    clinical = summary.get("clinical") or {}
+    ef = ((clinical.get("agreement") or {}).get("prediction vs reference") or {}).get("ef_pct") or {}
+    out["ef"] = {k: (float("nan") if ef.get(k) is None else ef.get(k))
+                 for k in ("n", "bias", "sd", "loa_lower", "loa_upper", "mae", "pearson_r")}
+    out["ef_feasible"] = f"{clinical.get('n_feasible_pred', '–')}/{clinical.get('n_patients', '–')}"
+    return out
+
+
+def _pm(mean: float, sd: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None and not math.isnan(sd) else f"{mean:.{digits}f}"
+
+
+def table2_rows(summaries: Mapping[str, Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table 2 style: every arm with Dice (overall, ED, ES), HD, HD95, MSD and the paper's CAMUS Dice."""
+    rows = []
+    for arm in _ordered(summaries):
+        s, r = summaries[arm], records.get(arm, {})
+        paper = PAPER_TABLE2.get(arm)
+        rows.append({
+            "model": ARM_TITLES.get(arm, arm), "training": r.get("training", ""),
+            "dice": _pm(s["dice"], s["dice_sd"]), "dice_ed": s["dice_ed"], "dice_es": s["dice_es"],
+            "hd": _pm(s["hd_mm"], s["hd_mm_sd"], 2), "hd95": _pm(s["hd95_mm"], s["hd95_mm_sd"], 2),
+            "msd": _pm(s["msd_mm"], s["msd_mm_sd"], 2), "failures": s.get("failures"),
+            "train_s": _seconds(r.get("timings", {}), ("plan", "train")),
+            "test_s": _seconds(r.get("timings", {}), ("infer", "predict")),
+            "paper": "–" if paper is None else f"{paper[2]:.3f} (ED {paper[1]:.3f}, ES {paper[0]:.3f})",
+        })
+    return rows
+
+
+TABLE2_COLUMNS = {"model": "Model", "training": "Training", "dice": "Dice", "dice_ed": "Dice ED",
+                  "dice_es": "Dice ES", "hd": "HD (mm)", "hd95": "HD95 (mm)", "msd": "MSD (mm)",
+                  "failures": "Failures", "train_s": "Train (s)", "test_s": "Test-set inference (s)",
+                  "paper": "Paper CAMUS Dice"}
+
+
+def _seconds(timings: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """Sum of the given stage timings as whole seconds; an en dash when none ran (or it was resumed past them)."""
+    values = [float(timings[k]) for k in keys if k in timings]
+    return f"{sum(values):.0f}" if values else "–"
+
+
+def table4_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table 4 style: the paper's ablation rows with its Dice and ours (and both differences to ``full``)."""
+    full = summaries.get("full", {}).get("dice", float("nan"))
+    rows = []
+    for component, variation, arm, paper in PAPER_TABLE4:
+        s = summaries.get(arm)
+        ours = float("nan") if s is None else s["dice"]
+        rows.append({
+            "component": component, "variation": variation, "arm": arm, "paper": paper,
+            "paper_delta": f"{paper - 0.962:+.3f}",
+            "ours": "not run" if s is None else _pm(s["dice"], s["dice_sd"]),
+            "ours_delta": "–" if s is None or math.isnan(full) else f"{ours - full:+.3f}",
+        })
+    return rows
+
+
+TABLE4_COLUMNS = {"component": "Component", "variation": "Variation", "arm": "Arm", "paper": "Paper Dice",
+                  "paper_delta": "Paper Δ vs full", "ours": "Our Dice", "ours_delta": "Our Δ vs full"}
+
+
+def ef_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """EF (Simpson biplane) agreement of each arm's masks with the reference: bias, limits of agreement, MAE, r."""
+    rows = []
+    for arm in _ordered(summaries):
+        ef = summaries[arm]["ef"]
+        rows.append({"model": ARM_TITLES.get(arm, arm), "n": ef.get("n"), "feasible": summaries[arm]["ef_feasible"],
+                     "bias": ef.get("bias"), "loa": f"{fmt(ef.get('loa_lower'), 1)} to {fmt(ef.get('loa_upper'), 1)}",
+                     "mae": ef.get("mae"), "r": ef.get("pearson_r")})
+    return rows
+
+
+EF_COLUMNS = {"model": "Model", "n": "Patients", "feasible": "EF feasible", "bias": "Bias (EF points)",
+              "loa": "Limits of agreement", "mae": "MAE", "r": "Pearson r"}
+
+
+def _ordered(summaries: Mapping[str, Any]) -> list[str]:
+    order = [*ECHO_DND_ARMS, *OTHER_ARMS]
+    return sorted(summaries, key=lambda a: order.index(a) if a in order else len(order))
+
+
+def dice_plot(path: Path, summaries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Bar plot: LV Dice (mean ± SD over the test images) per arm, the paper's reported Dice as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = _ordered(summaries)
+    means = [summaries[a]["dice"] for a in arms]
+    sds = [0.0 if math.isnan(summaries[a]["dice_sd"]) else summaries[a]["dice_sd"] for a in arms]
+    paper = {arm: d for _, _, arm, d in PAPER_TABLE4} | {a: v[2] for a, v in PAPER_TABLE2.items()}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(arms)), 4.0))
+    x = range(len(arms))
+    ax.bar(x, means, yerr=sds, capsize=4, color="#4c72b0", label="ours (phantom test images)")
+    px = [i for i, a in enumerate(arms) if a in paper]
+    if px:
+        ax.scatter(px, [paper[arms[i]] for i in px], marker="D", color="#dd8452", zorder=3,
+                   label="paper (CAMUS, Tables 2/4)")
+    ax.set_xticks(list(x), [a.replace("_", "\n") for a in arms], fontsize=8)
+    finite = [m for m in means if not math.isnan(m)]
+    ax.set_ylim(max(0.0, min(finite + [0.9]) - 0.1) if finite else 0.0, 1.0)
+    ax.set_ylabel("LV Dice")
+    ax.set_title("Echo-DND arms, nnU-Net and the demo weights: LV Dice (mean ± SD)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def build_report(out: Path, records: Mapping[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Tables (markdown), per-arm numbers and plots from the arms' evaluations; returns (markdown, results)."""
+    summaries = {arm: arm_summary(r["evaluation"]) for arm, r in records.items()}
+    plots = {"dice": str(dice_plot(out / "dice_per_model.png", summaries).relative_to(out))}
+    for arm, r in records.items():
+        src = Path(r["evaluation"]) / "bland_altman_ef_pred_vs_reference.png"
+        if src.is_file():
+            dst = out / "bland_altman" / f"{arm}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            plots[f"bland_altman_{arm}"] = str(dst.relative_to(out))
+    t2, t4, ef = table2_rows(summaries, records), table4_rows(summaries), ef_rows(summaries)
+    md = ("## Table 2 style: LV segmentation of the unseen test images\n\n"
+          + markdown_table(t2, TABLE2_COLUMNS)
+          + "\n## Table 4 style: ablations (same data, steps, batch, lr and seed)\n\n"
+          + markdown_table(t4, TABLE4_COLUMNS)
+          + "\n## EF agreement (Simpson biplane from the predicted LV vs the reference EF)\n\n"
+          + markdown_table(ef_rows(summaries), EF_COLUMNS, digits=2))
+    results = {"arms": {a: {**summaries[a], **{k: v for k, v in records[a].items() if k != "evaluation"}}
+                        for a in _ordered(summaries)},
+               "table2": t2, "table4": t4, "ef": ef, "plots": plots}
+    return md, results
+
+
+# --- driver -----------------------------------------------------------------------------------------------------
+def _check_resume(work: Path, settings: Settings, overwrite: bool) -> None:
+    import json
+
+    from echogains.utils import to_jsonable
+
+    file = work / "settings.json"
+    mine = json.loads(json.dumps(to_jsonable(settings.comparable())))
+    if file.is_file() and not overwrite:
+        theirs = read_json(file)
+        if theirs != mine:
+            changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
+            raise EchoDataError(file, f"working folder holds a run with other settings (differs in {changed}); "
+                                      "use another --work or --overwrite")
+        return
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(file, mine)
+
+
+def _header(settings: Settings, arms: Sequence[str], wall: float, loaded_note: str | None) -> str:
+    data = (f"nnU-Net raw dataset `{settings.dataset}`" if settings.dataset else
+            f"camus-like phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
+            f"seed {settings.seed}; fold 0 trains/validates, the unseen `imagesTs` patients are the test set")
+    lines = [
+        f"Mode: **{settings.mode}**. Data: {data}.",
+        f"Echo-DND: `{settings.network_config}` network at {settings.image_size} px, {settings.steps} steps, batch "
+        f"{settings.batch_size}, AdamW lr {settings.lr:g}, seed {settings.seed}, device {settings.device}; "
+        f"inference {settings.sampling_steps} DDIM steps, ensemble {settings.ensemble} (STAPLE of the chains' "
+        f"masks). nnU-Net: `{settings.nnunet_trainer}`, TTA {'on' if settings.tta else 'off'}. All arms scored "
+        "by `echogains.evaluation.evaluate` on the LV label (subset Ts).",
+        "The demo-weights row is a reference: trained longer (3000 steps) on another phantom seed (1000), not "
+        "with this run's budget.",
+        f"Arms: {', '.join(arms)}. Wall time: {wall:.0f} s" + (f" ({loaded_note})." if loaded_note else "."),
+        "Plots: `dice_per_model.png`, EF Bland-Altman per arm in `bland_altman/`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(
+    out: str = "experiments/results/echo_dnd_quick",
+    work: str = "build/experiments/echo_dnd",
+    quick: bool = False,
+    seed: int = 0,
+    dataset: str | None = None,
+    arms: str | Sequence[str] | None = None,
+    jobs: int = 2,
+    n_patients: int | None = None,
+    phantom_size: int | None = None,
+    network_config: str | None = None,
+    image_size: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    sampling_steps: int | None = None,
+    ensemble: int | None = None,
+    nnunet_trainer: str | None = None,
+    tta: bool | None = None,
+    device: str | None = None,
+    note: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
+    """Run the Echo-DND Table 2/4 experiment; write ``out/echo_dnd_tables.{md,json}`` and the plots.
+
+    Args:
+        out: results folder (markdown, JSON, PNG only).
+        work: working folder (phantom, nnU-Net folders, checkpoints, predictions, evaluations).
+        quick: CPU settings: 60-patient 64 px phantom, tiny network at 64 px, 400 steps, lr 2e-4, 10 DDIM steps,
+            one sample, ``nnUNetTrainerEchoQuick`` without TTA, arms full/gaussian_only/bernoulli_only/
+            unet_conditioner/nnunet/demo_weights. Otherwise the paper's: ``paper`` network at 256 px, 200k steps,
+            lr 5e-5, 10 DDIM steps, ensemble 5, ``nnUNetTrainerEcho`` with TTA, every ablation, ``cuda``.
+        seed: phantom, training and sampling seed.
+        dataset: an nnU-Net raw dataset (e.g. CAMUS from ``echogains convert-camus``) instead of the phantom; its
+            fold 0 trains, its ``imagesTs``/``labelsTs`` test.
+        arms: comma-separated subset of ``full, gaussian_only, bernoulli_only, unet_conditioner, loss_lg_lb,
+            loss_lg_lb_kl, nnunet, demo_weights``.
+        jobs: arms at the same time (worker processes, one thread each; on one GPU use 1).
+        n_patients, phantom_size, network_config, image_size, steps, batch_size, lr, sampling_steps, ensemble,
+            nnunet_trainer, tta, device: override the mode's setting.
+        note: a remark on the conditions (e.g. "machine shared with another experiment") for the table header.
+        overwrite: delete the working folder first.
+        progress: progress bar over finished arms.
+
+    Returns:
+        The markdown path.
+    """
+    import torch
+
+    from echogains.utils import progress as progress_bar
+    from echogains.utils import set_progress
+
+    torch.set_num_threads(1)
+    set_progress(bool(progress))
+    jobs = _positive_int(jobs, "jobs")
+    arm_list = parse_arms(arms, bool(quick))
+    settings = make_settings(bool(quick), seed, dataset, n_patients=n_patients, phantom_size=phantom_size,
+                             network_config=network_config, image_size=image_size, steps=steps,
+                             batch_size=batch_size, lr=lr, sampling_steps=sampling_steps, ensemble=ensemble,
+                             nnunet_trainer=nnunet_trainer, tta=tta, device=device)
+    work_dir, out_dir = Path(work).resolve(), Path(out).resolve()
+    if out_dir == work_dir or work_dir in out_dir.parents or out_dir in work_dir.parents:
+        raise EchoDataError(out_dir, "--out and --work must be separate folders (NIfTI working data stay in --work)")
+    if "demo_weights" in arm_list and not DEMO_WEIGHTS.is_file():
+        raise EchoDataError(DEMO_WEIGHTS, "demo weights not found (drop the demo_weights arm)")
+    _check_resume(work_dir, settings, bool(overwrite))
+    sw = Stopwatch()
+    with sw("dataset"):
+        prepare_dataset(work_dir, settings)
+    ordered = sorted(arm_list, key=lambda a: -_COST.get(a, 1.0))
+    records: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    with sw("arms"):
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn()) as pool:
+            futures = {pool.submit(run_arm, str(work_dir), asdict(settings), a): a for a in ordered}
+            for future in progress_bar(as_completed(futures), total=len(futures), desc="arms"):
+                arm = futures[future]
+                try:
+                    records[arm] = future.result()
+                    log.info("arm %s done: %s", arm, records[arm]["timings"])
+                except Exception as exc:  # noqa: BLE001 - report every arm's failure, then fail
+                    errors[arm] = f"{type(exc).__name__}: {exc}"
+                    log.error("arm %s failed: %s", arm, exc)
+    with sw("report"):
+        table_md, results = build_report(out_dir, records)
+    timings = {**sw.timings, "total_wall_s": sw.total(),
+               "per_arm": {a: records[a]["timings"] for a in _ordered(records)}}
+    results.update({"settings": asdict(settings), "arms_run": list(arm_list), "timings": timings,
+                    "machine": machine(), "note": note, "errors": errors,
+                    "resume_note": "per-arm timings are those of the run that computed each step; total_wall_s is "
+                                   "this invocation's"})
+    command = "python -m experiments.echo_dnd_tables " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    md = write_results(out_dir, NAME, _header(settings, arm_list, timings["total_wall_s"], note) + "\n" + table_md,
+                       results, command)
+    if errors:
+        raise RuntimeError(f"{len(errors)} arm(s) failed: {errors}")
+    print(f"wrote {md} in {timings['total_wall_s']:.0f} s")
+    return str(md)
+
+
+def _spawn() -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")
+
+
+def main() -> None:
+    import fire
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    fire.Fire(run)
+
+
+if __name__ == "__main__":
+    main()
