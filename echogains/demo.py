@@ -5,11 +5,16 @@
 2. Echo-DND segmentation of the test cases with the bundle's demo weights, run as users run it:
    ``python -m monai.bundle run inference --config_file bundles/echo_dnd/configs/inference.json ...``;
    masks and uncertainty maps in the input geometry.
-3. ``evaluate``: Dice, HD/MSD in mm, Simpson-biplane EF against the phantom's analytic reference, Bland-Altman,
-   overlays, HTML report.
-4. EchoGAINS: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM (fast RePaint sampler),
+3. nnU-Net on the same training split, run beside step 2 (one core each), as users run it:
+   ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity``, ``nnUNetv2_train -tr nnUNetTrainerEchoSmoke``
+   (2 iterations: the demo checks the nnU-Net path; ``--nnunet_trainer nnUNetTrainerEchoQuick`` trains for real,
+   in tens of CPU minutes; ``experiments/echo_dnd_tables.py`` compares trained models) and ``nnUNetv2_predict``
+   on the same test cases.
+4. ``evaluate`` of both with the same evaluator: Dice, HD/MSD in mm, Simpson-biplane EF against the phantom's
+   analytic reference, Bland-Altman, overlays, HTML report.
+5. EchoGAINS: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM (fast RePaint sampler),
    then ``augmentation-report`` (gallery, memorisation check, seam scores).
-5. ``index.html`` linking everything, and ``demo_timings.json``.
+6. ``index.html`` linking everything, and ``demo_timings.json``.
 
 The demo uses one torch thread per process: on a shared 2-core machine two-thread torch can be many times slower.
 """
@@ -21,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,7 +82,40 @@ def _uncertainty_gallery(dataset: Path, preds: Path, out: Path, max_cases: int =
     return path
 
 
-def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Path | None) -> Path:
+def _scores(summary: dict | None) -> dict[str, float | None]:
+    """LV Dice/HD and EF agreement of an ``evaluate`` summary."""
+    summary = summary if isinstance(summary, dict) else {}
+    seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
+    ef = summary.get("clinical", {}).get("agreement", {}).get("prediction vs reference", {}).get("ef_pct") or {}
+    return {"dice": seg.get("dice", {}).get("mean"), "hd_mm": seg.get("hd_mm", {}).get("mean"),
+            "ef_bias": ef.get("bias"), "ef_loa_low": ef.get("loa_lower"), "ef_loa_high": ef.get("loa_upper")}
+
+
+def _models_table(rows: list[tuple[str, str, dict | None]]) -> str:
+    """HTML table: model, what it is, LV Dice, HD, EF bias and limits of agreement, link to its report."""
+
+    def f(v: float | None, d: int = 3) -> str:
+        return "–" if v is None else f"{v:.{d}f}"
+
+    body = ""
+    for name, (what, link), summary in rows:
+        s = _scores(summary)
+        loa = "–" if s["ef_loa_low"] is None else f"{s['ef_loa_low']:.1f} .. {s['ef_loa_high']:.1f}"
+        body += (f'<tr><td><a href="{link}">{html.escape(name)}</a></td><td>{html.escape(what)}</td>'
+                 f"<td>{f(s['dice'])}</td><td>{f(s['hd_mm'], 2)}</td><td>{f(s['ef_bias'], 1)}</td><td>{loa}</td></tr>")
+    return ("<table border=1 cellspacing=0><tr><th>model</th><th>what it is</th><th>LV Dice</th><th>HD (mm)</th>"
+            f"<th>EF bias (points)</th><th>EF limits of agreement</th></tr>{body}</table>")
+
+
+def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Path | None,
+           nnunet: tuple[str, dict | None] | None = None) -> Path:
+    models = [("Echo-DND", ("demo weights (tiny, 64 px, 3000 steps on another phantom seed); 10 DDIM steps",
+                            "report/report.html"), summary)]
+    if nnunet is not None:
+        trainer, nn_summary = nnunet
+        what = ("2 iterations: checks the nnU-Net path, not a trained model" if trainer.endswith("Smoke")
+                else "nnU-Net 2d, trained here on the same training split")
+        models.append((f"nnU-Net ({trainer})", (what, "report_nnunet/report.html"), nn_summary))
     seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
     dice = seg.get("dice", {}).get("mean")
     hd = seg.get("hd_mm", {}).get("mean")
@@ -93,6 +132,8 @@ def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Pat
 <p>Echo-DND (demo weights) on the phantom test split: LV Dice {dice if dice is None else f"{dice:.3f}"},
 HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full evaluation report</a>
 (metrics, Simpson-biplane EF, Bland–Altman, overlays).</p>
+<h2>Models on the same test cases (same evaluator)</h2>{_models_table(models)}
+<p>EF: Simpson's biplane from the predicted masks against the phantom's analytic EF.</p>
 <h2>Uncertainty maps</h2><img src="report/uncertainty.png">
 {aug}
 <h2>Timings (s)</h2><table>{rows}</table></body></html>
@@ -109,6 +150,8 @@ def run_demo(
     num_steps: int = 10,
     ensemble: int = 3,
     augment: bool = True,
+    nnunet: bool = True,
+    nnunet_trainer: str = "nnUNetTrainerEchoSmoke",
     progress: bool = True,
 ) -> str:
     """Run the demo chain and write ``out/index.html``.
@@ -120,6 +163,10 @@ def run_demo(
         num_steps: Echo-DND sampling steps.
         ensemble: Echo-DND samples per image (the uncertainty map needs more than one).
         augment: also run the EchoGAINS expansion and its report.
+        nnunet: also train and evaluate nnU-Net (``nnunet_trainer``) on the same data, beside Echo-DND inference.
+        nnunet_trainer: ``nnUNetTrainerEchoSmoke`` (2 iterations: checks the nnU-Net path within the demo's time)
+            or ``nnUNetTrainerEchoQuick`` (20 epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on
+            a loaded 2-core machine).
         progress: show progress bars.
     """
     from echogains.augment.expand import expand_dataset
@@ -156,6 +203,22 @@ def run_demo(
     report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
     if not report.ok:
         raise SystemExit(report.summary())
+    nn = nn_thread = None
+    nn_error: list[BaseException] = []
+    if nnunet:
+        from echogains.nnunet_runner import NnUNet
+
+        nn = NnUNet(raw=root / "nnUNet_raw", device="cpu", threads=1, log_dir=root / "logs")
+
+        def nnunet_train() -> None:  # beside Echo-DND inference: one core each
+            try:
+                stage("nnU-Net plan_and_preprocess", nn.plan_and_preprocess, dataset, verify=True)
+                stage(f"nnU-Net train ({nnunet_trainer})", nn.train, dataset, nnunet_trainer, 0)
+            except BaseException as err:  # re-raised in the main thread
+                nn_error.append(err)
+
+        nn_thread = threading.Thread(target=nnunet_train, name="nnunet", daemon=True)
+        nn_thread.start()
     preds = root / "predictions" / "echo_dnd"
     stage("echo-dnd inference", _run, [
         sys.executable, "-m", "monai.bundle", "run", "inference",
@@ -165,6 +228,17 @@ def run_demo(
         "--progress", str(bool(progress)).lower()])
     summary = stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
     stage("uncertainty gallery", _uncertainty_gallery, dataset, preds, root / "report")
+    nn_summary = None
+    if nn is not None and nn_thread is not None:
+        t0 = time.perf_counter()
+        nn_thread.join()
+        timings["wait for nnU-Net training"] = round(time.perf_counter() - t0, 2)
+        if nn_error:
+            raise SystemExit(f"demo step failed: {nn_error[0]}")
+        nn_preds = root / "predictions" / "nnunet"
+        stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, nnunet_trainer, 0)
+        nn_summary = stage("evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts",
+                           progress=progress)
     aug_report = None
     if augment:
         small = root / "nnUNet_raw" / "Dataset502_PhantomLVFocused"
@@ -177,7 +251,8 @@ def run_demo(
                            model=DEMO_WEIGHTS, n_samples=8, device="cpu", progress=progress)
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
-    index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report)
+    index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report,
+                   (nnunet_trainer, nn_summary) if nnunet else None)
     print(f"demo finished in {timings['total']:.1f} s; open {index}")
     return str(index)
 
