@@ -150,7 +150,7 @@ def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_pati
         "batch_size": 8,
         "lr": 2e-4 if q else 5e-5,
         "sampling_steps": 10,
-        "ensemble": 1 if q else 5,
+        "ensemble": 3 if q else 5,
         "nnunet_trainer": "nnUNetTrainerEchoQuick" if q else "nnUNetTrainerEcho",
         "tta": not q,
         "device": "cpu" if q else "cuda",
@@ -575,7 +575,7 @@ def run(
         out: results folder (markdown, JSON, PNG only).
         work: working folder (phantom, nnU-Net folders, checkpoints, predictions, evaluations).
         quick: CPU settings: 60-patient 64 px phantom, tiny network at 64 px, 400 steps, lr 2e-4, 10 DDIM steps,
-            one sample, ``nnUNetTrainerEchoQuick`` without TTA, arms full/gaussian_only/bernoulli_only/
+            ensemble 3 (STAPLE of 6 masks), ``nnUNetTrainerEchoQuick`` without TTA, arms full/gaussian_only/bernoulli_only/
             unet_conditioner/nnunet/demo_weights. Otherwise the paper's: ``paper`` network at 256 px, 200k steps,
             lr 5e-5, 10 DDIM steps, ensemble 5, ``nnUNetTrainerEcho`` with TTA, every ablation, ``cuda``.
         seed: phantom, training and sampling seed.

@@ -77,7 +77,7 @@ def test_argument_validation(tmp_path: Path) -> None:
     with pytest.raises(EchoDataError, match="dataset.json"):
         edt.make_settings(False, dataset=str(tmp_path / "missing"))
     quick, full = edt.make_settings(True), edt.make_settings(False)
-    assert (quick.network_config, quick.image_size, quick.ensemble, quick.device) == ("tiny", 64, 1, "cpu")
+    assert (quick.network_config, quick.image_size, quick.ensemble, quick.device) == ("tiny", 64, 3, "cpu")
     assert (full.network_config, full.image_size, full.steps, full.nnunet_trainer) == ("paper", 256, 200_000,
                                                                                         "nnUNetTrainerEcho")
     work = tmp_path / "work"
