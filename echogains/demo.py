@@ -165,7 +165,7 @@ def run_demo(
         augment: also run the EchoGAINS expansion and its report.
         nnunet: also train and evaluate nnU-Net (``nnunet_trainer``) on the same data, beside Echo-DND inference.
         nnunet_trainer: ``nnUNetTrainerEchoSmoke`` (2 iterations: checks the nnU-Net path within the demo's time)
-            or ``nnUNetTrainerEchoQuick`` (20 epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on
+            or ``nnUNetTrainerEchoQuick`` (15 epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on
             a loaded 2-core machine).
         progress: show progress bars.
     """

@@ -74,7 +74,7 @@ class nnUNetTrainerEchoSmoke(nnUNetTrainerEchoSplits):
 
 
 class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
-    """A few minutes of CPU training (20 epochs of 25 iterations) for the ``--quick`` experiments on the phantom.
+    """A few minutes of CPU training (15 epochs of 25 iterations) for the ``--quick`` experiments on the phantom.
 
     Enough to rank augmentation arms on small 64 px phantom datasets; the papers' numbers need ``nnUNetTrainerEcho``.
     """
@@ -82,6 +82,6 @@ class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 20
+        self.num_epochs = 15
         self.num_iterations_per_epoch = 25
         self.num_val_iterations_per_epoch = 5
