@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -13,13 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from echogains.utils import atomic_write_json, atomic_write_text, get_logger
+from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, read_json, to_jsonable
 
 log = get_logger("experiments")
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "write_results"]
+__all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "write_results", "positive_int", "check_resume",
+           "spawn_context"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -88,3 +91,37 @@ def write_results(out: Path, name: str, table_md: str, results: Mapping[str, Any
     atomic_write_text(md, f"# {name}\n\nCommand: `{command}`\n\n{table_md}")
     atomic_write_json(out / f"{name}.json", {**results, "command": command})
     return md
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an option ``--name`` that must be an integer >= 1 (booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EchoDataError(None, f"--{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_resume(work: Path, settings: Mapping[str, Any], overwrite: bool) -> None:
+    """Make ``work`` hold a run of ``settings``: refuse one made with other settings, unless ``overwrite`` clears it.
+
+    The settings are kept in ``work/settings.json`` (as JSON reads them back, so tuples compare as lists).
+    """
+    file = work / "settings.json"
+    mine = json.loads(json.dumps(to_jsonable(dict(settings))))
+    if file.is_file() and not overwrite:
+        theirs = read_json(file)
+        if theirs != mine:
+            changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
+            raise EchoDataError(file, f"working folder holds a run with other settings (differs in {changed}); "
+                                      "use another --work or --overwrite")
+        return
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(file, mine)
+
+
+def spawn_context() -> Any:
+    """The ``spawn`` multiprocessing context for arm workers (fresh interpreters: one torch thread each, no fork)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")

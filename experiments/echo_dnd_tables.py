@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json
-from experiments.common import REPO, Stopwatch, fmt, machine, markdown_table, write_results
+from experiments.common import (REPO, Stopwatch, check_resume, fmt, machine, markdown_table, positive_int,
+                                spawn_context, write_results)
 
 log = get_logger("experiments.echo_dnd")
 
@@ -122,12 +123,6 @@ class Settings:
         return asdict(self)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EchoDataError(None, f"--{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_patients: int | None = None,
                   phantom_size: int | None = None, network_config: str | None = None, image_size: int | None = None,
                   steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -160,7 +155,7 @@ def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_pati
                  ensemble=ensemble, nnunet_trainer=nnunet_trainer, tta=tta, device=device)
     values.update({k: v for k, v in given.items() if v is not None})
     for name in ("n_patients", "phantom_size", "image_size", "steps", "batch_size", "sampling_steps", "ensemble"):
-        values[name] = _positive_int(values[name], name.replace("_", "-"))
+        values[name] = positive_int(values[name], name.replace("_", "-"))
     if values["network_config"] not in ("tiny", "paper"):
         raise EchoDataError(None, f"--network_config must be 'tiny' or 'paper', got {values['network_config']!r}")
     if not (isinstance(values["lr"], (int, float)) and values["lr"] > 0):
@@ -505,26 +500,6 @@ def build_report(out: Path, records: Mapping[str, Mapping[str, Any]]) -> tuple[s
 
 
 # --- driver -----------------------------------------------------------------------------------------------------
-def _check_resume(work: Path, settings: Settings, overwrite: bool) -> None:
-    import json
-
-    from echogains.utils import to_jsonable
-
-    file = work / "settings.json"
-    mine = json.loads(json.dumps(to_jsonable(settings.comparable())))
-    if file.is_file() and not overwrite:
-        theirs = read_json(file)
-        if theirs != mine:
-            changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
-            raise EchoDataError(file, f"working folder holds a run with other settings (differs in {changed}); "
-                                      "use another --work or --overwrite")
-        return
-    if overwrite and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(file, mine)
-
-
 def _header(settings: Settings, arms: Sequence[str], wall: float, loaded_note: str | None) -> str:
     data = (f"nnU-Net raw dataset `{settings.dataset}`" if settings.dataset else
             f"camus-like phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
@@ -600,7 +575,7 @@ def run(
 
     torch.set_num_threads(1)
     set_progress(bool(progress))
-    jobs = _positive_int(jobs, "jobs")
+    jobs = positive_int(jobs, "jobs")
     arm_list = parse_arms(arms, bool(quick))
     settings = make_settings(bool(quick), seed, dataset, n_patients=n_patients, phantom_size=phantom_size,
                              network_config=network_config, image_size=image_size, steps=steps,
@@ -611,7 +586,7 @@ def run(
         raise EchoDataError(out_dir, "--out and --work must be separate folders (NIfTI working data stay in --work)")
     if "demo_weights" in arm_list and not DEMO_WEIGHTS.is_file():
         raise EchoDataError(DEMO_WEIGHTS, "demo weights not found (drop the demo_weights arm)")
-    _check_resume(work_dir, settings, bool(overwrite))
+    check_resume(work_dir, settings.comparable(), bool(overwrite))
     sw = Stopwatch()
     with sw("dataset"):
         prepare_dataset(work_dir, settings)
@@ -619,7 +594,7 @@ def run(
     records: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     with sw("arms"):
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn()) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn_context()) as pool:
             futures = {pool.submit(run_arm, str(work_dir), asdict(settings), a): a for a in ordered}
             for future in progress_bar(as_completed(futures), total=len(futures), desc="arms"):
                 arm = futures[future]
@@ -644,12 +619,6 @@ def run(
         raise RuntimeError(f"{len(errors)} arm(s) failed: {errors}")
     print(f"wrote {md} in {timings['total_wall_s']:.0f} s")
     return str(md)
-
-
-def _spawn() -> Any:
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, read_json
-from experiments.common import Stopwatch, fmt, machine, markdown_table, write_results
+from experiments.common import (Stopwatch, check_resume, fmt, machine, markdown_table, positive_int, spawn_context,
+                                write_results)
 
 log = get_logger("experiments.echogains_tables")
 
@@ -550,30 +551,6 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
 
 
 # --- entry point --------------------------------------------------------------------------------------------------
-def _check_resume(work: Path, settings: Settings, overwrite: bool) -> None:
-    file = work / "settings.json"
-    mine = read_json_roundtrip(settings.comparable())
-    if file.is_file() and not overwrite:
-        theirs = read_json(file)
-        if theirs != mine:
-            changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
-            raise EchoDataError(file, f"work folder holds a run with other settings (differs in {changed}); "
-                                      "use another --work or --overwrite")
-        return
-    if overwrite and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(file, mine)
-
-
-def read_json_roundtrip(value: Any) -> Any:
-    import json
-
-    from echogains.utils import to_jsonable
-
-    return json.loads(json.dumps(to_jsonable(value)))
-
-
 def run(
     out: str = "experiments/results/echogains_quick",
     work: str = "build/experiments/echogains",
@@ -632,8 +609,7 @@ def run(
 
     torch.set_num_threads(1)
     set_progress(progress)
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise EchoDataError(None, f"--jobs must be an integer >= 1, got {jobs!r}")
+    jobs = positive_int(jobs, "jobs")
     directions = plan_directions(bool(quick), train_dataset, test_dataset, arms, reverse, reverse_arms)
     settings = make_settings(bool(quick), seed, directions, n_train=n_train, n_test=n_test, image_size=image_size,
                              k=k, sampler=sampler, trainer=trainer, ddpm=ddpm, device=device, tta=tta,
@@ -644,7 +620,7 @@ def run(
     work_dir, out_dir = Path(work).resolve(), Path(out).resolve()
     if out_dir == work_dir or work_dir in out_dir.parents:
         raise EchoDataError(out_dir, "--out must not lie inside --work")
-    _check_resume(work_dir, settings, overwrite)
+    check_resume(work_dir, settings.comparable(), overwrite)
     sw = Stopwatch()
     with sw("datasets"):
         for d in directions:
@@ -655,7 +631,7 @@ def run(
     records: dict[tuple[str, str], dict[str, Any]] = {}
     errors: dict[str, str] = {}
     with sw("chains"):
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn()) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn_context()) as pool:
             futures = {pool.submit(run_chain, str(work_dir), asdict(settings), asdict(d), a): (d.key, a)
                        for d, a in chains}
             for future in progress_bar(as_completed(futures), total=len(futures), desc="arms"):
@@ -679,12 +655,6 @@ def run(
         raise RuntimeError(f"{len(errors)} arm(s) failed: {errors}")
     print(f"wrote {md} in {timings['total_wall_s']:.0f} s")
     return str(md)
-
-
-def _spawn() -> Any:
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
 
 
 def _header(settings: Settings, directions: Sequence[Direction], timings: Mapping[str, Any]) -> str:

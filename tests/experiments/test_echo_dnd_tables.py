@@ -13,6 +13,7 @@ import pytest
 
 from echogains.utils import EchoDataError, atomic_write_json, read_json
 from experiments import echo_dnd_tables as edt
+from experiments.common import check_resume
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +93,10 @@ def test_resume_skips_finished_steps_and_refuses_other_settings(phantom: Path, t
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     work = phantom.parent.parent
     settings = edt.make_settings(True, steps=5, n_patients=10, phantom_size=48, seed=3)
-    edt._check_resume(work, settings, overwrite=False)
+    check_resume(work, settings.comparable(), overwrite=False)
     with pytest.raises(EchoDataError, match="other settings"):
-        edt._check_resume(work, edt.make_settings(True, steps=6, n_patients=10, phantom_size=48, seed=3), False)
+        check_resume(work, edt.make_settings(True, steps=6, n_patients=10, phantom_size=48, seed=3).comparable(),
+                     False)
 
     def no_bundle(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished step was run again")

@@ -14,6 +14,7 @@ from echogains.data.phantom import make_phantom
 from echogains.evaluation.evaluate import evaluate
 from echogains.utils import EchoDataError, atomic_write_json, read_json
 from experiments import echogains_tables as et
+from experiments.common import check_resume
 
 
 def test_arms_expand_to_the_paper_rows() -> None:
@@ -113,10 +114,10 @@ def test_report_and_resume(evaluated, tmp_path: Path, monkeypatch: pytest.Monkey
     work, out = tmp_path / "work", tmp_path / "out"
     settings = _settings(n_test=6)
     direction = et.plan_directions(True, arms="none,combination", reverse=False)[0]
-    et._check_resume(work, settings, overwrite=False)
+    check_resume(work, settings.comparable(), overwrite=False)
     with pytest.raises(EchoDataError, match="other settings"):
-        et._check_resume(work, _settings(n_test=7), overwrite=False)
-    et._check_resume(work, settings, overwrite=False)  # same settings: resume allowed
+        check_resume(work, _settings(n_test=7).comparable(), overwrite=False)
+    check_resume(work, settings.comparable(), overwrite=False)  # same settings: resume allowed
     # every step of the 'none' arm looks finished: run_chain must not call expand, nnU-Net or evaluate
     folder = et.arm_dir(work, direction, "none")
     shutil.copytree(evaluation, folder / "evaluation")
