@@ -281,7 +281,8 @@ class EchoDNDTrainer:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if new:
                 writer.writeheader()
-            writer.writerow(row)
+            # floats as text with 10 significant digits: the last digits differ between CPUs
+            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
 
     # --- loop ----------------------------------------------------------------------------------------
     def run(self) -> Path:
