@@ -36,7 +36,7 @@ import SimpleITK as sitk
 
 from echogains.data.labels import label_dict, parse_labels, remap_camus_labels
 from echogains.data.nnunet import RawDatasetWriter, read_image
-from echogains.utils import EchoDataError, atomic_write_text, get_logger
+from echogains.utils import EchoDataError, atomic_write_text, check_int, get_logger
 from echogains.utils import progress as progress_bar
 
 __all__ = [
@@ -425,35 +425,14 @@ def parse_info_cfg(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def _mhd_data_file(path: Path) -> Path | None:
-    """Data file named by a MetaImage header's ``ElementDataFile`` (``None`` for LOCAL/LIST/patterns)."""
-    try:
-        text = path.read_text(encoding="latin-1")
-    except OSError as err:
-        raise EchoDataError(path, f"cannot read header ({err})") from err
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "ElementDataFile":
-            name = value.strip()
-            if name.upper() in ("LOCAL", "LIST") or "%" in name or " " in name:
-                return None
-            return path.parent / name
-    raise EchoDataError(path, "MetaImage header has no ElementDataFile")
-
-
 def read_2d_image(path: str | os.PathLike) -> sitk.Image:
     """Read a one-channel 2D image (a 3D image with one slice is reduced to 2D, keeping its in-plane geometry).
 
     Raises:
-        EchoDataError: missing file, missing ``.raw`` of a ``.mhd``, unreadable/corrupt file, not 2D, multi-channel.
+        EchoDataError: missing file, missing or truncated ``.raw`` of a ``.mhd``, truncated ``.nii.gz``,
+            unreadable/corrupt file (:func:`echogains.data.nnunet.read_image`), not 2D, multi-channel.
     """
     path = Path(path)
-    if not path.is_file():
-        raise EchoDataError(path, "file not found")
-    if path.suffix.lower() == ".mhd":
-        data = _mhd_data_file(path)
-        if data is not None and not data.is_file():
-            raise EchoDataError(data, f"data file named by {path.name} not found")
     image = read_image(path)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         image = image[:, :, 0]
@@ -593,6 +572,7 @@ def convert_camus(
         EchoDataError: naming the file and the problem, before anything is written.
     """
     keys = parse_labels(labels)
+    check_int("n_folds", n_folds, 2)
     view_list = parse_choice(views, CAMUS_VIEWS, "--views")
     phase_list = parse_choice(phases, CAMUS_PHASES, "--phases")
     out = check_output_folder(out, overwrite)

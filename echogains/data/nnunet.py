@@ -14,10 +14,13 @@ Images are 2D, one channel, written with SimpleITK so that the pixel spacing (mm
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ __all__ = [
     "FILE_ENDING",
     "make_image",
     "read_image",
+    "check_image_file",
     "write_image",
     "patient_grouped_splits",
     "RawDatasetWriter",
@@ -76,11 +80,127 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
         sitk.WriteImage(image, str(tmp), True)
 
 
+#: Bytes per element of the MetaImage ``ElementType`` values (MetaIO's ``MET_ValueTypeSize``).
+_MET_SIZES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
+    "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+
+
+def _gunzip(path: Path) -> tuple[int, bytes]:
+    """Decompress ``path`` to its end; return the size and the first 540 bytes (a NIfTI header). A broken stream
+    raises naming the file."""
+    total, head = 0, b""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                if total < 540:
+                    head += chunk[: 540 - total]
+                total += len(chunk)
+    except PermissionError as err:
+        raise EchoDataError(path, f"cannot read ({err.strerror})") from err
+    except (EOFError, OSError, zlib.error) as err:
+        raise EchoDataError(path, f"truncated/corrupt gzip ({err})") from err
+    return total, head
+
+
+def _nifti_data_bytes(head: bytes) -> tuple[tuple[int, ...], int] | None:
+    """``(shape, bytes the header needs: vox_offset + voxels x bitpix / 8)`` of a NIfTI-1/2 header; ``None`` if not one."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:  # NIfTI-1
+            dim = struct.unpack(f"{order}8h", head[40:56])
+            bitpix = struct.unpack(f"{order}h", head[72:74])[0]
+            offset = int(struct.unpack(f"{order}f", head[108:112])[0])
+            break
+        if len(head) >= 540 and struct.unpack(f"{order}i", head[:4])[0] == 540:  # NIfTI-2
+            bitpix = struct.unpack(f"{order}h", head[14:16])[0]
+            dim = struct.unpack(f"{order}8q", head[16:80])
+            offset = int(struct.unpack(f"{order}q", head[168:176])[0])
+            break
+    else:
+        return None
+    if not 1 <= dim[0] <= 7 or bitpix <= 0 or any(d < 0 for d in dim[1 : dim[0] + 1]):
+        return None
+    shape = tuple(int(d) for d in dim[1 : dim[0] + 1])
+    return shape, max(offset, 0) + int(np.prod(shape, dtype=np.int64)) * bitpix // 8
+
+
+def _check_nifti_size(path: Path, size: int, head: bytes) -> None:
+    """``size`` (uncompressed bytes) must hold the header's voxels; headers that do not parse are left to SimpleITK."""
+    parsed = _nifti_data_bytes(head)
+    if parsed is not None and size < parsed[1]:
+        raise EchoDataError(path, f"truncated NIfTI: {size} bytes, the header (size {parsed[0]}) needs {parsed[1]}")
+
+
+def _check_metaimage(path: Path) -> None:
+    """A ``.mhd`` header's data file must exist and hold ``DimSize`` x channels x element size bytes.
+
+    SimpleITK reports a short ``.raw`` as "No such file or directory"; this names the data file and its size.
+    Compressed data, ``LOCAL``/``LIST`` and file patterns are left to SimpleITK.
+    """
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as err:
+        raise EchoDataError(path, f"cannot read header ({err})") from err
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    name = fields.get("ElementDataFile")
+    if name is None:
+        raise EchoDataError(path, "MetaImage header has no ElementDataFile")
+    if name.upper() in ("LOCAL", "LIST") or "%" in name or " " in name:
+        return
+    data = path.parent / name
+    if not data.is_file():
+        raise EchoDataError(data, f"data file named by {path.name} not found")
+    if fields.get("CompressedData", "False").lower() == "true" or fields.get("ElementType") not in _MET_SIZES:
+        return
+    try:
+        dims = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        header_size = int(fields.get("HeaderSize", "0"))
+    except ValueError as err:
+        raise EchoDataError(path, f"MetaImage header has a non-integer DimSize/ElementNumberOfChannels/HeaderSize ({err})") from err
+    if not dims:
+        raise EchoDataError(path, "MetaImage header has no DimSize")
+    need = int(np.prod(dims, dtype=np.int64)) * channels * _MET_SIZES[fields["ElementType"]] + max(header_size, 0)
+    size = data.stat().st_size
+    if size < need:
+        raise EchoDataError(data, f"raw data file is truncated: {size} bytes, header {path.name} "
+                                  f"(DimSize {' '.join(map(str, dims))}, {fields['ElementType']}) needs {need}")
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Catch what SimpleITK misreads: it zero-fills a truncated ``.nii.gz`` silently and calls a short ``.raw``
+    missing. Checked: the whole gzip stream, NIfTI data size against its header, a MetaImage's data file size.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if path.stat().st_size == 0:
+        raise EchoDataError(path, "empty file (0 bytes)")
+    if name.endswith(".gz"):
+        size, head = _gunzip(path)
+        if name.endswith(".nii.gz"):
+            _check_nifti_size(path, size, head)
+    elif name.endswith(".nii"):
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(540)
+        except OSError as err:
+            raise EchoDataError(path, f"cannot read ({err.strerror or err})") from err
+        _check_nifti_size(path, path.stat().st_size, head)
+    elif name.endswith(".mhd"):
+        _check_metaimage(path)
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read an image with SimpleITK; missing or corrupt files raise :class:`EchoDataError` naming the file."""
+    """Read an image with SimpleITK; missing, truncated or corrupt files raise :class:`EchoDataError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise EchoDataError(path, "file not found")
+    check_image_file(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:

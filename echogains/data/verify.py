@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from echogains.utils import EchoDataError, get_logger, progress
+from echogains.data.nnunet import read_image
+from echogains.utils import EchoDataError, check_int, get_logger, progress
 
 __all__ = ["Problem", "VerifyReport", "verify_dataset"]
 
@@ -106,19 +107,27 @@ def _image_cases(folder: Path, ending: str, report: VerifyReport) -> dict[str, l
 
 
 def _read(path: Path, report: VerifyReport) -> sitk.Image | None:
+    """Read with the shared reader (truncated/corrupt gzip, short data files, unreadable images); a finding, not a crash."""
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        report.error(path, f"cannot read image ({str(err).strip().splitlines()[-1] if str(err).strip() else 'unreadable'})")
+        return read_image(path)
+    except EchoDataError as err:
+        report.error(err.path or path, err.problem)
         return None
 
 
 def _has_nonfinite(path: Path, array: np.ndarray) -> bool:
-    """NaN/Inf check. SimpleITK's NIfTI reader silently turns NaN into 0, so NIfTI files are read raw with nibabel."""
+    """NaN/Inf check. SimpleITK's NIfTI reader silently turns NaN into 0, so NIfTI files are read raw with nibabel.
+
+    Raises:
+        EchoDataError: nibabel cannot read the voxels (a file SimpleITK read but nibabel does not).
+    """
     if path.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        array = np.asarray(nib.load(str(path)).dataobj)
+        try:
+            array = np.asarray(nib.load(str(path)).dataobj)
+        except Exception as err:  # noqa: BLE001 - any nibabel failure is a finding about this file
+            raise EchoDataError(path, f"cannot read voxels with nibabel ({type(err).__name__}: {err})") from err
     return bool(np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all())
 
 
@@ -146,8 +155,12 @@ def _check_case(case: str, images: list[Path], label: Path | None, channels: int
     if img.GetDimension() != 2 and not (img.GetDimension() == 3 and img.GetSize()[2] == 1):
         report.warn(images[0], f"image is {img.GetDimension()}D with size {img.GetSize()}; echo frames are 2D")
     arr = sitk.GetArrayViewFromImage(img)
-    if _has_nonfinite(images[0], arr):
-        report.error(images[0], "image contains NaN or Inf")
+    try:
+        if _has_nonfinite(images[0], arr):
+            report.error(images[0], "image contains NaN or Inf")
+    except EchoDataError as err:
+        report.error(images[0], err.problem)
+        return
     if label is None:
         return
     lab = _read(label, report)
@@ -157,7 +170,12 @@ def _check_case(case: str, images: list[Path], label: Path | None, channels: int
     if mismatch:
         report.error(label, f"label geometry does not match its image: {mismatch}")
     larr = sitk.GetArrayViewFromImage(lab)
-    if _has_nonfinite(label, larr):
+    try:
+        nonfinite = _has_nonfinite(label, larr)
+    except EchoDataError as err:
+        report.error(label, err.problem)
+        return
+    if nonfinite:
         report.error(label, "label contains NaN or Inf")
         return
     if np.issubdtype(larr.dtype, np.floating):
@@ -168,6 +186,39 @@ def _check_case(case: str, images: list[Path], label: Path | None, channels: int
         report.error(label, f"label values {sorted(values - allowed)} not declared in dataset.json {sorted(allowed)}")
     if values <= {0}:
         report.error(label, "label mask is empty (background only)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_dataset_json(dataset: Any, dj: Path, report: VerifyReport) -> None:
+    """The keys the checks below use, with the types nnU-Net expects (a wrong type is a finding, not a crash)."""
+    if not isinstance(dataset, dict):
+        report.error(dj, f"must be a JSON object, got {type(dataset).__name__}")
+        return
+    for key in ("channel_names", "labels", "file_ending", "numTraining"):
+        if key not in dataset:
+            report.error(dj, f"missing key {key!r}")
+    if "channel_names" in dataset and not (isinstance(dataset["channel_names"], dict) and dataset["channel_names"]):
+        report.error(dj, f"channel_names must be a non-empty object, got {dataset['channel_names']!r}")
+    labels = dataset.get("labels")
+    if "labels" in dataset:
+        if not isinstance(labels, dict) or not labels:
+            report.error(dj, f"labels must be a non-empty object {{name: value}}, got {labels!r}")
+        else:
+            for name, value in labels.items():
+                region = isinstance(value, list) and value and all(_is_int(v) for v in value)
+                if not (_is_int(value) or region):
+                    report.error(dj, f"label {name!r}: value {value!r} is not an integer (or a list of integers)")
+            if labels.get("background", 0) != 0:
+                report.error(dj, f"label 'background' must be 0, got {labels['background']!r}")
+    ending = dataset.get("file_ending")
+    if "file_ending" in dataset and not (isinstance(ending, str) and ending.startswith(".") and len(ending) > 1):
+        report.error(dj, f"file_ending must be a text like '.nii.gz', got {ending!r}")
+    for key in ("numTraining", "numTest"):
+        if key in dataset and not (_is_int(dataset[key]) and dataset[key] >= 0):
+            report.error(dj, f"{key} must be a non-negative integer, got {dataset[key]!r}")
 
 
 def _check_records(root: Path, tr: set[str], ts: set[str], dataset: dict[str, Any],
@@ -190,6 +241,12 @@ def _check_records(root: Path, tr: set[str], ts: set[str], dataset: dict[str, An
         if not cases_file.is_file():
             report.warn(cases_file, "missing: no per-case records (patients, references, provenance)")
         return records
+    if not isinstance(records, dict):
+        report.error(cases_file, f"must be a JSON object {{case_id: record}}, got {type(records).__name__}")
+        return None
+    for case in sorted(c for c, rec in records.items() if not isinstance(rec, dict)):
+        report.error(cases_file, f"record of case {case!r} is not an object")
+    records = {c: rec for c, rec in records.items() if isinstance(rec, dict)}
     for case in sorted((tr | ts) - set(records)):
         report.error(cases_file, f"no record for case {case!r}")
     for case in sorted(set(records) - (tr | ts)):
@@ -199,7 +256,6 @@ def _check_records(root: Path, tr: set[str], ts: set[str], dataset: dict[str, An
         if subset == "Tr" and case in ts or subset == "Ts" and case in tr:
             report.error(cases_file, f"case {case!r} is recorded as {subset} but its files are elsewhere")
     return records
-    return records
 
 
 def _check_splits(root: Path, tr: set[str], records: dict[str, Any] | None, report: VerifyReport) -> None:
@@ -207,8 +263,12 @@ def _check_splits(root: Path, tr: set[str], records: dict[str, Any] | None, repo
     if not path.is_file():
         return
     splits = _load_json_strict(path, report)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
-        report.error(path, "must be a list of {'train': [...], 'val': [...]} folds")
+    if splits is None:
+        return
+    names = (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v))  # noqa: E731
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) and names(s["train"])
+                                               and names(s["val"]) for s in splits):
+        report.error(path, "must be a list of {'train': [case ids], 'val': [case ids]} folds")
         return
     for i, fold in enumerate(splits):
         train, val = set(fold["train"]), set(fold["val"])
@@ -246,7 +306,13 @@ def verify_dataset(root: str | os.PathLike, nnunet_check: bool = True, num_proce
         num_processes: worker processes for nnU-Net's check.
         show_progress: tqdm bar over cases.
     """
+    for flag, value in (("--nnunet_check", nnunet_check), ("--progress", show_progress)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise EchoDataError(None, f"{flag} must be True or False, got {value!r}")
+    if not _is_int(num_processes) or num_processes < 1:
+        raise EchoDataError(None, f"--num_processes must be a positive integer, got {num_processes!r}")
     root = Path(root)
+    check_int("num_processes", num_processes, 1)
     report = VerifyReport(root)
     if not root.is_dir():
         raise EchoDataError(root, "dataset folder not found")
@@ -255,11 +321,9 @@ def verify_dataset(root: str | os.PathLike, nnunet_check: bool = True, num_proce
         report.error(dj, "missing: the dataset is incomplete (dataset.json is written last)")
         return report
     dataset = _load_json_strict(dj, report)
-    if not isinstance(dataset, dict):
+    if dataset is None:
         return report
-    for key in ("channel_names", "labels", "file_ending", "numTraining"):
-        if key not in dataset:
-            report.error(dj, f"missing key {key!r}")
+    _check_dataset_json(dataset, dj, report)
     if report.errors:
         return report
     ending, channels = dataset["file_ending"], len(dataset["channel_names"])

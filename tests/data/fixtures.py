@@ -79,6 +79,14 @@ def write_info_cfg(path: Path, info: Mapping[str, Any], drop: Sequence[str] = ()
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def truncate(path: Path, keep: float = 1 / 3) -> int:
+    """Keep the first ``keep`` of ``path``'s bytes (a download or copy cut short); returns the bytes kept."""
+    data = path.read_bytes()
+    kept = int(len(data) * keep)
+    path.write_bytes(data[:kept])
+    return kept
+
+
 def image_from_array(array: np.ndarray, spacing: Sequence[float], origin: Sequence[float], as_3d: bool = False) -> sitk.Image:
     """SimpleITK image of a 2D array; ``as_3d`` adds a singleton z axis (spacing 1.54 mm)."""
     if as_3d:

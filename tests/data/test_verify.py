@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from echogains.data.nnunet import RawDatasetWriter
 from echogains.data.verify import verify_dataset
+
+try:
+    from tests.data import fixtures as F
+except ImportError:  # pytest run without the repository root on sys.path
+    import fixtures as F  # type: ignore[no-redef]
 
 LABELS = {"background": 0, "LV": 1}
 
@@ -90,3 +98,86 @@ def test_nnunet_check_failure_reported(tmp_path):
     (root / "dataset.json").write_text(json.dumps(dj))
     report = verify_dataset(root, show_progress=False)
     assert any("channel file" in p.message for p in report.errors)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input through the command: findings exit 1 (one ERROR line per bad file), bad arguments exit 2, no traceback
+# ------------------------------------------------------------------------------------------------
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``echogains ARGS`` in-process; returns (exit status, stdout, stderr)."""
+    from echogains.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _gzip_of_truncated_nifti(path) -> int:
+    """A complete gzip stream holding a NIfTI whose voxel data lost its last 100 bytes; returns the full size."""
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[: len(raw) - 100]))
+    return len(raw)
+
+
+def test_truncated_and_empty_files_are_findings_naming_the_file(tmp_path, capsys):
+    root = _dataset(tmp_path / "Dataset914_Trunc")
+    cut_image = root / "imagesTr" / "pat0_4CH_ED_0000.nii.gz"
+    cut_label = root / "labelsTr" / "pat1_4CH_ES.nii.gz"
+    short_nifti = root / "imagesTr" / "pat2_4CH_ED_0000.nii.gz"
+    empty = root / "labelsTr" / "pat2_4CH_ES.nii.gz"
+    F.truncate(cut_image)  # first third of the gzip stream kept, as the issue's user did
+    F.truncate(cut_label)
+    full = _gzip_of_truncated_nifti(short_nifti)  # the writer's NIfTI is exactly header + voxels
+    empty.write_bytes(b"")
+    code, out, err = _cli(capsys, "verify-dataset", str(root), "--progress", "False")
+    assert code == 1, (out, err)
+    assert "Traceback" not in err and "EOFError" not in err
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    expected = {
+        cut_image: "truncated/corrupt gzip",
+        cut_label: "truncated/corrupt gzip",
+        short_nifti: f"truncated NIfTI: {full - 100} bytes, the header (size (20, 16)) needs {full}",
+        empty: "empty file (0 bytes)",
+    }
+    assert len(errors) == len(expected), out
+    for path, problem in expected.items():
+        assert any(line.startswith(f"ERROR   {path}: {problem}") for line in errors), (path, out)
+
+
+def test_malformed_json_types_are_findings_not_crashes(tmp_path):
+    root = _dataset(tmp_path / "Dataset915_Types")
+    dj = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**dj, "labels": [0, 1], "numTraining": "6"}))
+    messages = [p.message for p in verify_dataset(root, nnunet_check=False, show_progress=False).errors]
+    assert messages == ["labels must be a non-empty object {name: value}, got [0, 1]",
+                        "numTraining must be a non-negative integer, got '6'"]
+    (root / "dataset.json").write_text("[1, 2]")
+    assert [p.message for p in verify_dataset(root, show_progress=False).errors] == ["must be a JSON object, got list"]
+    (root / "dataset.json").write_text(json.dumps(dj))
+    (root / "cases.json").write_text("[1, 2]")
+    (root / "splits_final.json").write_text(json.dumps([{"train": "pat0_4CH_ED", "val": []}]))
+    report = verify_dataset(root, nnunet_check=False, show_progress=False)
+    assert sorted((Path(p.path).name, p.message.split(" {")[0]) for p in report.errors) == [
+        ("cases.json", "must be a JSON object"), ("splits_final.json", "must be a list of")]
+
+
+@pytest.mark.parametrize("args, problem", [
+    (("--num_processes", "0"), "--num_processes must be a positive integer, got 0"),
+    (("--nnunet_check", "maybe"), "--nnunet_check must be True or False, got 'maybe'"),
+])
+def test_bad_argument_values_exit_2_with_one_line(tmp_path, capsys, args, problem):
+    root = _dataset(tmp_path / "Dataset916_Args")
+    code, out, err = _cli(capsys, "verify-dataset", str(root), *args)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"echogains: error: {problem}"
+    assert "Traceback" not in err
+
+
+def test_missing_dataset_folder_exits_2(tmp_path, capsys):
+    code, out, err = _cli(capsys, "verify-dataset", str(tmp_path / "Dataset917_Nowhere"))
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'Dataset917_Nowhere'}: dataset folder not found"
