@@ -17,8 +17,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# -n auto: one pytest worker per core (each runs torch with one thread, see tests/conftest.py)
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 demo: $(STAMP)
 	$(PY) -m echogains.demo --out demo_output

@@ -6,8 +6,10 @@ file and the problem, and exit status 2.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from echogains.utils import EchoDataError, get_logger, set_progress
@@ -293,11 +295,46 @@ class EchoGains:
         return f"export nnUNet_extTrainer={trainers}"
 
 
+#: python-fire's own flags (after a ``--`` separator, or alone).
+_FIRE_FLAGS = {"help", "h", "interactive", "i", "trace", "t", "verbose", "v", "completion", "separator"}
+
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse an option the command does not have, before the command runs.
+
+    python-fire calls the command first and complains about arguments it could not consume only afterwards, so a
+    misspelt option (``--smapler repaint``) would run a whole expansion with the default. Options are matched against
+    the command's signature (``--flag``, ``--flag=value``, ``--noflag`` for booleans, dashes or underscores).
+    """
+    tokens = list(argv)
+    positional = [i for i, tok in enumerate(tokens) if not tok.startswith("-")]
+    if not positional:
+        return
+    command = tokens[positional[0]]
+    method = getattr(EchoGains, command.replace("-", "_"), None)
+    if method is None or command.startswith("_"):
+        return  # fire reports the unknown command itself
+    params = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the command checks its own extra options (make-phantom's parameter overrides)
+    names = {name for name in params if name != "self"}
+    for tok in tokens[positional[0] + 1 :]:
+        if tok == "--":
+            break
+        if not tok.startswith("--"):
+            continue
+        name = tok[2:].split("=", 1)[0].replace("-", "_")
+        if name in names or name in _FIRE_FLAGS or (name.startswith("no") and name[2:] in names):
+            continue
+        raise EchoDataError(None, f"{command}: unknown option --{name}; see echogains {command} --help")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     import fire
 
     try:
+        check_flags(sys.argv[1:] if argv is None else argv)
         fire.Fire(EchoGains(), command=argv, name="echogains")
     except EchoDataError as err:
         logging.getLogger("echogains").debug("error", exc_info=True)

@@ -27,6 +27,8 @@ __all__ = [
     "to_jsonable",
     "round_float",
     "FLOAT_DIGITS",
+    "check_int",
+    "resolve_device",
 ]
 
 #: Significant digits of every float written as text (JSON metadata, CSV metrics). The last digits of a float
@@ -42,6 +44,38 @@ class EchoDataError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as the integer option ``--name`` in ``low..high`` (booleans refused), else :class:`EchoDataError`."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or int(value) < low or (high is not None and int(value) > high):
+        wanted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+        raise EchoDataError(None, f"--{name}: expected {wanted}, got {value!r}")
+    return int(value)
+
+
+def resolve_device(device: Any = None, local_rank: int | None = None) -> str:
+    """The torch device to run on: ``device``, or ``cuda`` when available (``auto``/``None``), else ``cpu``.
+
+    Under ``torchrun`` (``local_rank`` or ``LOCAL_RANK``) a bare ``cuda`` becomes ``cuda:<local rank>``. Raises
+    :class:`EchoDataError` for an unknown device string or ``cuda`` on a machine without CUDA.
+    """
+    import torch
+
+    if local_rank is None and os.environ.get("LOCAL_RANK", "").isdigit():
+        local_rank = int(os.environ["LOCAL_RANK"])
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError as err:
+        raise EchoDataError(None, f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EchoDataError(None, f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None and local_rank is not None:
+        dev = torch.device("cuda", local_rank)
+    return str(dev)
 
 
 def get_logger(name: str = "echogains") -> logging.Logger:

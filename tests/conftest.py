@@ -12,3 +12,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+#: The slowest tests (measured > 10 s each on 2 cores; together about 4 of the suite's 7 minutes of CPU time). They
+#: carry the ``slow`` mark, so that a developer can run ``pytest -m "not slow"`` locally; ``make test`` runs them all,
+#: and they are scheduled first so that, with ``pytest -n auto``, the long ones do not end up as the tail of a worker.
+SLOW_TESTS = (  # longest first
+    "tests/test_end_to_end.py::test_phantom_to_nnunet_to_evaluation",
+    "tests/bundle/test_bundle_run_train.py::test_train_then_resume",
+    "tests/bundle/test_bundle_ablation.py::test_bundle_command_lines",
+    "tests/test_cli.py::test_convert_verify_evaluate",
+    "tests/bundle/test_bundle_run_inference.py::test_inference_both_forms_from_any_folder",
+    "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
+    "tests/test_benchmarks_echogains.py::test_smoke_run_writes_the_json_with_its_keys_types_and_ratios",
+    "tests/bundle/test_bundle_run_evaluate.py::test_evaluate_writes_predictions_and_report",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a test of more than 10 s (deselect locally with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {nodeid: i for i, nodeid in enumerate(SLOW_TESTS)}
+    for item in items:
+        if item.nodeid.split("[")[0] in rank:
+            item.add_marker(pytest.mark.slow)
+    # stable sort, the same order on every worker: the slow ones first, longest first, then the rest as collected
+    items.sort(key=lambda item: rank.get(item.nodeid.split("[")[0], len(rank)))
