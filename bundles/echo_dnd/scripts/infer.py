@@ -13,8 +13,12 @@ segmented frame by frame. RGB(A) PNGs are converted to grey (mean of R, G, B).
 
 Per frame (the same steps as training, ``scripts.data``): min-max intensity scaling to [0, 1], zero padding to a
 centred square, resize to the model's ``image_size``; the sampler (batched over frames) gives the fused STAPLE mask
-and the uncertainty map (normalised entropy of the votes of all samples of both chains); both are resized back onto
-the input's pixel grid (mask: nearest, uncertainty: bilinear) and written with the input's spacing, origin and
+and the uncertainty map (normalised entropy of the votes of all samples of both chains); both go back onto the
+input's pixel grid by bilinear resampling that undoes the padding and resizing exactly (``scripts.data``). The mask is
+the STAPLE probability, anti-aliased by a Gaussian of ``scripts.data.ANTIALIAS_SIGMA`` model pixels, resampled and
+thresholded on the input grid (the sampler's ``threshold``, 0.5), then post-processed there as the sampler does
+(largest component, holes filled), so that its contour is smooth at the input's resolution rather than a staircase of
+model pixels; the uncertainty is resampled as it is. Both are written with the input's spacing, origin and
 direction (SimpleITK ``CopyInformation``):
 
 - ``{case}.nii.gz``: uint8 mask, ``label_value`` (1) = LV cavity, 0 elsewhere;
@@ -44,7 +48,8 @@ from torch import nn
 from echogains.data.nnunet import RawDataset, read_image, write_image
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress
 
-from .data import Frame, from_model_frame, normalize_intensity, to_model_frame
+from .data import Frame, mask_to_input, normalize_intensity, soft_to_input, to_model_frame
+from .sampler import postprocess_mask
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -235,20 +240,26 @@ def segment_frames(
 
     Args:
         model: the Echo-DND model (``model.config.image_size`` is its input side).
-        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``.
+        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``;
+            its ``prob`` (the soft mask), when given, is what is resampled and thresholded on the input grid.
         frames: the frames on the input's pixel grid.
         generator: every random draw of the sampler; the frames' batches draw from it in order.
         batch_size: frames per sampler call.
     """
     device = next(model.parameters()).device
     batch, maps = _model_batch(frames, int(model.config.image_size))
+    threshold = float(getattr(sampler, "threshold", 0.5))
     masks, uncertainty = [], []
     for start in range(0, len(batch), max(1, batch_size)):
         out = sampler(model, batch[start:start + batch_size].to(device), generator)
+        soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
         for i, frame in enumerate(maps[start:start + batch_size]):
-            masks.append(from_model_frame(out["mask"][i], frame, is_label=True) > 0.5)
-            uncertainty.append(np.clip(from_model_frame(out["uncertainty"][i], frame, is_label=False), 0.0, 1.0))
-    return np.stack(masks).astype(np.uint8), np.stack(uncertainty).astype(np.float32)
+            masks.append(mask_to_input(soft[i], frame, threshold))
+            uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
+    masks_array = np.stack(masks)
+    if getattr(sampler, "postprocess", False):  # the sampler's post-processing, redone on the input grid
+        masks_array = postprocess_mask(masks_array)
+    return masks_array.astype(np.uint8), np.stack(uncertainty).astype(np.float32)
 
 
 # --- writing ----------------------------------------------------------------------------------------------------
