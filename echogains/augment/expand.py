@@ -27,15 +27,28 @@ in ``out/.records/{case}.json`` (written after its files): a re-run skips finish
 from the records. ``shard=(i, N)`` (``--shard i/N``, or RANK/WORLD_SIZE under torchrun) processes work groups i,
 i+N, ... and copies i, i+N, ...; whoever finds all records present (the last shard, or ``merge_shards``) writes
 ``cases.json``, ``splits_final.json`` and, last, ``dataset.json``. Memory does not grow with the dataset size.
+
+Concurrency and kills. Shards starting at the same instant and shards finishing at the same instant are serialised
+by ``out/.records/_lock``, held with ``fcntl.flock``: the kernel drops the lock when its holder dies, even by
+SIGKILL, so a lock can never go stale and a re-run with the same arguments always finishes the dataset. Under the
+lock a starting shard compares its arguments with the plan (``.records/_plan.json``) or creates the plan with
+exclusive creation (written in full to a temporary file, then hard-linked: it cannot exist torn, and a second
+creator gets ``FileExistsError`` as with ``O_EXCL``); a finishing shard merges unless ``dataset.json`` is there
+already. The lock file keeps the pid and host of its last holder (shown while another shard waits). Several hosts
+on one shared file system: Linux NFS clients map ``flock`` onto NFS byte-range locks, which the server shares
+between hosts; where a file system offers no locks (``flock`` fails) the shards go on without one and log a
+warning: the plan stays exclusive (the hard link) and two merges at once write the same files atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import shutil
+import socket
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +70,15 @@ from echogains.augment.transforms import (
 from echogains.data.labels import LABEL_NAMES, label_dict, parse_labels
 from echogains.data.nnunet import RawDataset, RawDatasetWriter, patient_grouped_splits
 from echogains.geometry import Sector
-from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, read_json, to_jsonable
+from echogains.utils import (
+    EchoDataError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    get_logger,
+    read_json,
+    to_jsonable,
+)
 from echogains.utils import progress as progress_bar
 
 __all__ = [
@@ -85,6 +106,7 @@ DEFAULT_FRAME_SIZE = 256
 #: Sidecar folder of per-case records (resume, merge) inside the output dataset.
 RECORDS_DIR = ".records"
 _PLAN = "_plan.json"  # case ids start with a letter or digit: no clash with a record
+_LOCK = "_lock"  # flock'ed while a shard starts (checks/creates the plan) or merges
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -579,14 +601,21 @@ def _check_out(out: Path, src: RawDataset, overwrite: bool, settings: Mapping[st
     src_root, out_root = src.root.resolve(), out.resolve()
     if out_root == src_root or src_root in out_root.parents or out_root in src_root.parents:
         raise EchoDataError(out, f"output must lie outside the source dataset {src.root} (and not contain it)")
-    if overwrite or not out.exists() or not any(out.iterdir()):
+    if overwrite or not out.exists():
         return
     plan_file = out / RECORDS_DIR / _PLAN
     if (out / "dataset.json").is_file():
         raise EchoDataError(out, "a complete dataset already exists here; pass overwrite=True (--overwrite)")
     if not plan_file.is_file():
-        raise EchoDataError(out, "folder exists, is not empty and is not an interrupted expansion; "
-                                 "choose a new folder or pass --overwrite")
+        if any(p.name != RECORDS_DIR for p in out.iterdir()):
+            raise EchoDataError(out, "folder exists, is not empty and is not an interrupted expansion; "
+                                     "choose a new folder or pass --overwrite")
+        return  # empty, or only .records/ without a plan: a shard is starting (it holds the lock) or died before its plan
+    _same_plan(plan_file, settings, plan)
+
+
+def _same_plan(plan_file: Path, settings: Mapping[str, Any], plan: Mapping[str, Any]) -> None:
+    """Refuse to resume an expansion whose plan was made with other arguments."""
     previous = read_json(plan_file)
     mine = json.loads(json.dumps(to_jsonable({"settings": settings, "plan": plan})))
     theirs = {"settings": previous.get("settings"), "plan": previous.get("plan")}
@@ -594,6 +623,63 @@ def _check_out(out: Path, src: RawDataset, overwrite: bool, settings: Mapping[st
         changed = sorted(key for key in mine["settings"] if mine["settings"].get(key) != (theirs["settings"] or {}).get(key))
         raise EchoDataError(plan_file, "an interrupted expansion with other arguments is here "
                                        f"(differs in {changed or ['source cases']}); use the same arguments or --overwrite")
+
+
+@contextlib.contextmanager
+def _locked(out: Path, what: str) -> Iterator[None]:
+    """Hold ``out/.records/_lock`` (``fcntl.flock``, exclusive; waits for a live holder; the kernel frees it when the
+    holder dies). Without file locks (no ``fcntl``, or the file system refuses) it goes on unlocked with a warning."""
+    path = out / RECORDS_DIR / _LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is None:
+            log.warning("%s: no file locks on this system; do not start or finish two shards at the same instant", path)
+        else:
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another shard"
+                    log.info("%s: waiting for %s", path, holder)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:  # e.g. ENOLCK / EOPNOTSUPP on a file system without locks
+                log.warning("%s: cannot lock (%s); going on without the lock", path, err)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({what})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _create_exclusive(path: Path, payload: Mapping[str, Any]) -> bool:
+    """Create ``path`` with ``payload`` only if it does not exist (True if this call created it).
+
+    The JSON goes to a temporary file first, which is then hard-linked to ``path``: like ``O_EXCL`` the link fails
+    when ``path`` exists, and unlike an ``O_EXCL`` open no reader can ever see the file half written.
+    """
+    text = json.dumps(to_jsonable(payload), indent=2) + "\n"
+    staged = path.with_name(f".{path.stem}.{os.getpid()}.staged{path.suffix}")
+    atomic_write_text(staged, text)
+    try:
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system (FAT, some FUSE mounts): a plain O_EXCL creation
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        return True
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _load_model(
@@ -713,11 +799,15 @@ def expand_dataset(
     # --- nothing was written before this line ---
     if overwrite and (out / RECORDS_DIR).is_dir():
         shutil.rmtree(out / RECORDS_DIR)
-    # the plan goes first: a shard starting at the same moment then sees an interrupted expansion, not a foreign folder
+    # the plan goes first, before any case file: a folder holding only .records/ is an expansion being started
     saved = {"settings": settings, "plan": plan, "source_path": str(source.root.resolve())}
     if overwrite and (out / "dataset.json").is_file():
         (out / "dataset.json").unlink()  # mark incomplete before the plan makes the folder a resumable expansion
-    atomic_write_json(out / RECORDS_DIR / _PLAN, saved)
+    with _locked(out, f"starting shard {shard_i}/{shard_n}"):
+        _check_out(out, source, overwrite, settings, plan)  # again, now that no other shard can be writing the plan
+        plan_file = out / RECORDS_DIR / _PLAN
+        if not plan_file.is_file() and not _create_exclusive(plan_file, saved):
+            _same_plan(plan_file, settings, plan)  # only without file locks: another shard created it meanwhile
     writer = RawDatasetWriter(out, label_dict(keys), description=_description(settings), overwrite=overwrite,
                               resume=True)
     ctx = _Context(source, out, settings, plan, writer, mapping, keys, policy, net, diffusion, dev)
@@ -739,18 +829,12 @@ def expand_dataset(
 
 
 def _merge_once(out: Path) -> None:
-    """Merge unless another shard that finished at the same moment is merging (an exclusive lock file)."""
-    lock = out / RECORDS_DIR / "_merge.lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        log.warning("%s exists: another shard is merging (if none is, run expand-dataset --merge-only)", lock)
-        return
-    os.close(fd)
-    try:
-        merge_shards(out)
-    finally:
-        lock.unlink(missing_ok=True)
+    """Merge unless a shard that finished at the same moment did (it held the lock; this one waited for it)."""
+    with _locked(out, "merging"):
+        if (out / "dataset.json").is_file():
+            log.info("%s: merged by another shard", out)
+            return
+        _merge_unlocked(out)
 
 
 def _description(settings: Mapping[str, Any]) -> str:
@@ -767,10 +851,19 @@ def _missing(out: Path, plan: Mapping[str, Any], k: int) -> list[str]:
 def merge_shards(out: str | os.PathLike) -> Path:
     """Write ``cases.json``, ``splits_final.json`` and, last, ``dataset.json`` from the records of all shards.
 
+    Holds the expansion's lock meanwhile (a shard finishing at the same time waits, then finds the dataset merged).
+
     Raises:
         EchoDataError: not an expansion folder, or some cases are not finished yet.
     """
     out = Path(out)
+    if not (out / RECORDS_DIR / _PLAN).is_file():
+        return _merge_unlocked(out)  # raises: not an expansion (and nothing is written into the folder)
+    with _locked(out, "merging"):
+        return _merge_unlocked(out)
+
+
+def _merge_unlocked(out: Path) -> Path:
     plan_file = out / RECORDS_DIR / _PLAN
     if not plan_file.is_file():
         raise EchoDataError(plan_file, "missing: not an expand-dataset output (nothing to merge)")

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +176,8 @@ def test_resume_after_a_kill_finishes_without_redoing_or_duplicating(base, src, 
     assert not set(calls) & set(finished) and len(calls) == 2 * K * 2 - 3  # only the missing ones were written
     assert _files(out) == _files(base)
     records = sorted(p.name for p in (out / RECORDS_DIR).iterdir())
-    assert len(records) == len(set(records)) == len(RawDataset(out)) + 1  # one per case + the plan
+    assert len(records) == len(set(records)) == len(RawDataset(out)) + 2  # one per case + the plan + the lock
+    assert {"_plan.json", "_lock"} <= set(records)
 
 
 def test_resume_with_other_arguments_is_refused(src, model, tmp_path, monkeypatch):
@@ -280,3 +286,137 @@ def test_bad_output_folders_are_refused(src, model, tmp_path):
     with pytest.raises(EchoDataError, match="not an interrupted expansion"):
         _run(src, foreign, model)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real processes: a merge killed by SIGKILL, two shards starting at the same instant
+# ----------------------------------------------------------------------------------------------------------------
+
+_CHILD = r"""
+import json, os, sys, time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+import echogains.data.nnunet as nnunet
+from echogains.augment.expand import expand_dataset
+
+args = json.loads(sys.argv[1])
+ready, go, delay = Path(args.pop("ready")), args.pop("go", None), args.pop("delay", 0.0)
+slow_plan, merging = args.pop("slow_plan", 0.0), args.pop("merging", None)
+if slow_plan:  # a slow disk just when the plan appears: widens the window in which another shard could see a half start
+    def slowed(real):
+        def call(src, dst, *a, **kw):
+            if Path(dst).name == "_plan.json":
+                time.sleep(slow_plan)
+            return real(src, dst, *a, **kw)
+        return call
+    os.replace, os.link = slowed(os.replace), slowed(os.link)
+if merging:  # the merge never ends: the test kills this process (SIGKILL) while it holds the lock
+    def hang(self, *a, **kw):
+        Path(merging).touch()
+        time.sleep(600)
+    nnunet.RawDatasetWriter.finalize = hang
+ready.touch()
+if go:
+    while not os.path.exists(go):
+        time.sleep(0.001)
+if delay:
+    time.sleep(delay)
+expand_dataset(args.pop("src"), args.pop("out"), **args)
+"""
+
+_PLAIN = dict(k=K, batch_size=2, repaint=False, frame_size=32, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, src) -> Path:
+    """A serial no-repaint expansion (the reference for the process tests)."""
+    return _run(src, tmp_path_factory.mktemp("plain") / "Dataset910_Plain", None, repaint=False, frame_size=32)
+
+
+def _child(tmp: Path, name: str, **args) -> tuple[subprocess.Popen, Path]:
+    ready = tmp / f"{name}.ready"
+    args = {key: str(v) if isinstance(v, Path) else v for key, v in {**_PLAIN, **args, "ready": ready}.items()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return proc, ready
+
+
+def _wait_for(path: Path, *procs: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"child ended early (rc {proc.returncode}): {proc.stdout.read()}")
+        if time.monotonic() > end:
+            pytest.fail(f"{path.name} did not appear within {timeout} s")
+        time.sleep(0.01)
+
+
+def test_a_merge_killed_by_sigkill_leaves_no_stale_lock(src, plain, tmp_path):
+    out = tmp_path / "Dataset910_Plain"
+    proc, ready = _child(tmp_path, "killed", src=src, out=out, merging=tmp_path / "merging")
+    try:
+        _wait_for(tmp_path / "merging", proc)  # every case is written; the process holds the lock and merges
+        lock = out / RECORDS_DIR / "_lock"
+        assert f"pid {proc.pid} " in lock.read_text() and "merging" in lock.read_text()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert lock.is_file() and not (out / "dataset.json").exists()
+    _run(src, out, None, repaint=False, frame_size=32)  # the same arguments again
+    assert (out / "dataset.json").is_file()
+    assert _files(out) == _files(plain)
+
+
+@pytest.mark.parametrize("stagger", [0.0, 0.2], ids=["same-instant", "second-during-first-plan-write"])
+def test_two_shards_started_at_the_same_instant_both_finish(src, plain, tmp_path, stagger):
+    out = tmp_path / "Dataset910_Plain"
+    go = tmp_path / "go"
+    procs = []
+    try:
+        first, ready0 = _child(tmp_path, "shard0", src=src, out=out, shard="0/2", go=go, slow_plan=0.5)
+        second, ready1 = _child(tmp_path, "shard1", src=src, out=out, shard="1/2", go=go, delay=stagger)
+        procs = [first, second]
+        _wait_for(ready0, *procs)
+        _wait_for(ready1, *procs)
+        go.touch()  # the barrier: both start now
+        logs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=30)
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert (out / "dataset.json").is_file()
+    assert _files(out) == _files(plain)
+
+
+def test_two_runs_with_other_arguments_at_the_same_instant_do_not_mix(src, plain, tmp_path):
+    out = tmp_path / "Dataset910_Plain"
+    go = tmp_path / "go"
+    procs = []
+    try:
+        for seed in (0, 1):  # seed 0 writes its plan slowly: the other one is then sure to come while it does
+            procs.append(_child(tmp_path, f"seed{seed}", src=src, out=out, seed=seed, go=go, slow_plan=0.5 * (1 - seed)))
+        for _, ready in procs:
+            _wait_for(ready, *(p for p, _ in procs))
+        go.touch()
+        logs = [p.communicate(timeout=120)[0] for p, _ in procs]
+    finally:
+        for p, _ in procs:
+            p.kill()
+            p.wait(timeout=30)
+    codes = [p.returncode for p, _ in procs]
+    assert sorted(codes) == [0, 1], logs  # exactly one is refused ...
+    loser = codes.index(1)
+    assert "an interrupted expansion with other arguments is here" in logs[loser] and "seed" in logs[loser]
+    winner = 1 - loser  # ... and the other one's dataset is exactly its serial run
+    reference = plain if winner == 0 else _run(src, tmp_path / "serial" / out.name, None, repaint=False, frame_size=32,
+                                               seed=1)
+    assert _files(out) == _files(reference)
