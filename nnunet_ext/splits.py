@@ -6,13 +6,15 @@ Kept apart from the trainer classes so the logic is testable without building an
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from echogains.data.nnunet import patient_grouped_splits
+from echogains.utils import EchoDataError
 
-__all__ = ["is_augmented", "load_raw_splits", "echo_split"]
+__all__ = ["is_augmented", "load_raw_splits", "echo_split", "raw_dataset_folder"]
 
 #: nnU-Net's own default seed for generated splits; reused so our grouped folds are as reproducible.
 SPLIT_SEED = 12345
@@ -37,6 +39,29 @@ def is_augmented(case_id: str, record: Mapping[str, Any] | None = None) -> bool:
 
 def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def raw_dataset_folder(dataset_name: str, environ: Mapping[str, str] | None = None) -> Path:
+    """``$nnUNet_raw/{dataset_name}``, the raw dataset the Echo trainers take their folds from.
+
+    There is no fallback to nnU-Net's own split: its random 5 folds ignore patients and would train on augmented
+    copies of validation patients.
+
+    Raises:
+        EchoDataError: ``nnUNet_raw`` is not set, or ``dataset_name`` is not in it.
+    """
+    env = os.environ if environ is None else environ
+    root = env.get("nnUNet_raw", "").strip()
+    if not root:
+        raise EchoDataError(None, f"nnUNet_raw is not set: the nnUNetTrainerEcho* trainers take their patient-grouped "
+                                  f"folds from the raw dataset {dataset_name} (splits_final.json / cases.json); "
+                                  "export nnUNet_raw=<the folder holding it> (nnU-Net's random split would train on "
+                                  "augmented copies of validation patients; -tr nnUNetTrainer if you want that)")
+    raw = Path(root) / dataset_name
+    if not raw.is_dir():
+        raise EchoDataError(raw, "raw dataset not found: the nnUNetTrainerEcho* trainers take their patient-grouped "
+                                 f"folds from it; set nnUNet_raw (now {root}) to the folder holding {dataset_name}")
+    return raw
 
 
 def load_raw_splits(raw_dataset: Path, identifiers: Sequence[str], n_folds: int = 5) -> tuple[list[dict], dict]:

@@ -1,7 +1,8 @@
 """nnU-Net trainer variants for echocardiography (EchoGAINS paper, Table 2), each overriding one thing.
 
 - ``nnUNetTrainerEchoSplits``: folds from the raw dataset's patient-grouped ``splits_final.json`` (or grouped by
-  patient from ``cases.json``), validation on original cases only (overrides ``do_split``).
+  patient from ``cases.json``), validation on original cases only (overrides ``do_split``). They read the raw
+  dataset from ``$nnUNet_raw`` and refuse to train without it (nnU-Net's random split would leak augmented copies).
 - ``nnUNetTrainerEcho``: the paper's setting, 500 epochs, on those folds (overrides ``num_epochs``).
 - ``nnUNetTrainerEchoSmoke``: 1 epoch of 2 iterations and 1 validation iteration, for CPU tests and the demo.
 
@@ -11,12 +12,11 @@ nnU-Net imports this module by file from ``nnUNet_extTrainer``; imports below ar
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.splits import echo_split, load_raw_splits
+from nnunet_ext.splits import echo_split, load_raw_splits, raw_dataset_folder
 
 
 class nnUNetTrainerEchoSplits(nnUNetTrainer):
@@ -36,11 +36,7 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
     def do_split(self):
         if self.fold == "all":
             return super().do_split()
-        raw_root = os.environ.get("nnUNet_raw")
-        raw = Path(raw_root) / self.plans_manager.dataset_name if raw_root else None
-        if raw is None or not raw.is_dir():
-            self.print_to_log_file("nnUNet_raw not set or dataset missing there: falling back to nnU-Net's split")
-            return super().do_split()
+        raw = raw_dataset_folder(self.plans_manager.dataset_name)  # no silent fallback to nnU-Net's random split
         if self.dataset_class is None:
             from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 

@@ -66,3 +66,41 @@ def test_nnunet_env_command_prints_trainer_dir():
     line = EchoGains().nnunet_env()
     assert line == f"export nnUNet_extTrainer={TRAINER_DIR}"
     assert Path(line.split("=", 1)[1]).joinpath("echo_trainers.py").is_file()
+
+
+def test_raw_dataset_folder_refuses_a_missing_nnunet_raw(tmp_path):
+    from echogains.utils import EchoDataError
+    from nnunet_ext.splits import raw_dataset_folder
+
+    with pytest.raises(EchoDataError, match=r"^nnUNet_raw is not set: .*Dataset501_X.*export nnUNet_raw="):
+        raw_dataset_folder("Dataset501_X", {})
+    with pytest.raises(EchoDataError, match="nnUNet_raw is not set"):
+        raw_dataset_folder("Dataset501_X", {"nnUNet_raw": "  "})
+    with pytest.raises(EchoDataError, match=r"Dataset501_X: raw dataset not found: .*set nnUNet_raw"):
+        raw_dataset_folder("Dataset501_X", {"nnUNet_raw": str(tmp_path)})
+    (tmp_path / "Dataset501_X").mkdir()
+    assert raw_dataset_folder("Dataset501_X", {"nnUNet_raw": str(tmp_path)}) == tmp_path / "Dataset501_X"
+
+
+@pytest.mark.parametrize("raw", [None, "missing"])
+def test_echo_trainer_split_without_the_raw_dataset_is_an_error_not_a_random_split(tmp_path, monkeypatch, raw):
+    """``do_split`` of the Echo trainers: no silent fallback to nnU-Net's random 5 folds (they leak augmented copies)."""
+    from types import SimpleNamespace
+
+    from echogains.utils import EchoDataError
+    from nnunet_ext.trainers.echo_trainers import nnUNetTrainerEcho
+
+    if raw is None:
+        monkeypatch.delenv("nnUNet_raw", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_raw", str(tmp_path))  # set, but the dataset is not in it
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    random_split: list[str] = []
+    monkeypatch.setattr(nnUNetTrainer, "do_split", lambda self: random_split.append("used") or (["a"], ["b"]))
+    trainer = nnUNetTrainerEcho.__new__(nnUNetTrainerEcho)  # the attributes do_split reads, without plans on disk
+    trainer.fold, trainer.plans_manager = 0, SimpleNamespace(dataset_name="Dataset501_X")
+    trainer.print_to_log_file = lambda *args, **kwargs: None
+    with pytest.raises(EchoDataError, match="nnUNet_raw" if raw is None else "Dataset501_X: raw dataset not found"):
+        trainer.do_split()
+    assert not random_split
