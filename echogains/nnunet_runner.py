@@ -58,6 +58,8 @@ class NnUNet:
         threads: torch/OpenMP threads per command (``None`` leaves the environment as it is).
         processes: nnU-Net worker processes (``nnUNet_def_n_proc`` and ``-np``/``-npp``/``-nps``).
         log_dir: where each command's output goes (default: ``results/logs``).
+        seed: seed of the Echo trainers (``ECHOGAINS_NNUNET_SEED``: network initialisation, sampling and
+            augmentation, in the training process); ``None`` leaves nnU-Net unseeded, as it is by default.
     """
 
     raw: Path
@@ -67,6 +69,7 @@ class NnUNet:
     threads: int | None = 1
     processes: int = 1
     log_dir: Path | None = None
+    seed: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class NnUNet:
         env.setdefault("nnUNet_n_proc_DA", str(max(1, self.processes)))
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        if self.seed is not None:
+            env["ECHOGAINS_NNUNET_SEED"] = str(int(self.seed))
         return env
 
     def run(self, args: Sequence[str], tag: str) -> float:

@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 #: and they are scheduled first so that, with ``pytest -n auto``, the long ones do not end up as the tail of a worker.
 SLOW_TESTS = (  # longest first
     "tests/test_end_to_end.py::test_phantom_to_nnunet_to_evaluation",
+    "tests/nnunet_ext/test_seeded_trainer.py::test_same_seed_same_weights_other_seed_other_weights",
     "tests/bundle/test_bundle_run_train.py::test_train_then_resume",
     "tests/bundle/test_bundle_ablation.py::test_bundle_command_lines",
     "tests/test_cli.py::test_convert_verify_evaluate",

@@ -12,11 +12,39 @@ nnU-Net imports this module by file from ``nnUNet_extTrainer``; imports below ar
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.splits import echo_split, load_raw_splits, raw_dataset_folder
+
+
+#: Environment variable that seeds an Echo trainer (``echogains.nnunet_runner.NnUNet(seed=...)`` sets it).
+SEED_VARIABLE = "ECHOGAINS_NNUNET_SEED"
+
+
+def seed_from_environment() -> int | None:
+    """Seed Python, NumPy and torch from ``ECHOGAINS_NNUNET_SEED`` (when set); returns the seed or ``None``.
+
+    nnU-Net seeds neither the network initialisation nor the data loading, and its augmentation workers
+    (``NonDetMultiThreadedAugmenter(seeds=None)``) draw their own random state. A seeded trainer therefore also sets
+    ``nnUNet_n_proc_DA=0``: augmentation then runs in the training process from the seeded global state, so that two
+    runs with the same seed and data train the same network on CPU (slower on a many-core machine; on GPU cuDNN's
+    autotuning may still differ). This is what lets the experiments' arms differ only by their data.
+    """
+    text = os.environ.get(SEED_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not text.lstrip("-").isdigit():
+        raise ValueError(f"{SEED_VARIABLE}={text!r}: expected an integer seed")
+    seed = int(text)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    return seed
 
 
 class nnUNetTrainerEchoSplits(nnUNetTrainer):
@@ -32,6 +60,7 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if self.device.type == "cpu" and threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
+        self.echo_seed = seed_from_environment()
 
     def do_split(self):
         if self.fold == "all":
