@@ -6,12 +6,15 @@ Per training case of fold ``fold`` and per k = 1..K (EchoGAINS Sec. 2.4, Fig. 8)
    64/32 px) and its sector (recorded in ``cases.json`` or fitted) carried along;
 2. sector transforms are drawn with a generator seeded by (seed, case, k), retried until >= 50 % of the label stays
    in the kept content (:mod:`echogains.augment.transforms`);
-3. in the frame, everything but the kept original content is black and unknown; RePaint fills it (known pixels
-   stay bit-identical in the frame), or with ``repaint=False`` it stays black (the paper's baseline);
-4. back at the ORIGINAL size and spacing: the kept content is resampled from the full-resolution source image (so
-   it keeps its resolution), the rest is the repainted frame resized back; the label is resampled from the source
-   label, nearest-neighbour, and is 0 outside the kept content. Written as 1-channel NIfTI with the source's
-   spacing, origin and direction, in the source's dtype.
+3. in the frame, everything but the kept original content (inside the original sector's footprint, Fig. 8) is
+   black and unknown; RePaint fills it and a seam band of ``border`` px (10 at 256) inside the kept content, which
+   stays generated (known pixels outside the band stay bit-identical in the frame), or with ``repaint=False`` it
+   stays black (the paper's baseline);
+4. back at the ORIGINAL size: the kept content outside the seam band is resampled from the full-resolution source
+   image (so it keeps its resolution), the rest is the repainted frame resized back; the label is resampled from
+   the source label, nearest-neighbour, and is 0 outside the kept content (never repainted). Written as 1-channel
+   NIfTI in the source's dtype and direction, with the source's spacing times the depth zoom-out (a deeper view
+   has larger pixels in mm: the anatomy keeps its physical size; :func:`output_geometry`).
 
 Validation cases of the fold, other training cases and test cases (``imagesTs``) are copied un-augmented; labels
 are reduced to ``--labels`` (default LV + MYO, as the paper). ``splits_final.json`` keeps the source folds, adds the
@@ -65,6 +68,7 @@ from echogains.augment.transforms import (
     check_augment,
     draw_steps,
     label_kept_fraction,
+    regrid_coordinates,
     regrid_sector,
 )
 from echogains.data.labels import LABEL_NAMES, label_dict, parse_labels
@@ -94,6 +98,10 @@ __all__ = [
     "model_input",
     "compose_output",
     "to_unit",
+    "frame_transform",
+    "frame_keep_mask",
+    "original_pixels",
+    "output_geometry",
     "from_unit",
     "resize",
     "load_case",
@@ -288,6 +296,8 @@ def load_case(src: RawDataset, case_id: str, mapping: Mapping[int, int]) -> Sour
 class Prepared:
     """One augmentation before RePaint.
 
+        frame_keep: the frame pixels RePaint kept from the input: ``frame.known`` minus the seam band
+            (:func:`echogains.augment.repaint.repaint_mask`); ``None`` without repainting.
     Args:
         case_id: output case id ``{source}_aug{k}``.
         source: the source case.
@@ -304,6 +314,7 @@ class Prepared:
 
     case_id: str
     source: SourceCase
+    frame_keep: np.ndarray | None = field(default=None, repr=False)
     k: int
     steps: list[dict[str, Any]]
     tries: int
@@ -329,16 +340,50 @@ def prepare_augmentation(
     if case.sector is None:
         return Prepared(case_id, case, k, [], 0, 0.0, False, _torch_seed(key), key, reason=case.sector_problem)
     draw = draw_steps(augment, rng, policy, frame_size,
-                      lambda steps: label_kept_fraction(case.label, case.sector, steps, frame_shape, policy.margin_px))
+                      lambda steps: label_kept_fraction(case.label, case.sector, steps, frame_shape, policy.margin_px,
+                                                        policy.kept_region))
+def frame_transform(unit: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_size: int,
+                    policy: TransformPolicy) -> TransformResult:
+    """The transform of a unit image in the model's square frame (what RePaint sees)."""
+    frame_shape = (frame_size, frame_size)
+    frame_sector = regrid_sector(sector, unit.shape, frame_shape)  # type: ignore[arg-type]
+    return apply_transforms(resize(unit, frame_shape), None, frame_sector, steps, None, policy.margin_px,
+                            policy.kept_region)
+
+
+def frame_keep_mask(frame_known: np.ndarray, border: int) -> np.ndarray:
+    """Frame pixels RePaint keeps from its input: the known ones outside the seam band of ``border`` px."""
+    import torch
+
+    from echogains.augment.repaint import repaint_mask
+
+    known = torch.from_numpy(np.ascontiguousarray(frame_known, dtype=bool))[None, None]
+    return repaint_mask(known, int(border))[0, 0].numpy()
+
+
+def original_pixels(full_known: np.ndarray, frame_keep: np.ndarray) -> np.ndarray:
+    """Pixels of the output (source grid) that hold the source: kept content whose frame pixel RePaint kept.
+
+    Each output pixel centre is looked up, nearest-neighbour, in the frame; a kept pixel in the seam band of the
+    frame is taken from the repainted frame like the unknown region (the band stays repainted).
+    """
+    shape = full_known.shape
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    fr, fc = regrid_coordinates(rows, cols, shape, frame_keep.shape)  # type: ignore[arg-type]
+    fr = np.clip(np.rint(fr), 0, frame_keep.shape[0] - 1).astype(int)
+    fc = np.clip(np.rint(fc), 0, frame_keep.shape[1] - 1).astype(int)
+    return full_known & frame_keep[fr, fc]
+
+
     item = Prepared(case_id, case, k, draw.steps, draw.tries, draw.label_kept, draw.ok, _torch_seed(key), key)
     if not draw.ok:
         item.reason = (f"no draw in {draw.tries} tries kept >= {policy.min_label_inside:.0%} of the label "
                        f"(best {draw.label_kept:.1%})")
         return item
     unit, item.unit_range = to_unit(case.image)
-    item.full = apply_transforms(unit, case.label, case.sector, draw.steps, frame_shape, policy.margin_px)
-    frame_sector = regrid_sector(case.sector, case.image.shape, frame_shape)  # type: ignore[arg-type]
-    item.frame = apply_transforms(resize(unit, frame_shape), None, frame_sector, draw.steps, None, policy.margin_px)
+    item.full = apply_transforms(unit, case.label, case.sector, draw.steps, frame_shape, policy.margin_px,
+                                 policy.kept_region)
+    item.frame = frame_transform(unit, case.sector, draw.steps, frame_size, policy)
     return item
 
 
@@ -354,8 +399,9 @@ def repaint_frames(
     """RePaint the frames of ``items`` in one batch, one ``torch.Generator`` per item.
 
     Returns:
-        (B, S, S) float32 frames in the model's range [-1, 1]; the known pixels are bit-identical to the input
-        ``2 * frame - 1`` (:func:`model_input`).
+        (B, S, S) float32 frames in the model's range [-1, 1]; the known pixels outside the seam band
+        (:func:`frame_keep_mask`) are bit-identical to the input ``2 * frame - 1`` (:func:`model_input`), the band
+        and the unknown region are generated.
     """
     import torch
 
@@ -376,13 +422,16 @@ def model_input(item: Prepared) -> np.ndarray:
 def compose_output(item: Prepared) -> tuple[np.ndarray, np.ndarray]:
     """Image and label at the source's size: kept content from the source, the rest from the repainted frame.
 
-    Without a repainted frame (``--no-repaint``) the rest stays black.
+    The seam band stays repainted: kept pixels whose frame pixel lies in the band (:func:`original_pixels`) come
+    from the repainted frame too. Without a repainted frame (``--no-repaint``) the rest stays black. The label is
+    the transformed source label in either case (labels are never repainted).
     """
     assert item.full is not None
     full = item.full
     if item.repainted is not None:
         generated = resize((item.repainted + 1.0) / 2.0, full.image.shape)  # type: ignore[arg-type]
-        unit = np.where(full.known, full.image, generated)
+        keep = full.known if item.frame_keep is None else original_pixels(full.known, item.frame_keep)
+        unit = np.where(keep, full.image, generated)
     else:
         unit = full.image
     image = from_unit(unit, item.unit_range, item.source.image.dtype)
@@ -558,10 +607,29 @@ def _write_augmented(ctx: _Context, item: Prepared) -> None:
         return
     image, label = compose_output(item)
     record = _aug_record(ctx, item, "done")
-    ctx.writer.add_case(item.case_id, image, label, spacing=item.source.spacing, origin=item.source.origin,
+    spacing, origin = output_geometry(item)
+    ctx.writer.add_case(item.case_id, image, label, spacing=spacing, origin=origin,
                         direction=item.source.direction, record=record, test=test)
     ctx.writer.records.pop(item.case_id, None)  # bookkeeping lives in the sidecar records
-    ctx.save_record(item.case_id, "done", test, item.source.spacing, record)
+    ctx.save_record(item.case_id, "done", test, spacing, record)
+
+
+def output_geometry(item: Prepared) -> tuple[tuple[float, float], tuple[float, ...]]:
+    """Spacing and origin of an augmented case: a depth zoom-out by c makes its pixels c times larger in mm.
+
+    The origin moves so that the sector apex (the probe) keeps its physical position:
+    origin' = origin + D (apex_mm (1 - c)) with the direction matrix D; without a zoom both are the source's.
+    """
+    assert item.full is not None
+    src = item.source
+    c = float(item.full.pixel_scale)
+    if src.sector is None or c == 1.0:
+        return (float(src.spacing[0]), float(src.spacing[1])), tuple(src.origin)
+    direction = np.asarray(src.direction, dtype=np.float64).reshape(len(src.origin), len(src.origin))
+    shift = np.zeros(len(src.origin))
+    shift[:2] = np.asarray(src.sector.apex, dtype=np.float64) * (1.0 - c)
+    origin = tuple(float(v) for v in np.asarray(src.origin, dtype=np.float64) + direction @ shift)
+    return (float(src.spacing[0] * c), float(src.spacing[1] * c)), origin
 
 
 def _process_group(ctx: _Context, group: Sequence[str]) -> None:
@@ -574,6 +642,7 @@ def _process_group(ctx: _Context, group: Sequence[str]) -> None:
     if all(ctx.done(f"{c}_aug{j}") for c in group for j in range(1, k_total + 1)):
         return
     items: list[Prepared] = []
+                it.frame_keep = frame_keep_mask(it.frame.known, s["sampler"]["border_px"])  # type: ignore[union-attr]
     for case_id in group:
         case = load_case(ctx.src, case_id, ctx.mapping)
         items.extend(prepare_augmentation(case, j, s["augment"], s["seed"], s["frame_size"], ctx.policy)

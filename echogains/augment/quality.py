@@ -21,6 +21,7 @@ Three checks, written to one folder:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -32,8 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from echogains.augment.expand import from_unit, resize, to_unit
-from echogains.augment.transforms import TRANSFORM_TYPES, apply_transforms
+from echogains.augment.expand import frame_keep_mask, frame_transform, from_unit, original_pixels, resize, to_unit
+from echogains.augment.transforms import TRANSFORM_TYPES, TransformPolicy, apply_transforms
 from echogains.data.nnunet import RawDataset
 from echogains.geometry import Sector
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger
@@ -168,7 +169,9 @@ class Rendered:
             baseline, exactly what ``--no-repaint`` writes).
         output: the image written to the dataset.
         known: the kept content.
-        baseline_exact: whether ``transformed`` quantised to the file's dtype equals ``output`` on the kept content.
+        baseline_exact: whether ``transformed`` quantised to the file's dtype equals ``output`` on ``original``.
+        original_mask: the pixels of ``output`` that hold the source: ``known`` minus the seam band when repainted
+            (the band stays repainted), ``known`` without repainting.
     """
 
     case_id: str
@@ -187,6 +190,7 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
     prov = rec.get("provenance") or {}
     source_case = prov.get("source_case")
     if not prov.get("augmented") or source_case not in ds.records:
+    original_mask: np.ndarray | None = None
         raise EchoDataError(ds.root / "cases.json", f"{case_id}: no augmentation provenance with a source case here")
     src = sitk.GetArrayFromImage(ds.read_image(source_case))
     out = sitk.GetArrayFromImage(ds.read_image(case_id))
@@ -195,12 +199,22 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
     if not sector_dict:
         raise EchoDataError(ds.root / "cases.json", f"{case_id}: no source sector recorded")
     frame = int(prov["frame_size"])
-    margin = float(prov.get("policy", {}).get("margin_px", 1.0))
-    result = apply_transforms(unit_src, None, Sector.from_dict(sector_dict), prov["transforms"], (frame, frame), margin)
+    recorded = dict(prov.get("policy") or {})
+    recorded.setdefault("kept_region", "transformed_sector")  # expansions from before the cut to the footprint
+    policy = TransformPolicy(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items()
+                                if k in {f.name for f in dataclasses.fields(TransformPolicy)}})
+    sector = Sector.from_dict(sector_dict)
+    result = apply_transforms(unit_src, None, sector, prov["transforms"], (frame, frame), policy.margin_px,
+                              policy.kept_region)
+    original = result.known
+    sampler = prov.get("sampler") or {}
+    if prov.get("repaint") and sampler.get("border_px"):
+        frame_known = frame_transform(unit_src, sector, prov["transforms"], frame, policy).known
+        original = original_pixels(result.known, frame_keep_mask(frame_known, int(sampler["border_px"])))
     baseline = from_unit(result.image, rng, out.dtype)  # what --no-repaint writes
-    exact = bool(np.array_equal(baseline[result.known], out[result.known]))
+    exact = bool(np.array_equal(baseline[original], out[original]))
     return Rendered(case_id, source_case, transform_kind(prov["transforms"]), unit_src, _unit(baseline, rng),
-                    _unit(out, rng), result.known, exact)
+                    _unit(out, rng), result.known, exact, original)
 
 
 def _unit(image: np.ndarray, rng: tuple[float, float]) -> np.ndarray:
@@ -231,8 +245,9 @@ def _gallery(rows: Sequence[Rendered], path: Path) -> None:
                                           ("repainted", row.output))):
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            if c > 0 and row.known.any() and not row.known.all():
-                ax.contour(row.known.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+            kept = row.known if c == 1 or row.original_mask is None else row.original_mask
+            if c > 0 and kept.any() and not kept.all():
+                ax.contour(kept.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
             ax.set_title(f"{row.kind}: {title}" if c == 0 else title, fontsize=8)
             ax.axis("off")
         axes[r, 0].text(0.0, -0.05, row.case_id, transform=axes[r, 0].transAxes, fontsize=6, va="top")
@@ -297,7 +312,10 @@ def _samples(model: str | os.PathLike, n: int, steps: int, seed: int, device: st
 def _seam_rows(rendered: Sequence[Rendered]) -> list[dict[str, Any]]:
     rows = []
     for r in rendered:
-        written, baseline = seam_score(r.output, r.known), seam_score(r.transformed, r.known)
+        # each image's own border between source and generated pixels: the written image's lies at the inner edge of
+        # the seam band (the band stays repainted), the no-repaint baseline's at the edge of the kept content
+        original = r.original_mask if r.original_mask is not None else r.known
+        written, baseline = seam_score(r.output, original), seam_score(r.transformed, r.known)
         rows.append({"case": r.case_id, "kind": r.kind, "seam_written": written, "seam_no_repaint": baseline,
                      "ratio": written / baseline if np.isfinite(baseline) and baseline > 0 else float("nan")})
     return rows
@@ -376,8 +394,10 @@ def augmentation_report(
         "gallery": "gallery.png",
         "gallery_rows": [r.kind for r in _gallery_rows(rendered)],
         "seam": {
-            "definition": "mean |grad I| in the 1-px band either side of the kept/generated border "
-                          "/ mean |grad I| inside the kept content (>= 3 px from the border); 1 = seamless",
+            "definition": "mean |grad I| in the 1-px band either side of the source/generated border "
+                          "/ mean |grad I| inside the source content (>= 3 px from the border); 1 = seamless. "
+                          "Written image: the border of the pixels still holding the source (kept content minus "
+                          "the repainted seam band); no-repaint baseline: the border of the kept content",
             "median_written": _median([s["seam_written"] for s in seams]),
             "median_no_repaint": _median([s["seam_no_repaint"] for s in seams]),
             "median_ratio": _median([s["ratio"] for s in seams]),

@@ -3,8 +3,10 @@
 Per reverse step the known region is drawn from the forward process q(x_{t-1} | x_0) of the input and the unknown
 region from the model's p(x_{t-1} | x_t); "jumps" go back up the chain with q(x_t | x_{t-1}) so that the
 network can harmonise both regions (resampling). The pixels the diffusion regenerates are the unknown pixels
-dilated by ``border`` pixels (a seam band); at the end the known pixels are pasted back so that they are
-bit-identical to the input (the public RePaint code omits this; FACTS.md).
+dilated by ``border`` pixels (a seam band, :func:`repaint_mask`), and they stay generated: the band is where the
+generated content meets the original, so the original/generated border lies ``border`` pixels inside the kept
+content, where the model has harmonised both. At the end the pixels outside the band (``repaint_mask``) are pasted
+back so that they are bit-identical to the input (the public RePaint code omits this paste; FACTS.md).
 
 Schedules run on a respaced process: the T = 4000 model is respaced to ``t_T`` steps (250 for the paper's
 setting), which is what makes 250-step RePaint and the fast mode possible. A whole batch (several augmentations
@@ -185,7 +187,8 @@ def repaint(
         verbose: progress bar over the transitions.
 
     Returns:
-        (B, 1, H, W) images: known pixels bit-identical to ``image``, the rest generated, in [-1, 1].
+        (B, 1, H, W) images: the pixels of :func:`repaint_mask` (known, outside the seam band) bit-identical to
+        ``image``; the unknown pixels and the seam band generated, in [-1, 1].
     """
     t_T, jump_length, jump_n_sample = _resolve_schedule(sampler, schedule)
     known = _check_inputs(image, known_mask)
@@ -211,8 +214,9 @@ def repaint(
         else:
             # undo (resampling): x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
             x = process.q_step(x, torch.tensor(t_cur), generator)
-    # Known pixels pasted back exactly; generated pixels clipped to the data range.
-    return torch.where(known, image, x.clamp(-1.0, 1.0))
+    # Pixels outside the seam band pasted back exactly; the unknown region and the band stay generated, clipped to
+    # the data range (pasting the band back too would move the seam to the edge of the known region).
+    return torch.where(keep.bool(), image, x.clamp(-1.0, 1.0))
 
 
 def _combine(

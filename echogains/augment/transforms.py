@@ -1,32 +1,49 @@
-"""EchoGAINS sector transforms (paper Sec. 2.4, Fig. 1): depth increase, tilt, sector width, translation, combination.
+"""EchoGAINS sector transforms (paper Sec. 2.4, Fig. 1, Fig. 8): depth, tilt, width, translation, combination.
 
 Every transform is a pair of coordinate maps (``inverse``: output pixel -> input pixel, used for resampling;
 ``forward``: input pixel -> output pixel, used to count how much of the label survives) plus the new
-:class:`~echogains.geometry.Sector`. The transforms use the fitted (or recorded) sector geometry, not a centred
-apex, and work in physical coordinates (mm) where the sector is a true circular sector:
+:class:`~echogains.geometry.Sector` of the transformed content. The transforms use the fitted (or recorded) sector
+geometry, not a centred apex, and work where it matters in physical coordinates (mm), where the sector is a true
+circular sector:
 
-- **depth** (``rows_added`` px, 0-150 at 256 px): black rows are added at the bottom and the image is resized back to
-  its height, i.e. rows are squeezed by ``H / (H + d)`` about the top edge. As in the paper the squeeze is
-  anisotropic in pixels; the returned sector is the same circular sector (same apex angle, radii in mm) in the
-  squeezed grid, so its ``spacing`` has ``sy * (H + d) / H``: it differs from the image's spacing by that factor.
+- **depth** (``rows_added`` d px, 0-150 at 256 px): an isotropic zoom-out about the sector apex by
+  c = (H + d) / H, i.e. what a deeper acquisition with the same probe looks like (the public EchoGAINS code pads
+  the columns too and keeps the frame square). The output's pixels are c times larger in mm (both axes), so the
+  anatomy keeps its physical size and shape: :attr:`TransformResult.spacing` is the source spacing times c.
+- **depth_rows** (``TransformPolicy(depth_mode="rows")``): the paper's literal wording, "adding black pixels at
+  the bottom of the image and then resizing to 256 x 256": rows only are squeezed by H / (H + d) about the top
+  edge; the spacing is left as the source's, so the anatomy is squeezed vertically (aspect ratio / c). Kept as an
+  option for fidelity to the text; not the default.
 - **tilt** (``angle_deg``, -30..30): rotation about the sector apex (in mm, so anisotropic pixels stay consistent).
-- **width** (``factor``, 0.5..1.5): the angle from the sector bisector is multiplied by ``factor`` (polar
-  resampling about the apex: radii are kept, the opening angle scales).
+- **width** (``factor`` lambda, 0.5..1.5): the paper's transform: the image width is multiplied by lambda about the
+  frame's centre column (lambda > 1: stretched horizontally and cropped back; lambda < 1: squeezed into the
+  centre); rows are unchanged. This deliberately distorts the anatomy ("resizing ... distorts the image"), and is
+  the only transform that does: the spacing is left as the source's.
+- **sector_angle** (``factor``, 0.5..1.5): the angle from the sector bisector is multiplied by ``factor`` (polar
+  resampling about the apex: radii are kept, the opening angle scales). Not in the paper; an alternative to
+  ``width`` that keeps the sector circular.
 - **translation** (``dx_px``, ``dy_px``; length 0-50 px at 256 px, random direction): shift, then crop.
-- **combination**: each of the four in this order with probability 0.5 (the paper's rule, so 1 in 16 draws is
-  the identity: the sample then differs from the original only outside the sector).
+- **combination**: the paper's four (:data:`COMBINATION`: depth, tilt, width, translation), each in this order
+  with probability 0.5 (the paper's rule, so 1 in 16 draws is the identity: the sample then differs from the
+  original only in the repainted band along the sector outline).
 
 Pixel ranges are defined for the paper's 256 x 256 frame (:attr:`TransformPolicy.reference_size`) and scaled to the
 frame the transforms run in, so the same draw gives the same relative transform at any frame size.
 
-Content outside the original sector is black in the output; ``known`` marks the kept original content (inside the
-transformed sector, inside the image, and ``margin_mm`` away from the sector's outline so that the blurred outline
-itself is regenerated). Labels are resampled nearest-neighbour and are 0 outside the kept content (labels are never
-repainted). Retry policy (as the public release): parameters are redrawn, up to ``max_tries`` (30) times, until at
-least ``min_label_inside`` (50 %) of the label's foreground pixels land in the kept content (counted exactly by the
-forward map, so a depth increase that shrinks the label does not count as a loss). When every try fails the
-augmentation is reported as failed; the expander then skips it with a warning and records why (no low-quality
-sample enters the dataset).
+Kept region (Fig. 8: "the pixels outside the original sector are turned black", then repainted): ``known`` marks
+the kept original content: output pixels whose source lies inside the original sector and inside the image, and,
+with ``kept_region="original_sector"`` (the default, as the paper and its public code), that lie inside the
+original sector's footprint themselves. Everything else is black and is repainted, so the output always shows a
+complete sector in the original footprint (:attr:`TransformResult.sector`). ``kept_region="transformed_sector"``
+keeps all transformed content inside the image instead (the output's sector is then the transformed one). Both
+stay ``margin_mm`` inside the sector outlines so that the blurred outline itself is regenerated. Labels are
+resampled nearest-neighbour and are 0 outside the kept content (labels are never repainted).
+
+Retry policy (as the public release): parameters are redrawn, up to ``max_tries`` (30) times, until at least
+``min_label_inside`` (50 %) of the label's foreground pixels land in the kept content (counted exactly by the
+forward map, so a zoom-out that shrinks the label does not count as a loss). When every try fails the augmentation
+is reported as failed; the expander then skips it with a warning and records why (no low-quality sample enters the
+dataset).
 """
 
 from __future__ import annotations
@@ -43,12 +60,17 @@ from echogains.utils import EchoDataError
 
 __all__ = [
     "TRANSFORM_TYPES",
+    "COMBINATION",
     "AUGMENT_MODES",
+    "KEPT_REGIONS",
+    "DEPTH_MODES",
     "REFERENCE_SIZE",
     "TransformPolicy",
     "Depth",
+    "DepthRows",
     "Tilt",
     "Width",
+    "SectorAngle",
     "Translation",
     "SectorMap",
     "TransformResult",
@@ -58,6 +80,7 @@ __all__ = [
     "draw_steps",
     "regrid_coordinates",
     "regrid_sector",
+    "scale_sector",
     "sector_contains",
     "label_kept_fraction",
     "apply_transforms",
@@ -66,6 +89,10 @@ __all__ = [
 
 #: The paper's frame size: pixel ranges of the policy refer to it.
 REFERENCE_SIZE = 256
+#: ``TransformPolicy.kept_region`` choices: cut to the original sector's footprint (paper, Fig. 8) or not.
+KEPT_REGIONS: tuple[str, ...] = ("original_sector", "transformed_sector")
+#: ``TransformPolicy.depth_mode`` choices: isotropic zoom-out about the apex, or the paper's literal row squeeze.
+DEPTH_MODES: tuple[str, ...] = ("zoom", "rows")
 
 
 @dataclass(frozen=True)
@@ -75,13 +102,18 @@ class TransformPolicy:
     Args:
         depth_px: rows added at the bottom, at ``reference_size`` (paper: 0-150).
         tilt_deg: rotation about the apex in degrees (paper: -30..30).
-        width_factor: opening-angle factor (paper: 0.5-1.5).
+        width_factor: image-width factor lambda of ``width`` (paper: 0.5-1.5).
         translation_px: shift length at ``reference_size``, random direction (paper: 0-50).
+        sector_angle_factor: opening-angle factor of ``sector_angle`` (not in the paper; 0.5-1.5).
         probability: chance of each transform in ``combination`` (paper: 0.5).
         min_label_inside: least fraction of the label's foreground that must stay in the kept content (0.5).
         max_tries: draws before giving up (30).
         margin_px: the kept content stays this many pixels (of the coarser grid) inside the sector outline.
         reference_size: frame size the pixel ranges refer to (256).
+        kept_region: ``original_sector`` (the paper: content outside the original sector's footprint is black and
+            repainted) or ``transformed_sector`` (all transformed content inside the image is kept).
+        depth_mode: ``zoom`` (isotropic zoom-out about the apex, spacing scaled: the default) or ``rows`` (the
+            paper's literal "add rows, then resize", anisotropic, spacing unchanged).
     """
 
     depth_px: tuple[float, float] = (0.0, 150.0)
@@ -93,14 +125,22 @@ class TransformPolicy:
     max_tries: int = 30
     margin_px: float = 1.0
     reference_size: int = REFERENCE_SIZE
+    sector_angle_factor: tuple[float, float] = (0.5, 1.5)
+    kept_region: str = "original_sector"
+    depth_mode: str = "zoom"
 
     def __post_init__(self) -> None:
-        for name in ("depth_px", "tilt_deg", "width_factor", "translation_px"):
+        for name in ("depth_px", "tilt_deg", "width_factor", "translation_px", "sector_angle_factor"):
             lo, hi = getattr(self, name)
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
                 raise EchoDataError(None, f"transform policy: {name} must be (low, high) with low <= high")
-        if self.width_factor[0] <= 0 or self.depth_px[0] < 0 or self.translation_px[0] < 0:
+        if self.width_factor[0] <= 0 or self.sector_angle_factor[0] <= 0 or self.depth_px[0] < 0 \
+                or self.translation_px[0] < 0:
             raise EchoDataError(None, "transform policy: width factors must be > 0, depth and translation >= 0")
+        if self.kept_region not in KEPT_REGIONS:
+            raise EchoDataError(None, f"transform policy: kept_region must be one of {', '.join(KEPT_REGIONS)}")
+        if self.depth_mode not in DEPTH_MODES:
+            raise EchoDataError(None, f"transform policy: depth_mode must be one of {', '.join(DEPTH_MODES)}")
         if not (0.0 <= self.probability <= 1.0 and 0.0 <= self.min_label_inside <= 1.0):
             raise EchoDataError(None, "transform policy: probability and min_label_inside must lie in [0, 1]")
         if self.max_tries < 1 or self.reference_size < 1 or self.margin_px < 0:
@@ -140,6 +180,18 @@ def regrid_sector(sector: Sector, from_shape: tuple[int, int], to_shape: tuple[i
     sy = sector.spacing[1] * from_shape[0] / to_shape[0]
     apex = (sector.apex[0] + 0.5 * (sector.spacing[0] - sx), sector.apex[1] + 0.5 * (sector.spacing[1] - sy))
     return replace(sector, apex=apex, spacing=(sx, sy))
+
+
+def scale_sector(sector: Sector, zoom: float) -> Sector:
+    """The same pixel footprint as ``sector`` on a grid whose pixels are ``zoom`` times larger in mm (both axes).
+
+    Physical coordinates start at the centre of pixel [0, 0], so the apex, the radii and the spacing all scale by
+    ``zoom``; the angles are kept.
+    """
+    if zoom == 1.0:
+        return sector
+    return replace(sector, apex=(sector.apex[0] * zoom, sector.apex[1] * zoom), r_max=sector.r_max * zoom,
+                   r_min=sector.r_min * zoom, spacing=(sector.spacing[0] * zoom, sector.spacing[1] * zoom))
 
 
 def _to_mm(sector: Sector, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,18 +252,62 @@ class _Transform:
         """The sector after the transform (``sector`` is the one before)."""
         raise NotImplementedError
 
+    def pixel_scale(self, shape: tuple[int, int]) -> float:
+        """Factor by which the output's pixels are larger in mm than the input's (1: the spacing is kept)."""
+        return 1.0
+
+
+def _apex_px(sector: Sector) -> tuple[float, float]:
+    """(row, col) of the sector apex in pixel coordinates of the sector's grid."""
+    return sector.apex[1] / sector.spacing[1], sector.apex[0] / sector.spacing[0]
+
 
 @dataclass(frozen=True)
 class Depth(_Transform):
-    """Depth increase: ``rows_added`` black rows at the bottom, then resized back to the image height.
+    """Depth increase as an isotropic zoom-out about the sector apex (what a deeper acquisition looks like).
 
-    (1) rows are squeezed by c = (H + d) / H about the top edge: r_in = (r_out + 0.5) c - 0.5.
-    (2) The sector keeps its angles and radii in mm in the squeezed grid whose row spacing is sy c; the apex moves
-        up by 0.5 (sy c - sy) because physical coordinates start at the centre of the first pixel.
+    (1) c = (H + d) / H for ``rows_added`` d on a grid of height H; every pixel offset from the apex (a_r, a_c)
+        shrinks by c: p_out = a + (p_in - a) / c, both axes (isotropic in pixels is isotropic in mm too: a diagonal
+        pixel-to-mm map commutes with a uniform scaling).
+    (2) The output's pixels are c times larger in mm: the new sector has the same angles and radii in mm, its apex
+        at the same pixel, and spacing c times the input's (:func:`scale_sector` of the pixel footprint).
     """
 
     rows_added: float
     name: ClassVar[str] = "depth"
+
+    def _c(self, shape: tuple[int, int]) -> float:
+        return (shape[0] + self.rows_added) / shape[0]
+
+    def inverse(self, rows, cols, sector, shape):
+        c, (ar, ac) = self._c(shape), _apex_px(sector)
+        return ar + (rows - ar) * c, ac + (cols - ac) * c  # (1)
+
+    def forward(self, rows, cols, sector, shape):
+        c, (ar, ac) = self._c(shape), _apex_px(sector)
+        return ar + (rows - ar) / c, ac + (cols - ac) / c
+
+    def new_sector(self, sector, shape):
+        c = self._c(shape)  # (2): same pixel apex; radii in mm kept, spacing x c
+        return replace(sector, apex=(sector.apex[0] * c, sector.apex[1] * c),
+                       spacing=(sector.spacing[0] * c, sector.spacing[1] * c))
+
+    def pixel_scale(self, shape):
+        return self._c(shape)
+
+
+@dataclass(frozen=True)
+class DepthRows(_Transform):
+    """The paper's literal depth increase: ``rows_added`` black rows at the bottom, then resized back to the height.
+
+    (1) rows are squeezed by c = (H + d) / H about the top edge: r_in = (r_out + 0.5) c - 0.5; columns are kept.
+    (2) The content's sector keeps its angles and radii in mm in the squeezed grid whose row spacing is sy c; the apex
+        moves up by 0.5 (sy c - sy) because physical coordinates start at the centre of the first pixel. The image's
+        spacing is not changed (:meth:`pixel_scale` is 1), so the anatomy is squeezed vertically by 1 / c.
+    """
+
+    rows_added: float
+    name: ClassVar[str] = "depth_rows"
 
     def _c(self, shape: tuple[int, int]) -> float:
         return (shape[0] + self.rows_added) / shape[0]
@@ -261,14 +357,45 @@ def _wrap(deg: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Width(_Transform):
-    """Sector width: angles from the bisector b are multiplied by ``factor`` (radii kept).
+    """The paper's sector width adjustment: the image width is multiplied by ``factor`` about the centre column.
+
+    (1) With the frame's centre column x_c = (W - 1) / 2 (the pixel-edge centre of a resize): c_out = x_c + lambda
+        (c_in - x_c), rows unchanged. lambda > 1 stretches and the frame crops; lambda < 1 squeezes into the centre.
+    (2) The content's sector is the same circular sector in a grid whose column spacing is sx / lambda, apex column
+        moved to x_c + lambda (a_c - x_c). The image's spacing is kept: the anatomy is distorted on purpose.
+    """
+
+    factor: float
+    name: ClassVar[str] = "width"
+
+    def _centre(self, shape: tuple[int, int]) -> float:
+        return (shape[1] - 1) / 2.0
+
+    def inverse(self, rows, cols, sector, shape):
+        xc = self._centre(shape)
+        return rows, xc + (cols - xc) / self.factor  # (1)
+
+    def forward(self, rows, cols, sector, shape):
+        xc = self._centre(shape)
+        return rows, xc + (cols - xc) * self.factor
+
+    def new_sector(self, sector, shape):
+        xc = self._centre(shape)
+        sx = sector.spacing[0] / self.factor  # (2)
+        apex_col = xc + self.factor * (sector.apex[0] / sector.spacing[0] - xc)
+        return replace(sector, apex=(apex_col * sx, sector.apex[1]), spacing=(sx, sector.spacing[1]))
+
+
+@dataclass(frozen=True)
+class SectorAngle(_Transform):
+    """Sector angle scaling (not in the paper): angles from the bisector b are multiplied by ``factor`` (radii kept).
 
     (1) theta_out = b + factor (theta_in - b); inverse theta_in = b + (theta_out - b) / factor. Output angles whose
         input would lie more than 180 degrees from the bisector have no input (NaN).
     """
 
     factor: float
-    name: ClassVar[str] = "width"
+    name: ClassVar[str] = "sector_angle"
 
     def _polar_map(self, rows, cols, sector, scale: float):
         dx, dy = _to_mm(sector, rows, cols)
@@ -309,10 +436,15 @@ class Translation(_Transform):
         return replace(sector, apex=apex)
 
 
-#: Transform classes by name, in the order ``combination`` applies them.
-TRANSFORM_TYPES: dict[str, type[_Transform]] = {"depth": Depth, "tilt": Tilt, "width": Width, "translation": Translation}
-#: ``--augment`` choices.
-AUGMENT_MODES: tuple[str, ...] = (*TRANSFORM_TYPES, "combination")
+#: Transform classes by recorded type name.
+TRANSFORM_TYPES: dict[str, type[_Transform]] = {
+    "depth": Depth, "depth_rows": DepthRows, "tilt": Tilt, "width": Width, "sector_angle": SectorAngle,
+    "translation": Translation,
+}
+#: The paper's four transforms, in the order ``combination`` applies them (``depth`` follows ``depth_mode``).
+COMBINATION: tuple[str, ...] = ("depth", "tilt", "width", "translation")
+#: ``--augment`` choices (``depth_rows`` is reached with ``depth_mode="rows"``, not as a mode of its own).
+AUGMENT_MODES: tuple[str, ...] = ("depth", "tilt", "width", "sector_angle", "translation", "combination")
 
 
 def check_augment(mode: str) -> str:
@@ -351,11 +483,14 @@ class SectorMap:
     def __init__(self, steps: Sequence[Mapping[str, Any]], sector: Sector, shape: tuple[int, int]):
         self.shape = (int(shape[0]), int(shape[1]))
         self.links: list[tuple[_Transform, Sector]] = []
+        #: factor by which the output's pixels are larger in mm than the input's (product of the depth zooms)
+        self.pixel_scale = 1.0
         current = sector
         for step in steps:
             t = make_transform(step)
             self.links.append((t, current))
             current = t.new_sector(current, self.shape)
+            self.pixel_scale *= t.pixel_scale(self.shape)
         self.sector = current
 
     def inverse(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -381,14 +516,20 @@ def _margin_mm(sector: Sector, frame_sector: Sector, margin_px: float) -> float:
     return float(margin_px * max(*sector.spacing, *frame_sector.spacing))
 
 
+def _check_kept_region(kept_region: str) -> None:
+    if kept_region not in KEPT_REGIONS:
+        raise EchoDataError(None, f"kept_region must be one of {', '.join(KEPT_REGIONS)}, got {kept_region!r}")
+
+
 def label_kept_fraction(
     label: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_shape: tuple[int, int] | None = None,
-    margin_px: float = 1.0,
+    margin_px: float = 1.0, kept_region: str = "original_sector",
 ) -> float:
     """Fraction of the label's foreground pixels that end up in the kept content after ``steps``.
 
     Every foreground pixel centre is mapped forward; it is kept when it lies in the (inset) original sector and lands
-    inside the image. Counting source pixels makes the fraction independent of the transform's area change.
+    inside the image (and, with ``kept_region="original_sector"``, inside the inset original sector's footprint).
+    Counting source pixels makes the fraction independent of the transform's area change.
 
     Args:
         label: 2D label on its own grid (foreground > 0).
@@ -396,7 +537,9 @@ def label_kept_fraction(
         steps: transform parameters, defined on ``frame_shape`` (default: the label's grid).
         frame_shape: grid the transforms are defined on (the model frame).
         margin_px: inset of the kept content (see :class:`TransformPolicy`).
+        kept_region: see :class:`TransformPolicy`.
     """
+    _check_kept_region(kept_region)
     shape = tuple(label.shape)
     frame_shape = tuple(frame_shape or shape)  # type: ignore[assignment]
     rows, cols = np.nonzero(label > 0)
@@ -408,8 +551,12 @@ def label_kept_fraction(
         rows.astype(np.float64), cols.astype(np.float64), shape, frame_shape  # type: ignore[arg-type]
     )
     orow, ocol = chain.forward(fr, fc)
-    kept = sector_contains(sector, rows, cols, _margin_mm(sector, frame_sector, margin_px))
+    margin = _margin_mm(sector, frame_sector, margin_px)
+    kept = sector_contains(sector, rows, cols, margin)
     kept &= _inside(orow, ocol, frame_shape)  # type: ignore[arg-type]
+    if kept_region == "original_sector":
+        out_r, out_c = regrid_coordinates(orow, ocol, frame_shape, shape)  # type: ignore[arg-type]
+        kept &= sector_contains(sector, out_r, out_c, margin)
     return float(np.count_nonzero(kept) / rows.size)
 
 
@@ -421,8 +568,14 @@ class TransformResult:
         image: float32 image, 0 (black) outside the kept content.
         label: label (input dtype), 0 outside the kept content.
         known: bool mask of the kept original content (what RePaint keeps).
-        sector: the transformed sector on this grid (after ``depth``, in the squeezed spacing; module docstring).
+        sector: the output's sector on this grid, in the output's mm: the original sector's footprint
+            (``kept_region="original_sector"``, repainted to a complete sector) or the transformed content's sector.
         steps: the transform parameters.
+        spacing: (x, y) mm per pixel of the output: the input's times :attr:`SectorMap.pixel_scale` (a depth
+            zoom-out makes pixels larger; the other transforms keep the spacing).
+        content_sector: the sector the kept content comes from, on this grid (its own spacing may differ from
+            ``spacing`` after ``width`` or ``depth_rows``, which distort).
+        pixel_scale: ``spacing`` / the input's spacing (:attr:`SectorMap.pixel_scale`; exactly 1 without a zoom).
     """
 
     image: np.ndarray
@@ -430,6 +583,9 @@ class TransformResult:
     known: np.ndarray
     sector: Sector
     steps: list[dict[str, Any]] = field(default_factory=list)
+    spacing: tuple[float, float] = (1.0, 1.0)
+    content_sector: Sector | None = None
+    pixel_scale: float = 1.0
 
 
 def apply_transforms(
@@ -439,6 +595,7 @@ def apply_transforms(
     steps: Sequence[Mapping[str, Any]],
     frame_shape: tuple[int, int] | None = None,
     margin_px: float = 1.0,
+    kept_region: str = "original_sector",
 ) -> TransformResult:
     """Apply a chain of sector transforms jointly to an image, its label and its sector mask (one resampling).
 
@@ -450,10 +607,13 @@ def apply_transforms(
         frame_shape: grid the transforms are defined on (the model frame, e.g. 256 x 256); default the image's
             own. The result stays on the image's grid: output pixel -> frame -> inverse chain -> frame -> input.
         margin_px: inset of the kept content in pixels of the coarser of the two grids.
+        kept_region: ``original_sector`` (cut to the original sector's footprint, the paper) or
+            ``transformed_sector``.
 
     Returns:
-        The :class:`TransformResult` (image bilinear, label nearest, known mask, new sector on the image's grid).
+        The :class:`TransformResult` (image bilinear, label nearest, known mask, output sector and spacing).
     """
+    _check_kept_region(kept_region)
     image = np.asarray(image)
     shape = (int(image.shape[0]), int(image.shape[1]))
     frame = (int(frame_shape[0]), int(frame_shape[1])) if frame_shape is not None else shape
@@ -464,7 +624,10 @@ def apply_transforms(
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     fr, fc = chain.inverse(*regrid_coordinates(rows, cols, shape, frame))
     src_r, src_c = regrid_coordinates(fr, fc, frame, shape)
-    known = _inside(src_r, src_c, shape) & sector_contains(sector, src_r, src_c, _margin_mm(sector, frame_sector, margin_px))
+    margin = _margin_mm(sector, frame_sector, margin_px)
+    known = _inside(src_r, src_c, shape) & sector_contains(sector, src_r, src_c, margin)
+    if kept_region == "original_sector":  # Fig. 8: outside the original sector is black and repainted
+        known &= sector_contains(sector, rows, cols, margin)
     coords = np.stack([np.where(known, src_r, 0.0), np.where(known, src_c, 0.0)])
     out = ndimage.map_coordinates(image.astype(np.float32), coords, order=1, mode="nearest")
     out = np.where(known, out, 0.0).astype(np.float32)
@@ -472,8 +635,11 @@ def apply_transforms(
     if label is not None:
         lab = ndimage.map_coordinates(np.asarray(label), coords, order=0, mode="nearest")
         out_label = np.where(known, lab, 0).astype(label.dtype)
-    new_sector = regrid_sector(chain.sector, frame, shape)
-    return TransformResult(out, out_label, known, new_sector, [dict(s) for s in steps])
+    zoom = chain.pixel_scale
+    content = regrid_sector(chain.sector, frame, shape)
+    out_sector = scale_sector(sector, zoom) if kept_region == "original_sector" else content
+    spacing = (float(sector.spacing[0] * zoom), float(sector.spacing[1] * zoom))
+    return TransformResult(out, out_label, known, out_sector, [dict(s) for s in steps], spacing, content, zoom)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -485,11 +651,14 @@ def _sample_one(kind: str, rng: np.random.Generator, policy: TransformPolicy, sc
     """Draw the parameters of one transform; pixel values are drawn at the reference size and scaled."""
     if kind == "depth":
         ref = float(rng.uniform(*policy.depth_px))
-        return {"type": "depth", "rows_added": ref * scale, "rows_added_ref": ref}
+        kind = "depth_rows" if policy.depth_mode == "rows" else "depth"
+        return {"type": kind, "rows_added": ref * scale, "rows_added_ref": ref}
     if kind == "tilt":
         return {"type": "tilt", "angle_deg": float(rng.uniform(*policy.tilt_deg))}
     if kind == "width":
         return {"type": "width", "factor": float(rng.uniform(*policy.width_factor))}
+    if kind == "sector_angle":
+        return {"type": "sector_angle", "factor": float(rng.uniform(*policy.sector_angle_factor))}
     direction = float(rng.uniform(0.0, 360.0))
     length = float(rng.uniform(*policy.translation_px))
     a = np.radians(direction)
@@ -498,7 +667,8 @@ def _sample_one(kind: str, rng: np.random.Generator, policy: TransformPolicy, sc
 
 
 def sample_steps(mode: str, rng: np.random.Generator, policy: TransformPolicy, frame_size: int) -> list[dict[str, Any]]:
-    """Draw one augmentation: a single transform, or for ``combination`` each transform with ``policy.probability``.
+    """Draw one augmentation: a single transform, or for ``combination`` each of :data:`COMBINATION` (the paper's
+    four: depth, tilt, width, translation) with ``policy.probability``.
 
     Args:
         mode: one of :data:`AUGMENT_MODES`.
@@ -511,7 +681,7 @@ def sample_steps(mode: str, rng: np.random.Generator, policy: TransformPolicy, f
     if mode != "combination":
         return [_sample_one(mode, rng, policy, scale)]
     steps = []
-    for kind in TRANSFORM_TYPES:
+    for kind in COMBINATION:
         if rng.random() < policy.probability:
             steps.append(_sample_one(kind, rng, policy, scale))
     return steps

@@ -21,10 +21,13 @@ import echogains.augment.expand as expand_mod
 from echogains.augment.expand import (
     RECORDS_DIR,
     expand_dataset,
+    frame_keep_mask,
+    frame_transform,
     from_unit,
     load_case,
     merge_shards,
     model_input,
+    original_pixels,
     prepare_augmentation,
     repaint_frames,
     to_unit,
@@ -105,15 +108,25 @@ def test_output_cases_geometry_labels_and_provenance(base, src, model):
         assert 1 <= prov["tries"] <= 30 and prov["label_kept_fraction"] >= 0.5 and prov["frame_size"] == 32
         assert prov["policy"]["min_label_inside"] == 0.5 and prov["policy"]["max_tries"] == 30
         img, ref = ds.read_image(case), source.read_image(source_case)
-        for attr in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        unit, rng = to_unit(_array(source.image_path(source_case)))
+        sector = Sector.from_dict(prov["source_sector"])
+        res = apply_transforms(unit, None, sector, prov["transforms"], (32, 32))
+        for attr in ("GetSize", "GetDirection"):
             assert getattr(img, attr)() == getattr(ref, attr)()
+        # a depth zoom-out by c makes the pixels c times larger (the anatomy keeps its size in mm), else the same
+        assert img.GetSpacing() == pytest.approx(tuple(v * res.pixel_scale for v in ref.GetSpacing()), rel=1e-6)
+        assert rec["sector"]["spacing"] == pytest.approx(img.GetSpacing(), rel=1e-5)
+        if res.pixel_scale == 1.0:
+            assert img.GetSpacing() == ref.GetSpacing() and img.GetOrigin() == ref.GetOrigin()
         assert img.GetNumberOfComponentsPerPixel() == 1 and _array(ds.image_path(case)).dtype == np.uint8
         label = _array(ds.label_path(case))
         assert set(np.unique(label)) <= {0, 1, 2} and label.any()
-        # the kept content is the source resampled at full resolution, untouched by the model
-        unit, rng = to_unit(_array(source.image_path(source_case)))
-        res = apply_transforms(unit, None, Sector.from_dict(prov["source_sector"]), prov["transforms"], (32, 32))
-        np.testing.assert_array_equal(_array(ds.image_path(case))[res.known], from_unit(res.image, rng, np.uint8)[res.known])
+        # the kept content outside the seam band is the source resampled at full resolution, untouched by the model
+        frame_known = frame_transform(unit, sector, prov["transforms"], 32, TransformPolicy()).known
+        original = original_pixels(res.known, frame_keep_mask(frame_known, prov["sampler"]["border_px"]))
+        assert original.any() and (res.known & ~original).any()
+        written = _array(ds.image_path(case))
+        np.testing.assert_array_equal(written[original], from_unit(res.image, rng, np.uint8)[original])
     for case in source.case_ids():
         assert 3 not in np.unique(_array(ds.label_path(case)))  # originals: LA removed
         assert ds.image_path(case).read_bytes() == source.image_path(case).read_bytes()  # image copied as is
@@ -220,7 +233,14 @@ def test_no_repaint_baseline_keeps_transforms_and_leaves_black(base, src, tmp_pa
         res = apply_transforms(unit, None, Sector.from_dict(prov["source_sector"]), prov["transforms"], (32, 32))
         image = _array(ds.image_path(case))
         assert not image[~res.known].any()  # black outside the kept content
-        np.testing.assert_array_equal(image[res.known], _array(rep.image_path(case))[res.known])
+        frame_known = frame_transform(unit, Sector.from_dict(prov["source_sector"]), prov["transforms"], 32,
+                                      TransformPolicy()).known
+        border = rep.record(case)["provenance"]["sampler"]["border_px"]
+        original = original_pixels(res.known, frame_keep_mask(frame_known, border))
+        repainted = _array(rep.image_path(case))
+        np.testing.assert_array_equal(image[original], repainted[original])  # the same source pixels
+        band = res.known & ~original
+        assert np.mean(image[band] != repainted[band]) > 0.5  # the seam band stays repainted
 
 
 def test_known_pixels_are_identical_after_repainting_in_the_model_frame(src, model):
@@ -233,8 +253,11 @@ def test_known_pixels_are_identical_after_repainting_in_the_model_frame(src, mod
     out = repaint_frames(items, net, diffusion, "fast", SCHEDULE, 1, "cpu")
     for it, frame in zip(items, out):
         known = it.frame.known
-        assert frame.shape == (32, 32) and known.any() and (~known).any()
-        np.testing.assert_array_equal(frame[known], model_input(it)[known])
+        keep = frame_keep_mask(known, 1)
+        band = known & ~keep
+        assert frame.shape == (32, 32) and keep.any() and band.any() and (~known).any()
+        np.testing.assert_array_equal(frame[keep], model_input(it)[keep])  # outside the band: bit-identical
+        assert np.mean(frame[band] != model_input(it)[band]) > 0.5  # the seam band was generated, not pasted back
         assert np.mean(frame[~known] != model_input(it)[~known]) > 0.5  # the black unknown region was generated
 
 

@@ -106,11 +106,15 @@ def test_repaint_mask_dilates_the_unknown_region_by_a_disk():
 # --- sampler ---------------------------------------------------------------------------------------------------
 
 
-def test_known_pixels_are_bit_identical_and_unknown_are_generated(net, diffusion):
+def test_known_pixels_outside_the_seam_band_are_bit_identical_and_the_rest_is_generated(net, diffusion):
     image, known = _inputs(2)
     out = repaint(net, diffusion, image, known, torch.Generator().manual_seed(0), schedule=(8, 2, 2), border=2)
     assert out.shape == image.shape and out.dtype == image.dtype
-    assert torch.equal(out[known], image[known])
+    keep = repaint_mask(known, 2)
+    band = known & ~keep
+    assert band.any() and keep.any()
+    assert torch.equal(out[keep], image[keep])  # known pixels outside the band: bit-identical
+    assert (out[band] != image[band]).float().mean() > 0.9  # the seam band stays repainted (not pasted back)
     assert out.abs().max() <= 1.0
     assert (out[~known] != -1.0).float().mean() > 0.9
 
@@ -154,7 +158,8 @@ def test_one_network_call_per_step_for_the_whole_batch(sampler):
     out = repaint(counting, GaussianDiffusion.cosine(4000), image, known, g, sampler=sampler, border=1)
     assert len(counting.batches) == network_evaluations(sampler)  # 2410 full, <= 100 fast
     assert set(counting.batches) == {3}
-    assert torch.equal(out[known], image[known])
+    keep = repaint_mask(known, 1)
+    assert torch.equal(out[keep], image[keep])
 
 
 def test_nothing_unknown_returns_the_input_without_network_calls():
