@@ -12,7 +12,8 @@ folder of ``patientXXXX`` sub-folders. Each (patient, view, phase) becomes the c
 image geometry (spacing, origin, direction) is kept from the source file, labels are remapped to the selected
 structures (:func:`echogains.data.labels.remap_camus_labels`). Patients of the official ``testing`` subgroup go to
 ``imagesTs``/``labelsTs``; ``training``/``validation`` patients go to ``imagesTr`` with ``split`` set, which makes
-the writer emit that single official fold. Without split files, ``n_folds`` patient-grouped folds are made.
+the writer emit that single official fold. Without split files, ``n_folds`` patient-grouped folds are made; with a
+single training patient there are no folds and no ``splits_final.json`` (a warning says training needs 2).
 
 Everything is validated before the first byte is written; with ``skip_bad`` bad cases are left out and listed in
 ``skipped.csv`` in the output folder. The helpers in the "shared by the converters" section are also used by
@@ -56,6 +57,7 @@ __all__ = [
     "fit_sector_record",
     "write_skip_report",
     "check_folds_possible",
+    "check_flag",
     "validate_cases",
     "convert_camus",
 ]
@@ -182,20 +184,31 @@ def validate_cases(cases: Sequence[Any], check: Callable[[Any], Any], skip_bad: 
     return good, bad
 
 
-def check_folds_possible(train_items: Sequence[tuple[str, str | None]], where: Path) -> None:
-    """Check, before writing, that :meth:`RawDatasetWriter.finalize` can make folds from the training cases.
+def check_folds_possible(train_items: Sequence[tuple[str, str | None]], where: Path) -> bool:
+    """Check, before writing, that there is a training case, and say whether folds can be made from them.
+
+    With fewer than 2 training patients and no official train/val fold, :meth:`RawDatasetWriter.finalize` writes
+    the dataset without ``splits_final.json`` (and warns): a handful of videos or patients still converts.
 
     Args:
         train_items: ``(patient, official split)`` of every case bound for ``imagesTr``.
         where: source folder named in the error.
+
+    Returns:
+        ``True`` when the dataset will have folds.
     """
     if not train_items:
         raise EchoDataError(where, "no training case: every valid case belongs to the official test split")
     splits = {split for _, split in train_items}
     official_fold = splits <= {"train", "val"} and splits >= {"train", "val"}
-    patients = {patient for patient, _ in train_items}
-    if not official_fold and len(patients) < 2:
-        raise EchoDataError(where, f"cannot make patient-grouped folds from {len(patients)} training patient(s); need 2")
+    return official_fold or len({patient for patient, _ in train_items}) >= 2
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` of the boolean option ``--name`` (python-fire passes ``--name maybe`` on as the text ``'maybe'``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise EchoDataError(None, f"--{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def write_skip_report(out: Path, bad: Sequence[BadCase]) -> None:
@@ -572,7 +585,9 @@ def convert_camus(
         EchoDataError: naming the file and the problem, before anything is written.
     """
     keys = parse_labels(labels)
-    check_int("n_folds", n_folds, 2)
+    n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
+    overwrite, skip_bad = check_flag("overwrite", overwrite), check_flag("skip_bad", skip_bad)
+    progress = check_flag("progress", progress)
     view_list = parse_choice(views, CAMUS_VIEWS, "--views")
     phase_list = parse_choice(phases, CAMUS_PHASES, "--phases")
     out = check_output_folder(out, overwrite)

@@ -6,7 +6,7 @@ Layout written (DESIGN.md)::
       imagesTr/{case}_0000.nii.gz   labelsTr/{case}.nii.gz     (training + validation cases)
       imagesTs/{case}_0000.nii.gz   labelsTs/{case}.nii.gz     (held-out test cases, labels kept for evaluation)
       cases.json                    one record per case (patient, view, phase, split, references, geometry, provenance)
-      splits_final.json             folds grouped by patient
+      splits_final.json             folds grouped by patient (none with fewer than 2 training patients)
       dataset.json                  written last: its presence marks a complete dataset
 
 Images are 2D, one channel, written with SimpleITK so that the pixel spacing (mm) survives.
@@ -362,7 +362,9 @@ class RawDatasetWriter:
         """Write ``cases.json``, ``splits_final.json`` and, last, ``dataset.json``; remove stale case files.
 
         Folds: ``splits`` when given; else one fold from the records' official ``split`` (``train``/``val``)
-        when every training case has one and both occur; else ``n_folds`` patient-grouped folds.
+        when every training case has one and both occur; else ``n_folds`` patient-grouped folds. With fewer than
+        2 training patients (a handful of cases for inference or a look) no folds can be made: no
+        ``splits_final.json`` is written (a stale one is removed) and a warning says that training needs 2.
         """
         if not self.records:
             raise EchoDataError(self.root, "no cases were written")
@@ -372,7 +374,7 @@ class RawDatasetWriter:
             raise EchoDataError(self.root, "no training cases (all cases are test cases)")
         if splits is None:
             splits = self._default_splits(train_ids, n_folds, seed)
-        splits = [{"train": sorted(s["train"]), "val": sorted(s["val"])} for s in splits]
+        splits = [{"train": sorted(s["train"]), "val": sorted(s["val"])} for s in splits or []]
         for i, s in enumerate(splits):
             missing = (set(s["train"]) | set(s["val"])) - set(train_ids)
             if missing:
@@ -383,12 +385,20 @@ class RawDatasetWriter:
         for cid in test_ids:
             self.records[cid]["subset"] = "Ts"
         atomic_write_json(self.root / "cases.json", {c: self.records[c] for c in sorted(self.records)})
-        atomic_write_json(self.root / "splits_final.json", splits)
+        if splits:
+            atomic_write_json(self.root / "splits_final.json", splits)
+        else:
+            (self.root / "splits_final.json").unlink(missing_ok=True)  # stale folds of an overwritten dataset
+            n_patients = len({str(self.records[c]["patient"]) for c in train_ids})
+            log.warning("%s: %d training patient(s): no folds, so no splits_final.json; the dataset serves inference, "
+                        "evaluation and verify-dataset, but nnU-Net training needs >= 2 patients (patient-grouped folds)",
+                        self.root, n_patients)
         self._write_dataset_json(len(train_ids), len(test_ids), dataset_name, extra)
         log.info("wrote %s: %d training and %d test cases, %d folds", self.root, len(train_ids), len(test_ids), len(splits))
         return self.root / "dataset.json"
 
-    def _default_splits(self, train_ids: list[str], n_folds: int, seed: int) -> list[dict[str, list[str]]]:
+    def _default_splits(self, train_ids: list[str], n_folds: int, seed: int) -> list[dict[str, list[str]]] | None:
+        """The official fold, else patient-grouped folds; ``None`` when fewer than 2 patients make folds impossible."""
         official = [self.records[c].get("split") for c in train_ids]
         if all(s in ("train", "val") for s in official) and {"train", "val"} <= set(official):
             return [
@@ -397,7 +407,10 @@ class RawDatasetWriter:
                     "val": [c for c in train_ids if self.records[c]["split"] == "val"],
                 }
             ]
-        return patient_grouped_splits({c: str(self.records[c]["patient"]) for c in train_ids}, n_folds, seed)
+        patients = {c: str(self.records[c]["patient"]) for c in train_ids}
+        if len(set(patients.values())) < 2:
+            return None
+        return patient_grouped_splits(patients, n_folds, seed)
 
     def _remove_stale(self, train_ids: set[str], test_ids: set[str]) -> None:
         for sub, ids, suffix in (

@@ -205,6 +205,16 @@ def _spacing_mismatch(pdir: Path) -> str:
     return "patient0002_2CH_ED_gt.nii.gz"
 
 
+def _truncated_raw(pdir: Path) -> str:
+    F.truncate(pdir / "patient0002_4CH_ED.raw")
+    return "patient0002_4CH_ED.raw"
+
+
+def _truncated_nifti(pdir: Path) -> str:
+    F.truncate(pdir / "patient0002_2CH_ES.nii.gz")  # SimpleITK alone reads it, the lost pixels as 0
+    return "patient0002_2CH_ES.nii.gz"
+
+
 def _cfg_without_ed(pdir: Path) -> str:
     F.write_info_cfg(pdir / "Info_4CH.cfg", F.camus_info(2), drop=("ED",))
     return "Info_4CH.cfg"
@@ -213,6 +223,8 @@ def _cfg_without_ed(pdir: Path) -> str:
 MALFORMED: dict[str, tuple[str, Callable[[Path], str], list[str]]] = {
     "missing raw": ("mhd", _missing_raw, ["patient0002_4CH_ED"]),
     "corrupt nifti": ("nifti", _corrupt_nifti, ["patient0002_2CH_ES"]),
+    "truncated raw": ("mhd", _truncated_raw, ["patient0002_4CH_ED"]),
+    "truncated nifti": ("nifti", _truncated_nifti, ["patient0002_2CH_ES"]),
     "label value 7": ("nifti", _label_value_7, ["patient0002_4CH_ES"]),
     "size mismatch": ("nifti", _size_mismatch, ["patient0002_2CH_ED"]),
     "spacing mismatch": ("nifti", _spacing_mismatch, ["patient0002_2CH_ED"]),
@@ -258,11 +270,22 @@ def test_patient_missing_from_split_files_is_an_error(tmp_path: Path) -> None:
     assert len(json.loads((out / "splits_final.json").read_text())) == 2  # no official val: grouped folds
 
 
-def test_too_few_training_patients_fails_before_writing(tmp_path: Path) -> None:
-    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2), splits={"training": [1], "testing": [2]})
-    with pytest.raises(EchoDataError, match="1 training patient"):
-        convert_camus(src, tmp_path / "Dataset507_CAMUS", progress=False)
-    assert not (tmp_path / "Dataset507_CAMUS").exists()
+def test_single_training_patient_converts_without_folds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from echogains.data.verify import verify_dataset
+
+    out = tmp_path / "Dataset507_CAMUS"
+    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
+    convert_camus(src, out, progress=False)
+    assert (out / "splits_final.json").is_file()
+    # one training patient (the other is official test): a dataset without folds, stale folds of the old one removed
+    F.write_camus(src, "nifti", patients=(1, 2), splits={"training": [1], "testing": [2]})
+    with caplog.at_level("WARNING", logger="echogains"):
+        convert_camus(src, out, overwrite=True, progress=False)
+    assert (out / "dataset.json").is_file() and not (out / "splits_final.json").exists()
+    assert len(_files(out / "imagesTr")) == 4 and len(_files(out / "imagesTs")) == 4
+    assert any("1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records)
+    report = verify_dataset(out, nnunet_check=False, show_progress=False)  # (nnU-Net's check never reads splits)
+    assert report.ok, report.summary()
 
 
 def test_bad_arguments_and_non_camus_folder(tmp_path: Path) -> None:
@@ -317,3 +340,64 @@ def test_phantom_camus_layouts_convert(tmp_path: Path, layout: str) -> None:
         assert np.allclose(img.GetOrigin(), src_img.GetOrigin()[:2], atol=1e-5)
     n_folds = len(json.loads((out / "splits_final.json").read_text()))
     assert n_folds == (1 if layout == "camus-nifti" else 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the command: one line naming the file and what is wrong with it, exit 2, nothing written
+# ------------------------------------------------------------------------------------------------
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run ``echogains ARGS`` in-process; returns (exit status, stderr)."""
+    from echogains.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_truncated_raw_names_the_data_file_and_its_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = F.write_camus(tmp_path / "CAMUS", "mhd", patients=(1, 2))
+    raw = src / "training" / "patient0002" / "patient0002_4CH_ED.raw"
+    kept = F.truncate(raw)
+    need = F.CAMUS_SHAPE[0] * F.CAMUS_SHAPE[1]  # one uint8 slice
+    out = tmp_path / "Dataset508_CAMUS"
+    code, err = _cli(capsys, "convert-camus", str(src), str(out), "--progress", "False")
+    assert code == 2 and "Traceback" not in err and "No such file" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"echogains: error: {raw}: raw data file is truncated: {kept} bytes, header patient0002_4CH_ED.mhd "
+        f"(DimSize {F.CAMUS_SHAPE[1]} {F.CAMUS_SHAPE[0]} 1, MET_UCHAR) needs {need}")
+    assert not out.exists()
+
+
+def test_truncated_nifti_is_named_not_zero_filled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
+    image = src / "database_nifti" / "patient0001" / "patient0001_4CH_ES.nii.gz"
+    F.truncate(image)  # SimpleITK alone reads this without complaint, the missing pixels as 0
+    out = tmp_path / "Dataset509_CAMUS"
+    code, err = _cli(capsys, "convert-camus", str(src), str(out), "--progress", "False")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"echogains: error: {image}: truncated/corrupt gzip (")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, problem", [
+    (("--n_folds", "1"), "--n_folds: expected an integer >= 2, got 1"),
+    (("--seed=-1",), "--seed: expected an integer >= 0, got -1"),
+    (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
+])
+def test_bad_argument_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str) -> None:
+    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
+    out = tmp_path / "Dataset511_CAMUS"
+    code, err = _cli(capsys, "convert-camus", str(src), str(out), "--progress", "False", *args)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"echogains: error: {problem}"
+    assert not out.exists()
+
+
+def test_missing_source_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "Dataset512_CAMUS"
+    code, err = _cli(capsys, "convert-camus", str(tmp_path / "nowhere"), str(out), "--progress", "False")
+    assert code == 2 and err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'nowhere'}: CAMUS folder not found"
+    assert not out.exists()
