@@ -23,8 +23,12 @@ Pixel spacing: EchoNet-Dynamic gives none. The NIfTI files get spacing (1, 1) be
 mm-based measures (HD in mm, volumes) must not be computed from it.
 
 Splits: ``Split`` TRAIN/VAL go to ``imagesTr`` with ``split`` train/val (one official fold); TEST goes to
-``imagesTs``. Everything is validated (videos decoded) before anything is written; with ``skip_bad`` bad videos
-are left out and listed (by FileName) in ``skipped.csv``. The two traced frames of every good video are kept in
+``imagesTs``. Without both TRAIN and VAL, 5 patient-grouped folds are made; with a single training video there are no
+folds and no ``splits_final.json`` (a warning says that training needs 2).
+
+Everything is validated before anything is written: each video is decoded to its end and must give
+``NumberOfFrames`` frames of ``FrameHeight`` x ``FrameWidth`` (a truncated AVI decodes fewer), and the traced frames
+must be among them. With ``skip_bad`` bad videos are left out and listed (by FileName) in ``skipped.csv``. The two traced frames of every good video are kept in
 memory between validation and writing (2 x 112 x 112 bytes per video).
 """
 
@@ -40,7 +44,15 @@ from typing import Any
 
 import numpy as np
 
-from echogains.data.camus import check_folds_possible, check_output_folder, fit_sector_record, relative_posix, validate_cases, write_skip_report
+from echogains.data.camus import (
+    check_flag,
+    check_folds_possible,
+    check_output_folder,
+    fit_sector_record,
+    relative_posix,
+    validate_cases,
+    write_skip_report,
+)
 from echogains.data.nnunet import CASE_ID_PATTERN, RawDatasetWriter
 from echogains.utils import EchoDataError, get_logger
 from echogains.utils import progress as progress_bar
@@ -233,11 +245,24 @@ def _to_grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def read_video_frames(path: str | os.PathLike, indices: Sequence[int]) -> dict[int, np.ndarray]:
-    """Decode ``path`` with OpenCV up to the largest wanted index; return those frames as grey ``uint8`` ``[y, x]``.
+def read_video_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    n_frames: int | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Decode ``path`` with OpenCV; return the wanted frames as grey ``uint8`` ``[y, x]``.
+
+    Args:
+        path: the AVI.
+        indices: 0-based frame indices to return.
+        n_frames: frames the video should have (FileList.csv ``NumberOfFrames``): the whole video is decoded and
+            fewer decodable frames is an error (a truncated or corrupt file). ``None`` decodes up to the last wanted.
+        frame_size: ``(FrameHeight, FrameWidth)`` the frames should have.
 
     Raises:
-        EchoDataError: missing or undecodable file, or a wanted index beyond the decodable frames (short video).
+        EchoDataError: missing or undecodable file, fewer frames than ``n_frames``, frames of another size, or a
+            wanted index beyond the decodable frames (short video).
     """
     import cv2
 
@@ -245,24 +270,38 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int]) -> dict[i
     if not path.is_file():
         raise EchoDataError(path, "video file not found")
     wanted = set(int(i) for i in indices)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own stderr lines about a broken stream: we say it
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
         raise EchoDataError(path, "cannot open video (unreadable or not a video OpenCV decodes)")
     frames: dict[int, np.ndarray] = {}
-    count = 0
+    count, shape = 0, None
+    last = max(wanted) if n_frames is None else None
     try:
-        while count <= max(wanted):
-            ok, frame = capture.read()
-            if not ok or frame is None:
+        while last is None or count <= last:
+            if count in wanted or shape is None:
+                ok, frame = capture.read()
+                if ok and frame is not None:
+                    shape = frame.shape[:2]
+                    if count in wanted:
+                        frames[count] = _to_grey(frame)
+            else:
+                ok = capture.grab()  # decoded (a broken frame still stops the loop), not converted
+            if not ok:
                 break
-            if count in wanted:
-                frames[count] = _to_grey(frame)
             count += 1
     finally:
         capture.release()
     if count == 0:
         raise EchoDataError(path, "no decodable frame (unreadable video)")
+    if n_frames is not None and count < n_frames:
+        raise EchoDataError(path, f"truncated or corrupt video: {count} of {n_frames} frames decode (FileList.csv gives NumberOfFrames {n_frames})")
+    if n_frames is not None and count > n_frames:
+        log.warning("%s: %d frames decode, FileList.csv NumberOfFrames says %d", path, count, n_frames)
+    if frame_size is not None and tuple(shape) != tuple(frame_size):
+        raise EchoDataError(path, f"frames are {shape[0]} x {shape[1]} (rows x cols) but FileList.csv says "
+                                  f"FrameHeight {frame_size[0]}, FrameWidth {frame_size[1]}")
     missing = sorted(wanted - frames.keys())
     if missing:
         raise EchoDataError(path, f"traced frame(s) {missing} beyond the video's {count} decodable frames (short video)")
@@ -317,7 +356,14 @@ class _EchoNetChecker:
             raise EchoDataError(self.filelist, f"row {video.row_number}: FileName {video.name!r} cannot form a case id")
         picked = self.ed_es(video)
         path = self.video_path(video)
-        decoded = read_video_frames(path, [index for index, _ in picked.values()])
+        n_frames = video.values.get("NumberOfFrames")
+        height, width = video.values.get("FrameHeight"), video.values.get("FrameWidth")
+        decoded = read_video_frames(
+            path,
+            [index for index, _ in picked.values()],
+            n_frames=int(n_frames) if n_frames is not None and n_frames == int(n_frames) and n_frames > 0 else None,
+            frame_size=(int(height), int(width)) if height is not None and width is not None else None,
+        )
         out = {}
         for phase, (index, rows) in picked.items():
             image = decoded[index]
@@ -387,6 +433,8 @@ def convert_echonet(
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise EchoDataError(None, f"--limit must be a positive integer, got {limit!r}")
+    overwrite, skip_bad = check_flag("overwrite", overwrite), check_flag("skip_bad", skip_bad)
+    progress = check_flag("progress", progress)
     out = check_output_folder(out, overwrite)
     root = locate_echonet(src)
     videos = read_filelist(root / "FileList.csv")

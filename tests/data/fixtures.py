@@ -146,8 +146,8 @@ ECHONET_SIZE = 32
 
 
 def frame_value(index: int) -> int:
-    """Grey level of the cone in fixture frame ``index``: tells which frame a converter picked."""
-    return 40 + 15 * index
+    """Grey level of the cone in fixture frame ``index``: tells which frame a converter picked (repeats after 14)."""
+    return 40 + 15 * (index % 14)
 
 
 def rectangle_tracing(x0: float, y0: float, x1: float, y1: float, n_chords: int = 4) -> list[tuple[float, float, float, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,23 @@ def _one_traced_frame(src: Path) -> tuple[str, str]:
     return "VolumeTracings.csv", "need 2"
 
 
+def _truncated_avi(src: Path) -> tuple[str, str]:
+    F.truncate(src / "Videos" / "0XBAD0.avi")  # the traced frames 1 and 5 still decode
+    return "0XBAD0.avi", r"truncated or corrupt video: \d+ of 140 frames decode"
+
+
+def _frame_size_disagrees(src: Path) -> tuple[str, str]:
+    rows = (src / "FileList.csv").read_text().splitlines()
+    size = f",{F.ECHONET_SIZE},{F.ECHONET_SIZE},"
+    (src / "FileList.csv").write_text("\n".join(r.replace(size, f",{F.ECHONET_SIZE + 8},{F.ECHONET_SIZE},") if r.startswith("0XBAD0") else r
+                                                for r in rows) + "\n")
+    return "0XBAD0.avi", f"frames are {F.ECHONET_SIZE} x {F.ECHONET_SIZE} .* FrameHeight {F.ECHONET_SIZE + 8}, FrameWidth {F.ECHONET_SIZE}"
+
+
 MALFORMED = {
     "frame beyond video": ({"ed_frame": 9}, None),
+    "truncated avi": ({"n_frames": 140}, _truncated_avi),
+    "frame size disagrees": ({}, _frame_size_disagrees),
     "unreadable avi": ({}, _unreadable_avi),
     "no tracings": ({}, _no_tracings),
     "missing video": ({}, _missing_video),
@@ -220,3 +236,83 @@ def test_phantom_echonet_layout_converts(tmp_path: Path) -> None:
         assert ed_mask.sum() > es_mask.sum() > 0
         if ed["sector"] is not None:
             assert ed["sector"]["opening_deg"] == pytest.approx(t["echonet"]["sector"]["opening_deg"], abs=5.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# A handful of videos; bad input through the command (one line, exit 2, nothing written)
+# ------------------------------------------------------------------------------------------------
+def test_single_video_converts_without_folds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from echogains.data.verify import verify_dataset
+
+    src = F.write_echonet(tmp_path / "echonet", [F.VideoSpec("0XONE1")])
+    with caplog.at_level("WARNING", logger="echogains"):
+        out = convert_echonet(src, tmp_path / "Dataset611_One", progress=False)
+    assert sorted(_cases(out)) == ["0XONE1_4CH_ED", "0XONE1_4CH_ES"]
+    assert (out / "dataset.json").is_file() and not (out / "splits_final.json").exists()
+    assert any("1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records)
+    report = verify_dataset(out, nnunet_check=False, show_progress=False)
+    assert report.ok, report.summary()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run ``echogains ARGS`` in-process; returns (exit status, stderr)."""
+    from echogains.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _decodable_frames(path: Path) -> int:
+    import cv2
+
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def test_truncated_avi_is_refused_with_its_frame_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = F.write_echonet(tmp_path / "echonet", [F.VideoSpec("0XCUT1", n_frames=140), F.VideoSpec("0XOK01", split="VAL")])
+    video = src / "Videos" / "0XCUT1.avi"
+    F.truncate(video)  # to a third, as the issue's user did; the traced frames 1 and 5 still decode
+    decodable = _decodable_frames(video)
+    assert 5 < decodable < 140
+    out = tmp_path / "Dataset612_Cut"
+    code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--progress", "False")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"echogains: error: {video}: truncated or corrupt video: {decodable} of 140 "
+                                            "frames decode (FileList.csv gives NumberOfFrames 140)")
+    assert not out.exists()
+    code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--skip_bad", "--progress", "False")
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "skipped.csv").open()))
+    assert [(r["case_id"], r["file"]) for r in rows] == [("0XCUT1", str(video))]
+    assert re.search(rf"\b{decodable} of 140 frames\b", rows[0]["problem"])
+    assert sorted(_cases(out)) == ["0XOK01_4CH_ED", "0XOK01_4CH_ES"]
+
+
+@pytest.mark.parametrize("args, problem", [
+    (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
+    (("--overwrite", "2"), "--overwrite: expected True or False, got 2"),
+    (("--limit", "-3"), "--limit must be a positive integer, got -3"),
+])
+def test_bad_argument_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str) -> None:
+    src = F.write_echonet(tmp_path / "echonet", F.default_videos()[:2])
+    out = tmp_path / "Dataset613_Args"
+    code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--progress", "False", *args)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"echogains: error: {problem}"
+    assert not out.exists()
+
+
+def test_missing_source_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "Dataset614_Missing"
+    code, err = _cli(capsys, "convert-echonet", str(tmp_path / "nowhere"), str(out), "--progress", "False")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'nowhere'}: EchoNet-Dynamic folder not found"
+    assert not out.exists()
