@@ -261,6 +261,9 @@ def _check_records(root: Path, tr: set[str], ts: set[str], dataset: dict[str, An
 def _check_splits(root: Path, tr: set[str], records: dict[str, Any] | None, report: VerifyReport) -> None:
     path = root / "splits_final.json"
     if not path.is_file():
+        if tr:
+            report.warn(path, "missing: no folds (fewer than 2 training patients?); inference and evaluation need none, "
+                              "nnUNetTrainerEcho* groups folds by patient itself, nnU-Net's own trainers split at random")
         return
     splits = _load_json_strict(path, report)
     if splits is None:
