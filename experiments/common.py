@@ -22,7 +22,7 @@ log = get_logger("experiments")
 REPO = Path(__file__).resolve().parents[1]
 
 __all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "write_results", "positive_int", "check_resume",
-           "spawn_context"]
+           "spawn_context", "bootstrap_mean_ci"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -125,3 +125,46 @@ def spawn_context() -> Any:
     import multiprocessing
 
     return multiprocessing.get_context("spawn")
+
+
+def bootstrap_mean_ci(values: Any, groups: Sequence[Any], n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` and its two-stage percentile bootstrap interval over training seeds and patients.
+
+    ``values`` is an array ``[n_seeds, n_cases]`` (one row per training seed, one column per test image, e.g. LV
+    Dice, or the paired difference of two arms image by image); ``groups`` gives each image's patient. Each bootstrap
+    draw resamples the seeds with replacement and, independently, the patients with replacement (all images of a
+    drawn patient go along: images of one patient are not independent), and takes the mean of the drawn cells. The
+    interval thus holds both the run-to-run spread of training and the sampling spread of the test set.
+
+    Returns:
+        ``(mean, lower, upper)``; NaN cells (undefined metrics) are left out of every mean.
+    """
+    import numpy as np
+
+    data = np.asarray(values, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] != len(groups) or data.size == 0:
+        raise ValueError(f"values must be [n_seeds, n_cases] with n_cases = {len(groups)}, got {data.shape}")
+    labels, index = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    n_seeds, n_groups = data.shape[0], len(labels)
+    finite = np.isfinite(data)
+    sums = np.zeros((n_seeds, n_groups))
+    counts = np.zeros((n_seeds, n_groups))
+    for s in range(n_seeds):  # per seed and patient: sum and number of finite cells
+        np.add.at(sums[s], index[finite[s]], data[s, finite[s]])
+        np.add.at(counts[s], index[finite[s]], 1.0)
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    group_draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    seed_sums, seed_counts = sums[seed_draws].sum(axis=1), counts[seed_draws].sum(axis=1)  # [n_boot, n_groups]
+    total = np.take_along_axis(seed_sums, group_draws, axis=1).sum(axis=1)
+    number = np.take_along_axis(seed_counts, group_draws, axis=1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = total / number
+    means = means[np.isfinite(means)]
+    mean = float(sums.sum() / counts.sum()) if counts.sum() else float("nan")
+    if not means.size:
+        return mean, float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    lower, upper = np.percentile(means, [tail, 100.0 - tail])
+    return mean, float(lower), float(upper)

@@ -12,7 +12,10 @@ chain is the one a user runs:
    dataset (through :class:`echogains.nnunet_runner.NnUNet`);
 3. :func:`echogains.evaluation.evaluate.evaluate` against the test dataset's labels and analytic EF reference.
 
-Table 3: LV Dice and HD (mean +- sd over test images), MYO Dice, EF agreement (bias, limits of agreement) per arm.
+Each arm is trained once per nnU-Net training seed (``--train_seeds``; seeded trainers, so that the arms of one seed
+differ only by their data). Table 3: LV Dice and HD (mean +- sd over seeds, and a two-stage bootstrap 95 % interval
+over seeds and test patients), the paired difference to no augmentation with its interval and whether it is
+resolved (the interval excludes 0), MYO Dice, EF agreement (bias, limits of agreement) per arm.
 Table 4: LV Dice/HD by depth and sector-angle subset, from the evaluator's per-case CSV with this direction's
 cut-offs (the paper's 150 mm / 70 deg where the test set spans them; the lv-focused phantom never reaches them, so
 its direction uses cut-offs inside its own ranges, see :data:`PHANTOM_CUTOFFS`).
@@ -39,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, read_json
-from experiments.common import (Stopwatch, check_resume, fmt, machine, markdown_table, positive_int, spawn_context,
-                                write_results)
+from experiments.common import (Stopwatch, bootstrap_mean_ci, check_resume, fmt, machine, markdown_table, positive_int,
+                                spawn_context, write_results)
 
 log = get_logger("experiments.echogains_tables")
 
@@ -56,6 +59,7 @@ __all__ = [
     "plan_directions",
     "run_chain",
     "table3_rows",
+    "seeded_table3_rows",
     "table4_rows",
     "subset_rows",
     "build_report",
@@ -73,6 +77,8 @@ QUICK_REVERSE_ARMS: tuple[str, ...] = ("none", "combination")
 PHANTOM_CUTOFFS: dict[str, tuple[float, float]] = {"camus-like": (150.0, 70.0), "lv-focused": (140.0, 62.0)}
 PAPER_CUTOFFS = (150.0, 70.0)
 TRAINERS = {"quick": "nnUNetTrainerEchoQuick", "full": "nnUNetTrainerEcho"}
+#: nnU-Net training seeds per arm (``ECHOGAINS_NNUNET_SEED``): the arms of one seed differ only by their data.
+DEFAULT_TRAIN_SEEDS = {"quick": (0, 1, 2), "full": (0,)}
 _BA_PLOT = "bland_altman_ef_pred_vs_reference.png"
 
 
@@ -147,6 +153,7 @@ class Settings:
     train_dataset: str | None
     test_dataset: str | None
     directions: list[dict[str, Any]] = field(default_factory=list)
+    train_seeds: list[int] = field(default_factory=lambda: [0])
 
     def comparable(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,10 +208,31 @@ def plan_directions(quick: bool, train_dataset: str | None = None, test_dataset:
     return out
 
 
+def parse_train_seeds(value: str | int | Sequence[int] | None, default: Sequence[int]) -> list[int]:
+    """``--train_seeds``: ``0,1,2``, a sequence of integers, or a count ``N`` meaning ``0..N-1``."""
+    if value is None:
+        return list(default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        items: list[Any] = list(range(value)) if value >= 1 else []
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        items = list(value)
+    seeds = []
+    for item in items:
+        try:
+            seeds.append(int(item))
+        except (TypeError, ValueError):
+            raise EchoDataError(None, f"--train_seeds: expected integers, got {value!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise EchoDataError(None, f"--train_seeds: expected distinct integers >= 0, got {value!r}")
+    return seeds
+
+
 def make_settings(quick: bool, seed: int, directions: Sequence[Direction], *, n_train: int | None, n_test: int | None,
                   image_size: int | None, k: int | None, sampler: str | None, trainer: str | None, ddpm: str | None,
                   device: str, tta: bool | None, test_subset: str, train_dataset: str | None,
-                  test_dataset: str | None) -> Settings:
+                  test_dataset: str | None, train_seeds: str | int | Sequence[int] | None = None) -> Settings:
     """Quick or full defaults, overridden by the given values; validated.
 
     Raises:
@@ -233,6 +261,7 @@ def make_settings(quick: bool, seed: int, directions: Sequence[Direction], *, n_
     if device not in ("cpu", "cuda", "mps"):
         raise EchoDataError(None, f"--device must be cpu, cuda or mps, got {device!r}")
     return Settings(mode=mode, seed=int(seed), sampler=sampler, trainer=trainer or TRAINERS[mode], ddpm=str(model),
+                    train_seeds=parse_train_seeds(train_seeds, DEFAULT_TRAIN_SEEDS[mode]),
                     device=device, tta=bool(defaults["tta"] if tta is None else tta), test_subset=test_subset,
                     train_dataset=train_dataset and str(Path(train_dataset).resolve()),
                     test_dataset=test_dataset and str(Path(test_dataset).resolve()),
@@ -310,17 +339,21 @@ def _done(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
-def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], arm: str) -> dict[str, Any]:
-    """Expand, plan, train, predict, evaluate one arm of one direction; finished steps are skipped.
+def seed_dir(work: Path, direction: Direction, arm: str, seed: int) -> Path:
+    return arm_dir(work, direction, arm) / f"seed{seed}"
 
-    Runs in a worker process (one torch thread). Returns the arm's record (also in ``arms/{dir}_{arm}/result.json``).
+
+def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], arm: str) -> dict[str, Any]:
+    """Expand and plan one arm of one direction, then train, predict and evaluate it once per training seed.
+
+    Finished steps are skipped. Runs in a worker process (one torch thread). Returns the arm's record (also in
+    ``arms/{dir}_{arm}/result.json``); each seed's in ``arms/{dir}_{arm}/seed{s}/result.json``.
     """
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
     from echogains.augment.expand import expand_dataset
-    from echogains.evaluation.evaluate import evaluate
     from echogains.nnunet_runner import NnUNet
 
     root, cfg, d = Path(work), Settings(**settings), Direction(**{**direction, "arms": tuple(direction["arms"])})
@@ -331,13 +364,7 @@ def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], ar
         return previous
     folder.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = dict((_done(folder / "timings.json") or {}))
-
-    def step(name: str, fn: Any) -> None:
-        t0 = time.perf_counter()
-        fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        atomic_write_json(folder / "timings.json", timings)
-
+    step = _stepper(folder / "timings.json", timings)
     train_dir = train_dataset_dir(root, d)
     dataset = arm_dataset_dir(root, d, arm)
     nn = NnUNet(raw=_raw(root), device=cfg.device, threads=1, log_dir=root / "logs")
@@ -350,6 +377,36 @@ def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], ar
     if not planned.is_file():
         step("plan", lambda: nn.plan_and_preprocess(dataset))
         atomic_write_json(planned, {"dataset": dataset.name})
+    seeds = {str(s): _run_seed(root, cfg, d, arm, dataset, s) for s in cfg.train_seeds}
+    record = {"direction": d.key, "arm": arm, "dataset": dataset.name, "timings": timings, "seeds": seeds,
+              "n_training_images": _count_training(dataset)}
+    atomic_write_json(result_file, record)
+    return record
+
+
+def _stepper(path: Path, timings: dict[str, float]) -> Any:
+    def step(name: str, fn: Any) -> None:
+        t0 = time.perf_counter()
+        fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(path, timings)
+
+    return step
+
+
+def _run_seed(root: Path, cfg: Settings, d: Direction, arm: str, dataset: Path, seed: int) -> dict[str, Any]:
+    """Train (seeded), predict and evaluate one arm with one training seed; each step skipped when finished."""
+    from echogains.evaluation.evaluate import evaluate
+    from echogains.nnunet_runner import NnUNet
+
+    folder = seed_dir(root, d, arm, seed)
+    if (previous := _done(folder / "result.json")) is not None:
+        return previous
+    folder.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = dict((_done(folder / "timings.json") or {}))
+    step = _stepper(folder / "timings.json", timings)
+    nn = NnUNet(raw=_raw(root), results=root / "nnUNet_results" / f"seed{seed}", device=cfg.device, threads=1,
+                seed=seed, log_dir=root / "logs" / f"seed{seed}")
     model = nn.model_folder(dataset, cfg.trainer) / "fold_0" / "checkpoint_final.pth"
     if not model.is_file():
         step("train", lambda: nn.train(dataset, cfg.trainer, fold=0))
@@ -364,9 +421,8 @@ def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], ar
     if not (evaluation / "metrics_summary.json").is_file():
         step("evaluate", lambda: evaluate(pred, test_dataset_dir(root, d), evaluation, subset=cfg.test_subset,
                                           overlays=False, progress=False))
-    record = {"direction": d.key, "arm": arm, "dataset": dataset.name, "timings": timings,
-              "n_training_images": _count_training(dataset), "evaluation": str(evaluation)}
-    atomic_write_json(result_file, record)
+    record = {"seed": seed, "timings": timings, "evaluation": str(evaluation)}
+    atomic_write_json(folder / "result.json", record)
     return record
 
 
@@ -423,19 +479,25 @@ def _float(text: str | None) -> float:
     return value
 
 
-def subset_rows(per_case_csv: str | os.PathLike, depth_cut_mm: float, angle_cut_deg: float,
-                label: str = "LV") -> dict[str, dict[str, Any]]:
+def _read_rows(per_case_csv: str | os.PathLike) -> list[dict[str, str]]:
+    with open(per_case_csv, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def subset_rows(per_case_csv: str | os.PathLike | Sequence[str | os.PathLike], depth_cut_mm: float,
+                angle_cut_deg: float, label: str = "LV") -> dict[str, dict[str, Any]]:
     """``{subset: {n, dice: stats, hd_mm: stats}}`` for depth < / >= and sector angle < / >= the cut-offs.
 
     Reads the evaluator's ``metrics_per_case.csv`` (columns ``depth_mm``, ``opening_deg``, ``{label}_dice``,
-    ``{label}_hd_mm``).
+    ``{label}_hd_mm``); several files (one per training seed) are pooled, ``n`` counting images per seed.
     """
     from echogains.evaluation.metrics import describe
 
-    with open(per_case_csv, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    paths = [per_case_csv] if isinstance(per_case_csv, (str, os.PathLike)) else list(per_case_csv)
+    per_file = [_read_rows(path) for path in paths]
+    rows = [row for rows_of_file in per_file for row in rows_of_file]
     if rows and f"{label}_dice" not in rows[0]:
-        raise EchoDataError(per_case_csv, f"no column {label}_dice")
+        raise EchoDataError(paths[0], f"no column {label}_dice")
     subsets = {
         f"depth<{depth_cut_mm:g}mm": lambda r: _float(r["depth_mm"]) < depth_cut_mm,
         f"depth>={depth_cut_mm:g}mm": lambda r: _float(r["depth_mm"]) >= depth_cut_mm,
@@ -445,7 +507,8 @@ def subset_rows(per_case_csv: str | os.PathLike, depth_cut_mm: float, angle_cut_
     out = {}
     for name, keep in subsets.items():
         members = [r for r in rows if keep(r)]
-        out[name] = {"n": len(members), "dice": describe(_float(r[f"{label}_dice"]) for r in members),
+        out[name] = {"n": len(members) // max(1, len(per_file)),
+                     "dice": describe(_float(r[f"{label}_dice"]) for r in members),
                      "hd_mm": describe(_float(r[f"{label}_hd_mm"]) for r in members)}
     return out
 
@@ -481,16 +544,19 @@ def bar_plot(path: Path, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> P
     for i, (title, rows) in enumerate(tables.items()):
         by_arm = {r["arm_key"]: r for r in rows}
         for ax, key, name in ((axes[0], "lv_dice", "LV Dice"), (axes[1], "lv_hd", "LV HD (mm)")):
-            mean = [_nan(by_arm.get(a, {}).get(f"{key}_mean")) for a in arms]
-            sd = [_nan(by_arm.get(a, {}).get(f"{key}_sd")) for a in arms]
-            ax.bar(x + (i - (len(tables) - 1) / 2) * width, mean, width, yerr=np.nan_to_num(sd), capsize=3, label=title)
+            mean = np.array([_nan(by_arm.get(a, {}).get(f"{key}_mean")) for a in arms])
+            lower = np.array([_nan(by_arm.get(a, {}).get(f"{key}_lower")) for a in arms])
+            upper = np.array([_nan(by_arm.get(a, {}).get(f"{key}_upper")) for a in arms])
+            yerr = np.nan_to_num(np.stack([mean - lower, upper - mean]))
+            ax.bar(x + (i - (len(tables) - 1) / 2) * width, mean, width, yerr=yerr, capsize=3, label=title)
             ax.set_ylabel(name)
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels([arm_spec(a).label for a in arms], rotation=30, ha="right", fontsize=8)
         ax.legend(fontsize=8)
     axes[0].set_ylim(0, 1)
-    fig.suptitle("EchoGAINS arms: LV Dice and Hausdorff distance on the test set (mean ± sd over images)")
+    fig.suptitle("EchoGAINS arms: LV Dice and Hausdorff distance on the test set "
+                 "(mean, 95 % bootstrap interval over training seeds and test patients)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
@@ -502,6 +568,91 @@ def _nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _per_case(rows: Sequence[Mapping[str, str]], column: str) -> dict[str, tuple[str, float]]:
+    return {r["case_id"]: (r.get("patient") or r["case_id"], _float(r.get(column))) for r in rows}
+
+
+def _matrix(per_seed_rows: Mapping[int, Sequence[Mapping[str, str]]], column: str,
+            cases: Sequence[str]) -> Any:
+    import numpy as np
+
+    return np.array([[_per_case(rows, column).get(c, ("", float("nan")))[1] for c in cases]
+                     for rows in per_seed_rows.values()])
+
+
+def _ci_text(mean: float, lower: float, upper: float, digits: int, signed: bool = False) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.{digits}f} [{lower:{sign}.{digits}f}, {upper:{sign}.{digits}f}]"
+
+
+def _resolved(lower: float, upper: float, higher_is_better: bool) -> str:
+    if not (math.isfinite(lower) and math.isfinite(upper)) or lower <= 0.0 <= upper:
+        return "no"
+    better = (lower > 0.0) == higher_is_better
+    return "yes, better" if better else "yes, worse"
+
+
+def seeded_table3_rows(per_seed: Mapping[str, Mapping[int, tuple[Mapping[str, Any], Sequence[Mapping[str, str]]]]],
+                       reference: str = "none", n_boot: int = 2000) -> list[dict[str, Any]]:
+    """Table 3 over training seeds, with bootstrap 95 % intervals and the paired difference to ``reference``.
+
+    ``per_seed`` is ``{arm: {seed: (metrics_summary.json, rows of metrics_per_case.csv)}}``. Per arm: LV Dice and HD
+    as mean ± sd of the seeds' means; the interval of the mean over seeds and test patients
+    (:func:`experiments.common.bootstrap_mean_ci`); the paired difference to the reference arm image by image for
+    the same seed, its interval, and whether the interval excludes 0 ("resolved"). EF bias, limits and MAE are the
+    seeds' means. The seeds that the reference and the arm share are paired.
+    """
+    import numpy as np
+
+    rows = []
+    ref = per_seed.get(reference, {})
+    for arm, seeds in per_seed.items():
+        per_seed_rows = {s: case_rows for s, (_, case_rows) in seeds.items()}
+        patient_of = {r["case_id"]: r.get("patient") or r["case_id"] for rr in per_seed_rows.values() for r in rr}
+        cases = sorted(patient_of)
+        patients = [patient_of[c] for c in cases]
+        seed_rows = {s: table3_rows({arm: summary})[0] for s, (summary, _) in seeds.items()}
+        row: dict[str, Any] = {"arm": arm_spec(arm).label, "arm_key": arm, "seeds": ",".join(map(str, seeds)),
+                               "n": len(cases)}
+        for key, column, digits, better_high in (("lv_dice", "LV_dice", 3, True), ("lv_hd", "LV_hd_mm", 1, False)):
+            means = np.array([_nan(r[f"{key}_mean"]) for r in seed_rows.values()])
+            mean, lower, upper = bootstrap_mean_ci(_matrix(per_seed_rows, column, cases), patients, n_boot=n_boot)
+            row[f"{key}_mean"], row[f"{key}_lower"], row[f"{key}_upper"] = mean, lower, upper
+            row[f"{key}_sd"] = float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
+            row[key] = f"{fmt(float(np.mean(means)), digits)} ± {fmt(row[f'{key}_sd'], digits)}"
+            row[f"{key}_ci"] = _ci_text(mean, lower, upper, digits)
+            shared = [s for s in seeds if s in ref]
+            if arm != reference and shared:
+                diff = (_matrix({s: per_seed_rows[s] for s in shared}, column, cases)
+                        - _matrix({s: ref[s][1] for s in shared}, column, cases))
+                d_mean, d_lower, d_upper = bootstrap_mean_ci(diff, patients, n_boot=n_boot)
+                row[f"{key}_delta"] = _ci_text(d_mean, d_lower, d_upper, digits, signed=True)
+                row[f"{key}_delta_mean"], row[f"{key}_delta_lower"], row[f"{key}_delta_upper"] = d_mean, d_lower, d_upper
+                row[f"{key}_resolved"] = _resolved(d_lower, d_upper, better_high)
+        for key in ("ef_bias", "ef_mae", "ef_loa_lower", "ef_loa_upper"):
+            values = [r[key] for r in seed_rows.values() if r.get(key) is not None]
+            row[key] = float(np.mean(values)) if values else None
+        row["myo_dice"] = fmt(float(np.mean([_nan((seeds[s][0].get("segmentation", {}).get("all", {}).get("MYO") or {})
+                                                  .get("dice", {}).get("mean")) for s in seeds])), 3)
+        row["failures"] = sum(int(r.get("failures") or 0) for r in seed_rows.values())
+        row["ef_n"] = next(iter(seed_rows.values())).get("ef_n")
+        lo, hi = row["ef_loa_lower"], row["ef_loa_upper"]
+        row["ef_loa"] = "–" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}]"
+        row["per_seed"] = {str(s): {k: r[k] for k in ("lv_dice_mean", "lv_hd_mean", "ef_bias")} for s, r in seed_rows.items()}
+        rows.append(row)
+    return rows
+
+
+SEEDED_COLUMNS = {"arm": "arm", "seeds": "training seeds", "n": "test images",
+                  "lv_dice": "LV Dice (mean ± sd over seeds)", "lv_dice_ci": "LV Dice [95 % CI]",
+                  "lv_dice_delta": "Δ Dice vs none [95 % CI]", "lv_dice_resolved": "Dice difference resolved",
+                  "lv_hd": "LV HD mm (mean ± sd over seeds)", "lv_hd_delta": "Δ HD mm vs none [95 % CI]",
+                  "lv_hd_resolved": "HD difference resolved", "myo_dice": "MYO Dice", "failures": "LV failures (all seeds)",
+                  "ef_n": "EF patients", "ef_bias": "EF bias (%)", "ef_loa": "EF 95 % LoA (%)", "ef_mae": "EF MAE (%)"}
+
+
 def build_report(work: Path, out: Path, settings: Settings, directions: Sequence[Direction],
                  records: Mapping[tuple[str, str], Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Tables 3/4 markdown, the results dict, the bar plot and the Bland-Altman plots (copied to ``out``)."""
@@ -510,25 +661,33 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
     table3_by_dir: dict[str, list[dict[str, Any]]] = {}
     (out / "bland_altman").mkdir(parents=True, exist_ok=True)
     for d in directions:
-        summaries, subsets = {}, {}
+        per_seed: dict[str, dict[int, tuple[dict[str, Any], list[dict[str, str]]]]] = {}
+        subsets = {}
         for arm in d.arms:
-            evaluation = arm_dir(work, d, arm) / "evaluation"
-            if (d.key, arm) not in records or not (evaluation / "metrics_summary.json").is_file():
+            evaluations = {s: seed_dir(work, d, arm, s) / "evaluation" for s in settings.train_seeds}
+            if (d.key, arm) not in records or not all((e / "metrics_summary.json").is_file()
+                                                      for e in evaluations.values()):
                 continue
-            summaries[arm] = read_json(evaluation / "metrics_summary.json")
-            subsets[arm] = subset_rows(evaluation / "metrics_per_case.csv", d.depth_cut_mm, d.angle_cut_deg)
-            plot = evaluation / _BA_PLOT
+            per_seed[arm] = {s: (read_json(e / "metrics_summary.json"), _read_rows(e / "metrics_per_case.csv"))
+                             for s, e in evaluations.items()}
+            subsets[arm] = subset_rows([e / "metrics_per_case.csv" for e in evaluations.values()], d.depth_cut_mm,
+                                       d.angle_cut_deg)
+            plot = evaluations[settings.train_seeds[0]] / _BA_PLOT
             if plot.is_file():
                 shutil.copyfile(plot, out / "bland_altman" / f"{d.key}_{arm}.png")
-        t3 = table3_rows(summaries)
+        t3 = seeded_table3_rows(per_seed)
         t4, t4_columns = table4_rows(subsets)
         table3_by_dir[d.title] = t3
-        missing = [a for a in d.arms if a not in summaries]
+        missing = [a for a in d.arms if a not in per_seed]
         md.append(f"## Direction {d.key}: train {d.title.split(' -> ')[0]}, test {d.title.split(' -> ')[1]}\n")
-        md.append("### Table 3 style (all test images; EF vs the analytic reference, per patient)\n")
-        md.append(markdown_table(t3, TABLE3_COLUMNS, digits=2))
+        md.append(f"### Table 3 style (all test images, {len(settings.train_seeds)} nnU-Net training seed(s); "
+                  "EF vs the analytic reference, per patient)\n")
+        md.append(markdown_table(t3, SEEDED_COLUMNS, digits=2))
+        md.append("\nIntervals: two-stage percentile bootstrap (2,000 draws) over training seeds and test patients; "
+                  "Δ is the arm minus no augmentation, image by image for the same training seed; a difference is "
+                  "resolved when its 95 % interval excludes 0.\n")
         md.append(f"\n### Table 4 style (LV, subsets by depth {d.depth_cut_mm:g} mm and sector angle "
-                  f"{d.angle_cut_deg:g} deg)\n")
+                  f"{d.angle_cut_deg:g} deg; images of all seeds pooled)\n")
         md.append(markdown_table(t4, t4_columns) if t4 else "(no finished arm)\n")
         empty = [c for c, title in t4_columns.items() if "(n=0)" in title]
         if empty:
@@ -541,9 +700,10 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
                                                                           "angle_deg": d.angle_cut_deg},
             "table3": t3, "table4": t4, "subsets": subsets, "missing": missing,
             "arms": {arm: {"record": records.get((d.key, arm)),
-                           "segmentation_all": summaries[arm]["segmentation"]["all"],
-                           "clinical_agreement": summaries[arm].get("clinical", {}).get("agreement")}
-                     for arm in summaries},
+                           "segmentation_all": {str(s): v[0]["segmentation"]["all"] for s, v in seeds.items()},
+                           "clinical_agreement": {str(s): v[0].get("clinical", {}).get("agreement")
+                                                  for s, v in seeds.items()}}
+                     for arm, seeds in per_seed.items()},
         }
     if any(table3_by_dir.values()):
         bar_plot(out / "dice_hd_per_arm.png", table3_by_dir)
@@ -572,6 +732,7 @@ def run(
     sampler: str | None = None,
     trainer: str | None = None,
     tta: bool | None = None,
+    train_seeds: str | int | Sequence[int] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
@@ -596,6 +757,9 @@ def run(
         n_train: phantom training patients; n_test: phantom test patients; image_size: phantom pixels;
         k: augmentations per training image; sampler: ``fast`` or ``repaint``; trainer: nnU-Net trainer class;
         tta: nnU-Net test-time mirroring (default: off in quick mode, on in full mode).
+        train_seeds: nnU-Net training seeds per arm, ``0,1,2`` or a count (quick default 3 seeds, full 1): each arm
+            is trained once per seed (seeded trainers, so that arms of one seed differ only by their data) and
+            reported with bootstrap 95 % intervals over seeds and test patients.
         overwrite: delete the working folder first.
         progress: progress bar over finished arms.
 
@@ -613,7 +777,8 @@ def run(
     directions = plan_directions(bool(quick), train_dataset, test_dataset, arms, reverse, reverse_arms)
     settings = make_settings(bool(quick), seed, directions, n_train=n_train, n_test=n_test, image_size=image_size,
                              k=k, sampler=sampler, trainer=trainer, ddpm=ddpm, device=device, tta=tta,
-                             test_subset=test_subset, train_dataset=train_dataset, test_dataset=test_dataset)
+                             test_subset=test_subset, train_dataset=train_dataset, test_dataset=test_dataset,
+                             train_seeds=train_seeds)
     if settings.image_size != 64 and ddpm is None and any(arm_spec(a).augment for d in directions for a in d.arms):
         log.warning("the demo DDPM is 64 px; RePaint runs in its 64 px frame and is resized to %d px",
                     settings.image_size)
@@ -664,10 +829,12 @@ def _header(settings: Settings, directions: Sequence[Direction], timings: Mappin
         f"{settings.image_size} px; K = {settings.k} augmentation(s) per training image, {settings.sampler} sampler, "
         f"DDPM `{Path(settings.ddpm).name}`; nnU-Net trainer `{settings.trainer}` (2d, fold 0), "
         f"TTA {'on' if settings.tta else 'off'}, device {settings.device}; test subset `{settings.test_subset}`; "
-        f"seed {settings.seed}." if settings.train_dataset is None else
+        f"phantom/augmentation seed {settings.seed}; nnU-Net training seeds {settings.train_seeds}."
+        if settings.train_dataset is None else
         f"Mode: **{settings.mode}**. Datasets: train `{settings.train_dataset}`, test `{settings.test_dataset}`; "
         f"K = {settings.k}, {settings.sampler} sampler, DDPM `{Path(settings.ddpm).name}`, trainer "
-        f"`{settings.trainer}`, TTA {'on' if settings.tta else 'off'}, device {settings.device}, seed {settings.seed}.",
+        f"`{settings.trainer}`, TTA {'on' if settings.tta else 'off'}, device {settings.device}, seed {settings.seed}, "
+        f"nnU-Net training seeds {settings.train_seeds}.",
         "",
         "Table 4 cut-offs: " + "; ".join(f"{d.key} ({d.title}): depth {d.depth_cut_mm:g} mm, angle "
                                          f"{d.angle_cut_deg:g} deg" for d in directions) + ".",

@@ -105,8 +105,31 @@ def test_tables_from_perfect_predictions(evaluated) -> None:
     assert subsets["depth<150mm"]["n"] + subsets["depth>=150mm"]["n"] == 24
     t4, columns = et.table4_rows({"none": subsets})
     assert columns["depth<150mm_dice"].startswith("Dice depth<150mm (n=")
-    md = et.markdown_table(t4, columns) if hasattr(et, "markdown_table") else None
-    assert md is None or "no augmentation" in md
+    assert "| no augmentation |" in et.markdown_table(t4, columns)
+
+
+def test_seeded_rows_intervals_and_resolved_differences(evaluated, tmp_path: Path) -> None:
+    """Perfect predictions (Dice 1) against copies 0.2 worse on one patient's images: the difference is resolved
+    only when it holds on every seed and its interval is as the bootstrap over patients says."""
+    import csv
+
+    _, evaluation, summary = evaluated
+    rows = list(csv.DictReader(open(evaluation / "metrics_per_case.csv", newline="")))
+    patients = sorted({r["patient"] for r in rows})
+    worse = [dict(r, LV_dice=str(float(r["LV_dice"]) - 0.2)) for r in rows]  # every image 0.2 lower
+    one = [dict(r, LV_dice=str(float(r["LV_dice"]) - (0.2 if r["patient"] == patients[0] else 0.0))) for r in rows]
+    per_seed = {"none": {s: (summary, rows) for s in (0, 1, 2)},
+                "depth": {s: (summary, worse) for s in (0, 1, 2)},
+                "tilt": {s: (summary, one) for s in (0, 1, 2)}}
+    table = {r["arm_key"]: r for r in et.seeded_table3_rows(per_seed, n_boot=500)}
+    assert table["none"]["lv_dice_ci"] == "1.000 [1.000, 1.000]" and "lv_dice_delta" not in table["none"]
+    assert table["depth"]["lv_dice_delta_mean"] == pytest.approx(-0.2)
+    assert table["depth"]["lv_dice_delta"] == "-0.200 [-0.200, -0.200]"
+    assert table["depth"]["lv_dice_resolved"] == "yes, worse"
+    # one patient of six worse by 0.2: mean difference -0.2/6; patient resampling can leave that patient out
+    assert table["tilt"]["lv_dice_delta_mean"] == pytest.approx(-0.2 / len(patients))
+    assert table["tilt"]["lv_dice_delta_upper"] == pytest.approx(0.0) and table["tilt"]["lv_dice_resolved"] == "no"
+    assert table["tilt"]["lv_dice_delta_lower"] < -0.2 / len(patients)
 
 
 def test_report_and_resume(evaluated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,15 +141,17 @@ def test_report_and_resume(evaluated, tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(EchoDataError, match="other settings"):
         check_resume(work, _settings(n_test=7).comparable(), overwrite=False)
     check_resume(work, settings.comparable(), overwrite=False)  # same settings: resume allowed
+    assert settings.train_seeds == [0, 1, 2]
     # every step of the 'none' arm looks finished: run_chain must not call expand, nnU-Net or evaluate
     folder = et.arm_dir(work, direction, "none")
-    shutil.copytree(evaluation, folder / "evaluation")
     atomic_write_json(folder / "planned.json", {})
-    atomic_write_json(folder / "predicted.json", {})
-    nn_model = work / "nnUNet_results" / et.train_dataset_dir(work, direction).name
-    ckpt = nn_model / f"{settings.trainer}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"")
+    for seed in settings.train_seeds:
+        shutil.copytree(evaluation, et.seed_dir(work, direction, "none", seed) / "evaluation")
+        atomic_write_json(et.seed_dir(work, direction, "none", seed) / "predicted.json", {})
+        nn_model = work / "nnUNet_results" / f"seed{seed}" / et.train_dataset_dir(work, direction).name
+        ckpt = nn_model / f"{settings.trainer}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished step was recomputed")
@@ -143,7 +168,7 @@ def test_report_and_resume(evaluated, tmp_path: Path, monkeypatch: pytest.Monkey
     # the report: the finished arm in both tables, the unfinished one listed, plots written
     (out).mkdir()
     md, results = et.build_report(work, out, settings, [direction], {("A", "none"): record})
-    assert "| no augmentation | 24 | 1.000 ± 0.000 | 0.0 ± 0.0 |" in md
+    assert "| no augmentation | 0,1,2 | 24 | 1.000 ± 0.000 | 1.000 [1.000, 1.000] | – | – | 0.0 ± 0.0 |" in md
     assert "Not finished: combination." in md
     assert results["directions"]["A"]["table3"][0]["lv_dice_mean"] == pytest.approx(1.0)
     assert (out / "dice_hd_per_arm.png").stat().st_size > 1000
