@@ -68,7 +68,7 @@ __all__ = [
 log = get_logger(__name__)
 
 VIEWS: tuple[str, str] = ("2CH", "4CH")
-LAYOUTS: tuple[str, ...] = ("camus-nifti", "camus-mhd", "echonet", "nnunet")
+LAYOUTS: tuple[str, ...] = ("camus-nifti", "camus-mhd", "echonet", "nnunet", "dicom")
 QUALITIES: tuple[str, ...] = ("Good", "Medium", "Poor")
 #: azimuth of each view's image plane about the LV long axis (degrees from the X axis).
 _VIEW_AZIMUTH: dict[str, float] = {"2CH": 0.0, "4CH": 90.0}
@@ -1018,6 +1018,10 @@ class PhantomCycle:
         sector: the imaging sector.
         tracings: ``{frame: array (n_chords + 1, 4)}`` of (X1, Y1, X2, Y2) in pixels: the long axis first, then
             chords perpendicular to it.
+        view: the view of the loop.
+        states: contraction state of every frame (0 = ED, 1 = ES).
+        cycle_frames: frames per cardiac cycle.
+        systole_frames: frames from ED to ES.
     """
 
     params: PatientParams
@@ -1029,6 +1033,10 @@ class PhantomCycle:
     spacing: tuple[float, float]
     sector: Sector
     tracings: dict[int, np.ndarray]
+    view: str = "4CH"
+    states: np.ndarray | None = None
+    cycle_frames: int = 0
+    systole_frames: int = 0
 
 
 def _cycle_states(n_cycle: int, n_systole: int, ed_frame: int, n_total: int) -> np.ndarray:
@@ -1049,9 +1057,11 @@ def simulate_cycle(
     fps: float = 50.0,
     n_chords: int = 20,
     render_images: bool = True,
+    view: str = "4CH",
+    n_beats: int = 1,
     **overrides: Any,
 ) -> PhantomCycle:
-    """Render a 4CH loop over one cardiac cycle (ED -> ES -> ED) with isotropic pixels, as in EchoNet-Dynamic.
+    """Render a loop over ``n_beats`` cardiac cycles (ED -> ES -> ED) with isotropic pixels, as in EchoNet-Dynamic.
 
     Args:
         patient_index: 1-based index; the same patient (same LV, same EF) as :func:`simulate_patient`.
@@ -1062,6 +1072,9 @@ def simulate_cycle(
         fps: frame rate.
         n_chords: chords per traced frame (after the long-axis row).
         render_images: ``False`` renders labels and tracings only.
+        view: ``4CH`` (EchoNet-Dynamic) or ``2CH``; both views of a patient share the heart rate and systole length,
+            the 2CH loop starts at its own phase (its first ED frame is drawn from its own stream).
+        n_beats: cardiac cycles in the loop (the loop has ``n_beats * cycle_frames + ed_frame + 2`` frames).
         overrides: see :func:`sample_params`.
     """
     params = sample_params(patient_index, preset, seed, tuple(image_size), **{**overrides, "anisotropy": 1.0})
@@ -1069,9 +1082,11 @@ def simulate_cycle(
     n_cycle = int(cycle_frames) if cycle_frames else int(round(fps * 60.0 / rng.uniform(55.0, 85.0)))
     n_systole = max(1, int(round(n_cycle * rng.uniform(0.33, 0.4))))
     ed_frame = int(rng.integers(2, 6))
-    n_total = n_cycle + ed_frame + 2
+    if view != "4CH":
+        ed_frame = int(_rng(seed, patient_index, 7, _VIEW_CODE[view]).integers(2, 6))
+    n_total = int(n_beats) * n_cycle + ed_frame + 2
     states = _cycle_states(n_cycle, n_systole, ed_frame, n_total)
-    renderer = _ViewRenderer(params, "4CH", tuple(image_size), 1.0, params.spacing, stream=1)
+    renderer = _ViewRenderer(params, view, tuple(image_size), 1.0, params.spacing, stream=1)
     frames, labels = [], []
     speckles = renderer.cycle_speckle(n_total) if render_images else iter(())
     for k, s in enumerate(states):
@@ -1082,26 +1097,27 @@ def simulate_cycle(
     tracings = {}
     for f in (ed_frame, es_frame):
         shape = lv_shape_at(params.lv_ed, params.rho, params.lam, float(states[f]))
-        tracings[f] = _tracing(params, renderer.sector, shape, n_chords)
+        tracings[f] = _tracing(params, renderer.sector, shape, n_chords, view)
     spacing = (float(renderer.sector.spacing[0]), float(renderer.sector.spacing[1]))
     return PhantomCycle(
-        params, np.stack(frames), np.stack(labels), ed_frame, es_frame, float(fps), spacing, renderer.sector, tracings
+        params, np.stack(frames), np.stack(labels), ed_frame, es_frame, float(fps), spacing, renderer.sector, tracings,
+        view=view, states=states, cycle_frames=n_cycle, systole_frames=n_systole,
     )
 
 
-def _tracing(params: PatientParams, sector: Sector, shape: LVShape, n_chords: int) -> np.ndarray:
+def _tracing(params: PatientParams, sector: Sector, shape: LVShape, n_chords: int, view: str = "4CH") -> np.ndarray:
     """EchoNet-style tracing in pixels: row 0 = long axis (apex -> mid-base), then chords from apex to base.
 
-    The chords are exact: at height z the 4CH cavity spans w = -half_width(z) .. +half_width(z) (eq. 1's ellipse).
+    The chords are exact: at height z the view's cavity spans w = -half_width(z) .. +half_width(z) (eq. 1's ellipse).
     """
     z = shape.base_z * np.arange(1, n_chords + 1) / n_chords
-    half = shape.half_width(z, "4CH")
+    half = shape.half_width(z, view)
     rows = [(np.array([0.0, 0.0]), np.array([0.0, shape.base_z]))]
     rows += [(np.array([-h, h]), np.array([zz, zz])) for h, zz in zip(half, z)]
     sx, sy = sector.spacing
     out = np.zeros((len(rows), 4))
     for i, (w, zz) in enumerate(rows):
-        x, y = _lv_plane_to_mm(params, w, zz, sector.apex, "4CH")
+        x, y = _lv_plane_to_mm(params, w, zz, sector.apex, view)
         out[i] = [x[0] / sx, y[0] / sy, x[1] / sx, y[1] / sy]
     return out
 
@@ -1171,7 +1187,8 @@ def make_phantom(
         n_patients: number of patients (each has a 2CH and a 4CH view, ED and ES).
         preset: ``camus-like`` (varied depth, angle, position) or ``lv-focused`` (HUNT4-like).
         layout: ``camus-nifti`` (CAMUS NIfTI release), ``camus-mhd`` (original CAMUS release), ``echonet``
-            (EchoNet-Dynamic: AVI + FileList.csv + VolumeTracings.csv) or ``nnunet`` (nnU-Net raw dataset).
+            (EchoNet-Dynamic: AVI + FileList.csv + VolumeTracings.csv), ``nnunet`` (nnU-Net raw dataset) or
+            ``dicom`` (multi-frame ultrasound DICOM cine loops of both views, calibrated).
         seed: the same seed and options give the same bytes.
         sequence: also write the half sequences ED -> ES (CAMUS layouts).
         labels: label subset for ``nnunet``, e.g. ``lv,myo,la`` or ``lv,myo``.
@@ -1180,7 +1197,7 @@ def make_phantom(
         progress: show a progress bar.
         overrides: per-patient parameters, fixed or as ``(low, high)``: ``depth_mm``, ``opening_deg``,
             ``tilt_deg``, ``apex_depth_mm``, ``heart_angle_deg``, ``axis_angle_deg``, ``ef_percent``, ``n_frames``,
-            ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames`` and ``fps`` (EchoNet).
+            ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames``, ``fps`` and ``n_beats`` (EchoNet, DICOM).
 
     Returns:
         The output folder.

@@ -25,6 +25,15 @@ Layouts (FACTS.md "Formats"), so that the real converters are exercised on the p
 
 ``nnunet``: an nnU-Net raw dataset written directly with :class:`echogains.data.nnunet.RawDatasetWriter`.
 
+``dicom`` (scanner-style cine loops; both views of every patient)::
+
+    dicom/patientXXXX/patientXXXX_{2CH,4CH}.dcm   Ultrasound Multi-frame Image Storage, MONOCHROME2, n_beats cycles
+                                                   (default 2) at fps (default 30), calibration in
+                                                   SequenceOfUltrasoundRegions (PhysicalDeltaX/Y in cm)
+
+Layouts with loops (``echonet``, ``dicom``, CAMUS with ``sequence=True``) also get their analytic volume curves
+(:mod:`echogains.data.phantom_curves`): ``phantom_curves.json`` and ``truth_curves/{loop}.csv``.
+
 Every layout also gets ``phantom_truth.json`` at its root: per patient the analytic EDV/ESV/EF, the Simpson
 biplane reference from the true masks, the sector geometry of each view and all phantom parameters. CAMUS
 images are uint8 with the pixel spacing in the file; ``Info_*.cfg`` holds the analytic volumes.
@@ -47,6 +56,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from echogains.data import phantom as ph
+from echogains.data.dicom import write_ultrasound_dicom
+from echogains.data.phantom_curves import LoopTruth, cycle_truth, half_sequence_truth, write_curves
 from echogains.data.labels import label_dict, parse_labels, remap_camus_labels
 from echogains.data.nnunet import RawDatasetWriter, make_image, write_image
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger
@@ -71,7 +82,9 @@ _RANGE_OVERRIDES: dict[str, tuple[float, float]] = {
     "axis_angle_deg": (-40.0, 40.0),
     "ef_percent": (5.0, 85.0),
 }
-_OTHER_OVERRIDES = ("n_frames", "quality", "anisotropy", "spacing", "cycle_frames", "fps")
+_OTHER_OVERRIDES = ("n_frames", "quality", "anisotropy", "spacing", "cycle_frames", "fps", "n_beats")
+#: overrides of the loop layouts only (not passed to ``sample_params``).
+_LOOP_OVERRIDES = ("cycle_frames", "fps", "n_beats")
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ class PhantomConfig:
     @property
     def render_overrides(self) -> dict[str, Any]:
         """Overrides understood by :func:`echogains.data.phantom.sample_params`."""
-        return {k: v for k, v in self.overrides.items() if k not in ("cycle_frames", "fps")}
+        return {k: v for k, v in self.overrides.items() if k not in _LOOP_OVERRIDES}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -149,6 +162,8 @@ def _check_other_override(name: str, value: Any) -> Any:
         if low > high:
             raise EchoDataError(None, f"--n_frames: range {value!r} has low > high")
         return (low, high)
+    if name == "n_beats":
+        return _check_int(name, value, 1, 50)
     if name in ("n_frames", "cycle_frames"):
         return _check_int(name, value, 2, 200) if name == "n_frames" else _check_int(name, value, 4, 400)
     if name == "quality":
@@ -369,6 +384,7 @@ class _LayoutWriter:
         self.config = config
         self.root = config.out_dir
         self.truth: dict[str, Any] = {}
+        self.curves: list[LoopTruth] = []  # analytic volume curves of the loops written (phantom_curves)
 
     def simulate(self, index: int, render_images: bool = True) -> ph.PhantomPatient:
         c = self.config
@@ -391,6 +407,8 @@ class _LayoutWriter:
         raise NotImplementedError
 
     def finish(self) -> Path:
+        if self.curves:
+            write_curves(self.root, self.curves, {"layout": self.config.layout, "seed": self.config.seed})
         atomic_write_json(self.root / TRUTH_FILE, _truth_document(self.config, self.truth))
         return self.root
 
@@ -410,6 +428,8 @@ class CamusNiftiWriter(_LayoutWriter):
             if view.is_sequence:
                 write_image(_volume_image(view.images, view.spacing), folder / f"{pid}_{name}_half_sequence.nii.gz")
                 write_image(_volume_image(view.labels, view.spacing), folder / f"{pid}_{name}_half_sequence_gt.nii.gz")
+                file = f"database_nifti/{pid}/{pid}_{name}_half_sequence.nii.gz"
+                self.curves.append(half_sequence_truth(patient.params, name, file))
             atomic_write_text(folder / f"Info_{name}.cfg", _info_cfg(patient, name))
 
     def finish(self) -> Path:
@@ -435,6 +455,7 @@ class CamusMhdWriter(_LayoutWriter):
                 write_mhd(make_image(view.label(phase), view.spacing), folder / f"{pid}_{name}_{phase}_gt.mhd")
             if view.is_sequence:
                 write_mhd(_volume_image(view.images, view.spacing), folder / f"{pid}_{name}_sequence.mhd")
+                self.curves.append(half_sequence_truth(patient.params, name, f"training/{pid}/{pid}_{name}_sequence.mhd"))
             atomic_write_text(folder / f"Info_{name}.cfg", _info_cfg(patient, name))
 
     def finish(self) -> Path:
@@ -461,10 +482,12 @@ class EchoNetWriter(_LayoutWriter):
             image_size=size,
             cycle_frames=c.overrides.get("cycle_frames"),
             fps=c.overrides.get("fps", 50.0),
+            n_beats=c.overrides.get("n_beats", 1),
             **c.render_overrides,
         )
         name = ph.echonet_file_name(c.seed, index)
         self._write_video(self.root / "Videos" / f"{name}.avi", cycle.frames, cycle.fps)
+        self.curves.append(cycle_truth(cycle, f"Videos/{name}.avi"))
         truth = cycle.params.truth()
         self.filelist.append(
             {
@@ -570,12 +593,42 @@ class NnUNetWriter(_LayoutWriter):
         return self.root
 
 
+class DicomWriter(_LayoutWriter):
+    """Multi-frame ultrasound DICOM loops of both views (``n_beats`` cycles at ``fps``), calibrated, with truth curves."""
+
+    def add(self, index: int, split: str) -> None:
+        c = self.config
+        stills = self.simulate(index, render_images=False)  # true masks of both views for the Simpson reference
+        record = _patient_record(stills, split, ph.simpson_reference(stills))
+        pid, loops = stills.patient_id, {}
+        for view in ph.VIEWS:
+            cycle = ph.simulate_cycle(
+                index, c.preset, c.seed, image_size=c.image_size or (128, 128), cycle_frames=c.overrides.get("cycle_frames"),
+                fps=c.overrides.get("fps", 30.0), n_beats=c.overrides.get("n_beats", 2), view=view, **c.render_overrides,
+            )
+            file = f"dicom/{pid}/{pid}_{view}.dcm"
+            write_ultrasound_dicom(self.root / file, cycle.frames, cycle.spacing, cycle.fps, patient_id=pid, view=view,
+                                   key=f"phantom/{c.preset}/{c.seed}/{pid}/{view}")
+            truth = cycle_truth(cycle, file)
+            self.curves.append(truth)
+            loops[view] = {"file": file, "fps": cycle.fps, "n_frames": int(cycle.frames.shape[0]), "frame_index_base": 0,
+                           "ed_frames": list(truth.ed_frames), "es_frames": list(truth.es_frames),
+                           "spacing_mm": list(cycle.spacing), "sector": cycle.sector.to_dict()}
+        record["dicom"] = loops
+        self.truth[pid] = record
+
+    def finish(self) -> Path:
+        _remove_stale(self.root / "dicom", re.compile(r"patient\d{4}"), set(self.truth))
+        return super().finish()
+
+
 #: layout name -> writer class (a registry, as the presets).
 LAYOUT_WRITERS: dict[str, type[_LayoutWriter]] = {
     "camus-nifti": CamusNiftiWriter,
     "camus-mhd": CamusMhdWriter,
     "echonet": EchoNetWriter,
     "nnunet": NnUNetWriter,
+    "dicom": DicomWriter,
 }
 
 

@@ -302,7 +302,7 @@ def test_same_bytes_for_same_seed(tmp_path: Path) -> None:
     kwargs = dict(n_patients=2, layout="camus-nifti", seed=4, sequence=True, image_size=SMALL, n_frames=3, progress=False)
     a = _files(make_phantom(tmp_path / "a", **kwargs))
     b = _files(make_phantom(tmp_path / "b", **kwargs))
-    assert a == b and len(a) == 2 * 14 + 3 + 1
+    assert a == b and len(a) == 2 * 14 + 3 + 1 + 2 * 2 + 1  # + truth curves: one CSV per half sequence, their JSON
     c = _files(make_phantom(tmp_path / "c", **{**kwargs, "seed": 5}))
     assert c.keys() == a.keys() and c != a
 
