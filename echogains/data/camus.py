@@ -463,7 +463,8 @@ def _check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path,
         a = np.asarray(getattr(image, f"Get{what}")())
         b = np.asarray(getattr(label, f"Get{what}")())
         if not np.allclose(a, b, rtol=_GEOMETRY_TOL, atol=_GEOMETRY_TOL):
-            raise EchoDataError(label_path, f"{what.lower()} {tuple(b)} differs from the image's {tuple(a)} ({image_path.name})")
+            a_text, b_text = (tuple(round(float(v), 6) for v in x) for x in (a, b))
+            raise EchoDataError(label_path, f"{what.lower()} {b_text} differs from the image's {a_text} ({image_path.name})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ ECHONET_LABELS: dict[str, int] = {"background": 0, "LV": 1}
 SPACING_PLACEHOLDER: tuple[float, float] = (1.0, 1.0)
 _FILELIST_REQUIRED = ("FileName",)
 _FILELIST_NUMBERS = ("EF", "ESV", "EDV", "FPS", "NumberOfFrames", "FrameHeight", "FrameWidth")
+#: FileList.csv numbers checked against the decoded video (positive integers when given).
+_FILELIST_COUNTS = ("NumberOfFrames", "FrameHeight", "FrameWidth")
 _TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 _SPLITS = {"TRAIN": "train", "VAL": "val", "TEST": "test"}
 
@@ -111,7 +113,13 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
             missing = [c for c in required if c not in columns]
             if missing:
                 raise EchoDataError(path, f"missing column(s) {missing}; found {columns}")
-            return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            rows = []
+            for row in reader:
+                if None in row:  # DictReader's key for values beyond the header
+                    raise EchoDataError(path, f"line {reader.line_num}: {len(columns) + len(row[None])} values, the header "
+                                              f"has {len(columns)} columns")
+                rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
+            return rows
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise EchoDataError(path, f"cannot read csv ({err})") from err
 
@@ -144,6 +152,9 @@ def _parse_filelist_row(row: Mapping[str, str], number: int) -> EchoNetVideo:
             values[key], problem = None, f"row {number}: {key} {text!r} is not a number"
         if values[key] is not None and not math.isfinite(values[key]):  # type: ignore[arg-type]
             values[key] = None
+        count = values[key]
+        if key in _FILELIST_COUNTS and count is not None and (count < 1 or count != int(count)) and problem is None:
+            problem = f"row {number}: {key} {text!r} is not a positive integer"
     split_text = row.get("Split", "").upper()
     split = _SPLITS.get(split_text)
     if split_text and split is None:
@@ -361,7 +372,7 @@ class _EchoNetChecker:
         decoded = read_video_frames(
             path,
             [index for index, _ in picked.values()],
-            n_frames=int(n_frames) if n_frames is not None and n_frames == int(n_frames) and n_frames > 0 else None,
+            n_frames=int(n_frames) if n_frames is not None else None,
             frame_size=(int(height), int(width)) if height is not None and width is not None else None,
         )
         out = {}

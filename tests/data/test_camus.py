@@ -396,6 +396,14 @@ def test_bad_argument_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not out.exists()
 
 
+def test_geometry_mismatch_message_is_plain_numbers(tmp_path: Path) -> None:
+    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
+    _spacing_mismatch(src / "database_nifti" / "patient0002")
+    with pytest.raises(EchoDataError) as info:
+        convert_camus(src, tmp_path / "Dataset513_CAMUS", progress=False)
+    assert info.value.problem == "spacing (0.3, 0.3) differs from the image's (0.308, 0.154) (patient0002_2CH_ED.nii.gz)"
+
+
 def test_missing_source_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "Dataset512_CAMUS"
     code, err = _cli(capsys, "convert-camus", str(tmp_path / "nowhere"), str(out), "--progress", "False")

@@ -317,3 +317,16 @@ def test_missing_source_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2
     assert err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'nowhere'}: EchoNet-Dynamic folder not found"
     assert not out.exists()
+
+
+def test_filelist_counts_must_be_positive_integers_and_rows_fit_the_header(tmp_path: Path) -> None:
+    src = F.write_echonet(tmp_path / "echonet", F.default_videos()[:3])
+    text = (src / "FileList.csv").read_text()
+    (src / "FileList.csv").write_text(text.replace(",8,TRAIN", ",0,TRAIN", 1))  # 0XAAA1's NumberOfFrames
+    with pytest.raises(EchoDataError, match=r"0XAAA1: row 2: NumberOfFrames '0' is not a positive integer") as info:
+        convert_echonet(src, tmp_path / "o1", progress=False)
+    assert Path(info.value.path).name == "FileList.csv"
+    (src / "FileList.csv").write_text(text.replace("0XAAA2,", "0XAAA2,1,2,", 1))
+    with pytest.raises(EchoDataError, match="line 3: 11 values, the header has 9 columns"):
+        convert_echonet(src, tmp_path / "o2", progress=False)
+    assert not any((tmp_path / n).exists() for n in ("o1", "o2"))
