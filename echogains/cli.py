@@ -140,6 +140,7 @@ class EchoGains:
         dataset: str,
         out: str,
         subset: str = "Ts",
+        labels: str | None = None,
         overlays: bool = True,
         progress: bool = True,
     ) -> str:
@@ -150,13 +151,17 @@ class EchoGains:
             dataset: the nnU-Net raw dataset with the reference labels.
             out: report folder (CSV, JSON, PNG plots, report.html).
             subset: which cases: ``Ts`` (imagesTs), ``Tr``, ``all``.
+            labels: label names to score, e.g. ``LV`` or ``LV,MYO`` (default: the labels the predictions contain,
+                or those their folder's nnU-Net ``dataset.json`` declares).
             overlays: write contour overlay PNGs.
             progress: show a progress bar.
         """
         from echogains.evaluation.evaluate import evaluate
 
         set_progress(progress)
-        evaluate(pred, dataset, out, subset=subset, overlays=overlays, progress=progress)
+        if isinstance(labels, (tuple, list)):  # fire turns --labels LV,MYO into a tuple
+            labels = ",".join(str(x) for x in labels)
+        evaluate(pred, dataset, out, subset=subset, labels=labels, overlays=overlays, progress=progress)
         return str(Path(out) / "report.html")
 
     def train_ddpm(

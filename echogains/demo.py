@@ -32,7 +32,7 @@ from pathlib import Path
 
 import fire
 
-from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger, set_progress
+from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, set_progress
 
 log = get_logger("echogains.demo")
 
@@ -46,40 +46,6 @@ def _run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"demo step failed ({proc.returncode}): {' '.join(cmd)}")
-
-
-def _uncertainty_gallery(dataset: Path, preds: Path, out: Path, max_cases: int = 4) -> Path:
-    """PNG grid: image | predicted LV contour | uncertainty map, for the first test cases."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import SimpleITK as sitk
-
-    from echogains.data.nnunet import RawDataset
-
-    ds = RawDataset(dataset)
-    cases = [c for c in ds.case_ids("Ts") if (preds / f"{c}_uncertainty.nii.gz").is_file()][:max_cases]
-    fig, axes = plt.subplots(len(cases), 2, figsize=(6, 2.6 * len(cases)), squeeze=False)
-    for row, case in zip(axes, cases):
-        image, _, spacing = ds.load(case)
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case}.nii.gz")))
-        unc = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case}_uncertainty.nii.gz")))
-        aspect = spacing[1] / spacing[0]
-        row[0].imshow(image, cmap="gray", aspect=aspect)
-        row[0].contour(mask > 0, levels=[0.5], colors="r", linewidths=1)
-        row[0].set_title(f"{case}: Echo-DND LV", fontsize=8)
-        im = row[1].imshow(unc, cmap="magma", vmin=0, vmax=1, aspect=aspect)
-        row[1].set_title("uncertainty (vote entropy)", fontsize=8)
-        fig.colorbar(im, ax=row[1], fraction=0.046)
-        for ax in row:
-            ax.axis("off")
-    fig.tight_layout()
-    path = out / "uncertainty.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def _scores(summary: dict | None) -> dict[str, float | None]:
@@ -134,7 +100,9 @@ HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full eva
 (metrics, Simpson-biplane EF, Bland–Altman, overlays).</p>
 <h2>Models on the same test cases (same evaluator)</h2>{_models_table(models)}
 <p>EF: Simpson's biplane from the predicted masks against the phantom's analytic EF.</p>
-<h2>Uncertainty maps</h2><img src="report/uncertainty.png">
+<h2>Uncertainty maps</h2><p>Echo-DND's uncertainty maps as written, drawn by <code>evaluate</code> (colour scale:
+0 = every sample agrees, 1 = the samples split evenly; <a href="report/report.html">report</a>).</p>
+<img src="report/uncertainty.png" style="max-width:900px">
 {aug}
 <h2>Timings (s)</h2><table>{rows}</table></body></html>
 """
@@ -227,7 +195,6 @@ def run_demo(
         "--num_steps", str(num_steps), "--ensemble", str(ensemble), "--device", "cpu",
         "--progress", str(bool(progress)).lower()])
     summary = stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
-    stage("uncertainty gallery", _uncertainty_gallery, dataset, preds, root / "report")
     nn_summary = None
     if nn is not None and nn_thread is not None:
         t0 = time.perf_counter()

@@ -27,3 +27,10 @@ def test_index_lists_both_models(tmp_path):
     assert "report_nnunet/report.html" in text
     table = _models_table([("x", ("y", "z.html"), None)])
     assert table.count("<td>–</td>") == 4
+
+
+def test_index_explains_the_uncertainty_gallery(tmp_path):
+    """The gallery is evaluate's uncertainty.png (maps as written); the index says what its colours mean."""
+    text = _index(tmp_path, {"total": 1.0}, _summary(0.9, 5.0, 0.0, -1.0, 1.0), None).read_text()
+    assert 'src="report/uncertainty.png"' in text
+    assert "0 = every sample agrees, 1 = the samples split evenly" in text

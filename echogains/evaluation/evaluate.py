@@ -6,24 +6,36 @@ volumes/EF, sector geometry) and label names (``dataset.json``).
 
 Every prediction is checked first (present, readable, same size/spacing/origin/direction as its label file, label
 values of ``dataset.json``); any problem raises :class:`~echogains.utils.EchoDataError` naming the file before a
-single output is written. Outputs in ``out_dir`` (all written atomically):
+single output is written. The labels scored are those given with ``labels``, else those the model declares (the
+``dataset.json`` that ``nnUNetv2_predict`` writes into its output folder), else the foreground labels of
+``dataset.json`` that at least one prediction contains: a label the model never predicts (e.g. MYO and LA for an
+LV-only model) is not scored, so it is never counted as a failure; the summary and the report say which labels
+were evaluated and which were not. Outputs in ``out_dir`` (all written atomically):
 
 - ``metrics_per_case.csv``: Dice, HD, HD95, MSD (mm) per case and label (see :mod:`.metrics` for the
   empty-mask policy), with patient, view, phase, depth and sector angle;
 - ``metrics_summary.json``: mean/std/median per label over all cases, by phase, by view and, when the records
   carry sector geometry, by depth (< / >= 150 mm) and sector angle (< / >= 70 deg) as in the EchoGAINS paper's
   Table 4; EF/volume agreement (bias, limits of agreement, Pearson r, MAE);
-- ``ef_per_patient.csv``: EDV/ESV/EF from the prediction, from the ground-truth masks and the reference;
-- ``bland_altman_*.png``, ``correlation_*.png``, ``overlays/{case}.png`` and ``report.html`` linking them.
+- ``ef_per_patient.csv``: EDV/ESV/EF from the prediction, from the ground-truth masks and the reference, and the
+  patient's ``acquisition_subset``;
+- ``bland_altman_*.png``, ``correlation_*.png``, ``overlays/{case}.png``, ``uncertainty.png`` (when the prediction
+  folder holds ``{case}_uncertainty.nii.gz`` maps, as Echo-DND writes) and ``report.html`` linking them.
 
-An exam is *outside the normal range* when at least one of its frames has depth >= 150 mm or sector
-angle >= 70 deg (the paper's Table 4 cut-offs; its Fig. 14 uses the same thresholds).
+Acquisition subsets (EchoGAINS Table 4; its Fig. 14 uses the same cut-offs): a patient is ``deep_or_wide`` when at
+least one of its frames was acquired with depth >= 150 mm or sector angle >= 70 deg, else ``standard``. They describe
+the acquisition, not the heart.
+
+Nothing is resampled here: predictions must already be in the label files' geometry (the Echo-DND bundle writes
+them there from its soft output, ``scripts.data.mask_to_input``; nnU-Net exports them there), and the overlays and
+the uncertainty gallery draw every map on its own pixel grid.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,19 +49,58 @@ import SimpleITK as sitk
 from echogains.data.nnunet import RawDataset, read_image
 from echogains.evaluation.clinical import LVProfile, PatientEF, ef_from_profiles, lv_profile
 from echogains.evaluation.metrics import EMPTY_MASK_POLICY, SegmentationScores, agreement_stats, case_scores, describe
-from echogains.evaluation.plots import bland_altman_plot, correlation_plot, overlay_plot
+from echogains.evaluation.plots import (
+    UncertaintyRow,
+    bland_altman_plot,
+    correlation_plot,
+    overlay_plot,
+    uncertainty_gallery,
+)
 from echogains.evaluation.report import write_report
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
 from echogains.utils import progress as progress_bar
 
-__all__ = ["evaluate", "select_labels", "check_predictions", "DEPTH_CUTOFF_MM", "ANGLE_CUTOFF_DEG"]
+__all__ = [
+    "evaluate",
+    "select_labels",
+    "labels_to_evaluate",
+    "check_predictions",
+    "acquisition_subset",
+    "DEPTH_CUTOFF_MM",
+    "ANGLE_CUTOFF_DEG",
+    "SUBSET_STANDARD",
+    "SUBSET_DEEP_OR_WIDE",
+]
 
 log = get_logger(__name__)
 
 #: EchoGAINS Table 4 subsets: depth < / >= 150 mm, sector angle < / >= 70 degrees.
 DEPTH_CUTOFF_MM = 150.0
 ANGLE_CUTOFF_DEG = 70.0
+#: Values of ``acquisition_subset`` (``ef_per_patient.csv``, the report): EchoGAINS Table 4's acquisition subsets.
+SUBSET_STANDARD = "standard"
+SUBSET_DEEP_OR_WIDE = "deep_or_wide"
+SUBSET_DEFINITIONS = {
+    SUBSET_STANDARD: f"every frame with depth < {DEPTH_CUTOFF_MM:g} mm and sector angle < {ANGLE_CUTOFF_DEG:g} deg",
+    SUBSET_DEEP_OR_WIDE: f"a frame with depth >= {DEPTH_CUTOFF_MM:g} mm or sector angle >= {ANGLE_CUTOFF_DEG:g} deg",
+}
+_SUBSET_NOTE = (
+    "Acquisition subsets of EchoGAINS Table 4: deep_or_wide = at least one frame acquired with depth >= "
+    f"{DEPTH_CUTOFF_MM:g} mm or sector angle >= {ANGLE_CUTOFF_DEG:g} deg, standard = the others; they describe "
+    "the acquisition, not the heart."
+)
 _METRICS = ("dice", "hd_mm", "hd95_mm", "msd_mm")
+#: How the scored labels were chosen (summary ``label_selection``) -> why the others were not scored.
+_ASKED = "the labels asked for (labels option)"
+_DECLARED = "the labels the model declares (dataset.json of the prediction folder)"
+_PRESENT = "the labels of dataset.json that at least one prediction contains"
+_ALL = "every foreground label of dataset.json (no prediction contains any foreground label)"
+_WHY_NOT = {
+    _ASKED: "not asked for",
+    _DECLARED: "the model does not declare them and no prediction contains them",
+    _PRESENT: "no prediction contains them, so they are not scored and not counted as failures",
+    _ALL: "",
+}
 _CLINICAL_METHOD = (
     "LV volumes by the modified Simpson biplane method of discs (20 discs, long axis from the mitral annulus "
     "midpoint to the apex, L = the longer of the two views' axes) when 2CH and 4CH exist at ED and ES, else "
@@ -94,6 +145,53 @@ def select_labels(dataset: RawDataset, labels: str | Sequence[str] | None = None
     return dict(sorted(chosen.items(), key=lambda kv: kv[1]))
 
 
+def labels_to_evaluate(
+    dataset: RawDataset,
+    predicted_values: set[int],
+    labels: str | Sequence[str] | None = None,
+    declared: Mapping[str, int] | None = None,
+) -> tuple[dict[str, int], str]:
+    """The labels to score and one sentence saying how they were chosen.
+
+    Args:
+        dataset: the raw dataset (its ``dataset.json`` names the labels).
+        predicted_values: label values found in the predictions (any case).
+        labels: names given by the user (see :func:`select_labels`); first choice.
+        declared: the labels the model says it predicts (the ``dataset.json`` that ``nnUNetv2_predict`` writes into
+            its output folder); second choice, matched to the dataset's labels by name.
+
+    With neither, the foreground labels of ``dataset.json`` present in at least one prediction, or all of them when
+    no prediction has any foreground (then every case is a failure, as it should be).
+    """
+    if labels is not None:
+        return select_labels(dataset, labels), _ASKED
+    foreground = select_labels(dataset)
+    names = {str(k).lower() for k, v in (declared or {}).items() if v != 0}
+    chosen = {k: v for k, v in foreground.items() if k.lower() in names or v in predicted_values}
+    if names and chosen:
+        return chosen, _DECLARED
+    present = {name: value for name, value in foreground.items() if value in predicted_values}
+    if not present:
+        return foreground, _ALL
+    return present, _PRESENT
+
+
+def _declared_labels(pred_dir: Path) -> dict[str, int] | None:
+    """``{name: value}`` of the ``dataset.json`` that ``nnUNetv2_predict`` writes beside its predictions (or None).
+
+    Raises:
+        EchoDataError: the file exists but is not a JSON object with a ``labels`` mapping.
+    """
+    path = pred_dir / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        labels = json.loads(path.read_text())["labels"]
+        return {str(k): int(v) for k, v in labels.items() if not isinstance(v, (list, tuple))}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise EchoDataError(path, f"not a dataset.json with a labels mapping ({err})") from None
+
+
 def _as_2d(image: sitk.Image, path: Path) -> sitk.Image:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise EchoDataError(path, f"expected a one-channel label image, got {image.GetNumberOfComponentsPerPixel()} components")
@@ -117,7 +215,7 @@ def _geometry_problem(pred: sitk.Image, ref: sitk.Image) -> str | None:
     return None
 
 
-def _check_one(pred_path: Path, label_path: Path, allowed: set[int]) -> None:
+def _check_one(pred_path: Path, label_path: Path, allowed: set[int]) -> set[int]:
     pred = _as_2d(read_image(pred_path), pred_path)
     ref = _as_2d(read_image(label_path), label_path)
     problem = _geometry_problem(pred, ref)
@@ -129,10 +227,22 @@ def _check_one(pred_path: Path, label_path: Path, allowed: set[int]) -> None:
     values = {int(v) for v in np.unique(array)}
     if not values <= allowed:
         raise EchoDataError(pred_path, f"label values {sorted(values - allowed)} not in dataset.json labels {sorted(allowed)}")
+    return values
 
 
 def check_predictions(dataset: RawDataset, case_ids: Sequence[str], pred_dir: str | os.PathLike) -> dict[str, Path]:
     """Check every prediction of ``case_ids`` against its label file; return ``{case_id: prediction path}``.
+
+    Raises:
+        EchoDataError: as :func:`_check_predictions`.
+    """
+    return _check_predictions(dataset, case_ids, pred_dir)[0]
+
+
+def _check_predictions(
+    dataset: RawDataset, case_ids: Sequence[str], pred_dir: str | os.PathLike
+) -> tuple[dict[str, Path], set[int]]:
+    """:func:`check_predictions`, and the label values found in the predictions.
 
     Raises:
         EchoDataError: missing folder, missing predictions or ground truth (all named), unreadable files,
@@ -149,9 +259,10 @@ def check_predictions(dataset: RawDataset, case_ids: Sequence[str], pred_dir: st
     if missing:
         raise EchoDataError(pred_dir, f"{len(missing)} predictions missing: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
     allowed = set(dataset.labels.values())
+    found: set[int] = set()
     for c, p in paths.items():
-        _check_one(p, dataset.label_path(c), allowed)
-    return paths
+        found |= _check_one(p, dataset.label_path(c), allowed)
+    return paths, found
 
 
 # --- per case ---------------------------------------------------------------------------------------------------
@@ -220,7 +331,7 @@ def _evaluate_case(
 
 # --- summaries --------------------------------------------------------------------------------------------------
 def _groups(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
-    """Case groups of the summary: all, by phase, by view, by depth and sector-angle subset (when known)."""
+    """Case groups of the summary: all, by phase, by view, by depth and sector-angle subset (when known; no empty group)."""
     groups: dict[str, list[CaseResult]] = {"all": list(results)}
     for key in ("phase", "view"):
         for value in sorted({getattr(r, key) for r in results if getattr(r, key)}):
@@ -228,9 +339,10 @@ def _groups(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
     cuts = (("depth", "depth_mm", DEPTH_CUTOFF_MM, "mm"), ("angle", "opening_deg", ANGLE_CUTOFF_DEG, "deg"))
     for name, attr, cut, unit in cuts:
         known = [r for r in results if math.isfinite(getattr(r, attr))]
-        if known:
-            groups[f"{name}<{cut:g}{unit}"] = [r for r in known if getattr(r, attr) < cut]
-            groups[f"{name}>={cut:g}{unit}"] = [r for r in known if getattr(r, attr) >= cut]
+        for key, members in ((f"{name}<{cut:g}{unit}", [r for r in known if getattr(r, attr) < cut]),
+                             (f"{name}>={cut:g}{unit}", [r for r in known if getattr(r, attr) >= cut])):
+            if members:
+                groups[key] = members
     return groups
 
 
@@ -253,7 +365,7 @@ class _PatientRow:
     pred: PatientEF
     gt: PatientEF
     reference: dict[str, float]
-    outside_normal_range: bool | None
+    acquisition_subset: str | None  # SUBSET_STANDARD / SUBSET_DEEP_OR_WIDE; None without sector geometry
 
 
 def _reference(results: Sequence[CaseResult]) -> dict[str, float]:
@@ -264,21 +376,24 @@ def _reference(results: Sequence[CaseResult]) -> dict[str, float]:
     return {"edv_ml": float("nan"), "esv_ml": float("nan"), "ef_pct": float("nan")}
 
 
-def _outside(results: Sequence[CaseResult]) -> bool | None:
+def acquisition_subset(results: Sequence[CaseResult]) -> str | None:
+    """EchoGAINS Table 4 subset of a patient's frames: ``deep_or_wide`` when a frame has depth >= 150 mm or sector
+    angle >= 70 deg, else ``standard``; ``None`` when no frame records its sector geometry."""
     known = [r for r in results if math.isfinite(r.depth_mm) or math.isfinite(r.opening_deg)]
     if not known:
         return None
-    return any(r.depth_mm >= DEPTH_CUTOFF_MM or r.opening_deg >= ANGLE_CUTOFF_DEG for r in known)
+    deep_or_wide = any(r.depth_mm >= DEPTH_CUTOFF_MM or r.opening_deg >= ANGLE_CUTOFF_DEG for r in known)
+    return SUBSET_DEEP_OR_WIDE if deep_or_wide else SUBSET_STANDARD
 
 
 def patient_rows(results: Sequence[CaseResult]) -> list[_PatientRow]:
-    """EF per patient from the predicted and the ground-truth masks, with the reference and the range flag."""
+    """EF per patient from the predicted and the ground-truth masks, with the reference and the acquisition subset."""
     pred = ef_from_profiles((r.patient, r.view, r.phase, r.pred_profile) for r in results)
     gt = ef_from_profiles((r.patient, r.view, r.phase, r.gt_profile) for r in results)
     rows = []
     for patient in sorted(pred):
         members = [r for r in results if r.patient == patient]
-        rows.append(_PatientRow(patient, pred[patient], gt[patient], _reference(members), _outside(members)))
+        rows.append(_PatientRow(patient, pred[patient], gt[patient], _reference(members), acquisition_subset(members)))
     return rows
 
 
@@ -304,7 +419,11 @@ def _agreement(rows: Sequence[_PatientRow]) -> dict[str, dict[str, Any]]:
 
 
 def clinical_summary(rows: Sequence[_PatientRow]) -> dict[str, Any]:
-    """EF feasibility and agreement (overall and, with sector geometry, inside/outside the normal range)."""
+    """EF feasibility and agreement, overall and, with sector geometry, per non-empty acquisition subset.
+
+    ``acquisition_subsets`` gives the definition and the patients of each subset; ``agreement_by_acquisition_subset``
+    holds only the subsets with patients (an empty subset has no table).
+    """
     summary: dict[str, Any] = {
         "method": _CLINICAL_METHOD,
         "n_patients": len(rows),
@@ -313,11 +432,14 @@ def clinical_summary(rows: Sequence[_PatientRow]) -> dict[str, Any]:
         "n_with_reference": sum(math.isfinite(r.reference["ef_pct"]) for r in rows),
         "agreement": _agreement(rows),
     }
-    if any(r.outside_normal_range is not None for r in rows):
-        summary["agreement_by_range"] = {
-            name: _agreement([r for r in rows if r.outside_normal_range is flag])
-            for name, flag in (("inside normal range", False), ("outside normal range", True))
+    if any(r.acquisition_subset is not None for r in rows):
+        members = {name: [r for r in rows if r.acquisition_subset == name] for name in SUBSET_DEFINITIONS}
+        summary["acquisition_subsets"] = {
+            "note": _SUBSET_NOTE,
+            "definitions": dict(SUBSET_DEFINITIONS),
+            "n_patients": {name: len(m) for name, m in members.items()},
         }
+        summary["agreement_by_acquisition_subset"] = {name: _agreement(m) for name, m in members.items() if m}
     return summary
 
 
@@ -357,13 +479,13 @@ def _write_case_csv(path: Path, results: Sequence[CaseResult], labels: Sequence[
 
 
 def _write_patient_csv(path: Path, rows: Sequence[_PatientRow]) -> None:
-    header = ["patient", "n_ed", "n_es", "outside_normal_range"]
+    header = ["patient", "n_ed", "n_es", "acquisition_subset"]
     for src in ("pred", "gt"):
         header += [f"method_{src}", f"edv_{src}_ml", f"esv_{src}_ml", f"ef_{src}_pct"]
     header += ["edv_ref_ml", "esv_ref_ml", "ef_ref_pct"]
     out = []
     for r in rows:
-        line: list[Any] = [r.patient, r.pred.n_frames.get("ED", 0), r.pred.n_frames.get("ES", 0), r.outside_normal_range]
+        line: list[Any] = [r.patient, r.pred.n_frames.get("ED", 0), r.pred.n_frames.get("ES", 0), r.acquisition_subset]
         for ef in (r.pred, r.gt):
             line += [ef.method, ef.edv_ml, ef.esv_ml, ef.ef_pct]
         line += [r.reference["edv_ml"], r.reference["esv_ml"], r.reference["ef_pct"]]
@@ -374,8 +496,9 @@ def _write_patient_csv(path: Path, rows: Sequence[_PatientRow]) -> None:
 def _write_plots(out_dir: Path, rows: Sequence[_PatientRow]) -> list[str]:
     """Bland-Altman and correlation plots of EF for each comparison with at least one pair; relative paths."""
     written = []
-    flags = [bool(r.outside_normal_range) for r in rows]
-    groups = flags if any(r.outside_normal_range is not None for r in rows) else None
+    flags = [r.acquisition_subset == SUBSET_DEEP_OR_WIDE for r in rows]
+    groups = flags if any(r.acquisition_subset is not None for r in rows) else None
+    group_labels = tuple(f"{name} ({SUBSET_DEFINITIONS[name]})" for name in (SUBSET_STANDARD, SUBSET_DEEP_OR_WIDE))
     for name, (slug, measured, reference) in _COMPARISONS.items():
         a = [_value(measured(r), "ef_pct") for r in rows]
         b = [_value(reference(r), "ef_pct") for r in rows]
@@ -383,7 +506,7 @@ def _write_plots(out_dir: Path, rows: Sequence[_PatientRow]) -> list[str]:
             continue
         for kind, plot in (("bland_altman", bland_altman_plot), ("correlation", correlation_plot)):
             rel = f"{kind}_ef_{slug}.png"
-            plot(a, b, out_dir / rel, title=f"EF: {name}", groups=groups)
+            plot(a, b, out_dir / rel, title=f"EF: {name}", groups=groups, group_labels=group_labels)
             written.append(rel)
     return written
 
@@ -406,7 +529,8 @@ def evaluate(
         dataset_dir: the nnU-Net raw dataset (``dataset.json``, ``cases.json``, ``labelsTs``/``labelsTr``).
         out_dir: output folder (created; existing outputs of the same names are replaced).
         subset: which cases: ``Ts`` (default), ``Tr``, ``all``, or ``train``/``val`` of ``fold``.
-        labels: label names to score (default: all foreground labels of ``dataset.json``); EF needs ``LV``.
+        labels: label names to score (default: the foreground labels of ``dataset.json`` that at least one
+            prediction contains, see :func:`labels_to_evaluate`); EF needs ``LV``.
         overlays: write ``overlays/{case}.png``.
         progress: show a progress bar.
         fold: fold for ``subset="train"``/``"val"``.
@@ -421,13 +545,69 @@ def evaluate(
     case_ids = dataset.case_ids(subset, fold)
     if not case_ids:
         raise EchoDataError(dataset.root, f"no cases in subset {subset!r}")
-    label_map = select_labels(dataset, labels)
-    pred_paths = check_predictions(dataset, case_ids, pred_dir)
+    if labels is not None:
+        select_labels(dataset, labels)  # an unknown name is an error before the predictions are read
+    pred_paths, predicted = _check_predictions(dataset, case_ids, pred_dir)
+    label_map, label_selection = labels_to_evaluate(dataset, predicted, labels, _declared_labels(Path(pred_dir)))
+    uncertainty = _uncertainty_maps(dataset, case_ids, Path(pred_dir))
     out = Path(out_dir)
     overlay_dir = out / "overlays" if overlays else None
     iterable = progress_bar(case_ids, total=len(case_ids), desc="evaluate") if progress else case_ids
     results = [_evaluate_case(dataset, c, pred_paths[c], label_map, overlay_dir) for c in iterable]
-    return _write_outputs(out, dataset, Path(pred_dir), subset, label_map, results, overlays)
+    return _write_outputs(out, dataset, Path(pred_dir), subset, label_map, results, overlays,
+                          label_selection=label_selection, uncertainty=uncertainty, pred_paths=pred_paths)
+
+
+#: Cases shown in the uncertainty gallery (the first ones of the subset that have a map).
+UNCERTAINTY_GALLERY_CASES = 4
+_UNCERTAINTY_SUFFIX = "_uncertainty"  # Echo-DND's {case}_uncertainty.nii.gz beside {case}.nii.gz
+
+
+def _uncertainty_maps(dataset: RawDataset, case_ids: Sequence[str], pred_dir: Path) -> dict[str, Path]:
+    """Checked uncertainty maps of the first gallery cases, ``{case_id: path}`` (empty when there are none).
+
+    Raises:
+        EchoDataError: a map that is unreadable, not in its label file's geometry, not finite or outside [0, 1].
+    """
+    found = {c: pred_dir / f"{c}{_UNCERTAINTY_SUFFIX}{dataset.file_ending}" for c in case_ids}
+    chosen = dict(list((c, p) for c, p in found.items() if p.is_file())[:UNCERTAINTY_GALLERY_CASES])
+    for case, path in chosen.items():
+        image = read_image(path)
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise EchoDataError(path, "expected a one-channel uncertainty map")
+        image = image[:, :, 0] if image.GetDimension() == 3 and image.GetSize()[2] == 1 else image
+        label_path = dataset.label_path(case)
+        problem = _geometry_problem(image, _as_2d(read_image(label_path), label_path))
+        if problem:
+            raise EchoDataError(path, f"geometry differs from {label_path.name}: {problem}")
+        values = sitk.GetArrayViewFromImage(image)
+        if not np.isfinite(values).all() or values.min() < -1e-6 or values.max() > 1 + 1e-6:
+            raise EchoDataError(path, "uncertainty map has values outside [0, 1] or NaN/Inf")
+    return chosen
+
+
+def _sampling_note(pred_dir: Path) -> str:
+    """What the Echo-DND run record says about the samples behind the maps ('' when there is no record)."""
+    try:
+        record = json.loads((pred_dir / "echo_dnd_inference.json").read_text())
+        chains, ensemble = list(record["chains"]), int(record["ensemble"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"Echo-DND run: {ensemble} sample(s) per chain of {' and '.join(chains)}, {ensemble * len(chains)} in all."
+
+
+def _write_uncertainty_gallery(
+    out: Path, dataset: RawDataset, maps: Mapping[str, Path], pred_paths: Mapping[str, Path], value: int
+) -> str:
+    """``uncertainty.png``: image with reference / predicted contours of ``value`` and the map as written."""
+    rows = []
+    for case, path in maps.items():
+        image, gt, spacing = dataset.load(case)
+        pred = sitk.GetArrayFromImage(_as_2d(read_image(pred_paths[case]), pred_paths[case]))
+        unc = sitk.GetArrayFromImage(_as_2d(read_image(path), path)).astype(np.float32)
+        rows.append(UncertaintyRow(case, image, gt == value, pred == value, unc, spacing))
+    uncertainty_gallery(rows, out / "uncertainty.png")
+    return "uncertainty.png"
 
 
 def _write_outputs(
@@ -438,14 +618,21 @@ def _write_outputs(
     label_map: Mapping[str, int],
     results: Sequence[CaseResult],
     overlays: bool,
+    label_selection: str = _ASKED,
+    uncertainty: Mapping[str, Path] | None = None,
+    pred_paths: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     labels = list(label_map)
+    not_evaluated = {k: v for k, v in select_labels(dataset).items() if k not in label_map}
     files = {"per-case metrics": "metrics_per_case.csv", "summary": "metrics_summary.json"}
     summary: dict[str, Any] = {
         "dataset": str(dataset.root),
         "predictions": str(pred_dir),
         "subset": subset,
         "labels": dict(label_map),
+        "label_selection": label_selection,
+        "labels_not_evaluated": not_evaluated,
+        "labels_not_evaluated_because": _WHY_NOT.get(label_selection, "") if not_evaluated else "",
         "n_cases": len(results),
         "n_patients": len({r.patient for r in results}),
         "empty_mask_policy": EMPTY_MASK_POLICY,
@@ -461,6 +648,13 @@ def _write_outputs(
         summary["clinical"] = clinical_summary(rows)
         plots = _write_plots(out, rows)
     overlay_files = [f"overlays/{r.case_id}.png" for r in results] if overlays else []
+    if uncertainty and pred_paths:
+        summary["uncertainty"] = {
+            "gallery": _write_uncertainty_gallery(out, dataset, uncertainty, pred_paths,
+                                                  _named_value(dataset, "LV") or next(iter(label_map.values()), 1)),
+            "maps": [p.name for p in uncertainty.values()],
+            "note": _sampling_note(pred_dir),
+        }
     summary["files"] = {**files, "plots": plots, "overlays": overlay_files, "report": "report.html"}
     atomic_write_json(out / files["summary"], summary)
     write_report(out, summary, files, plots, overlay_files)

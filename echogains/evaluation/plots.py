@@ -1,4 +1,4 @@
-"""PNG plots for the evaluation report: Bland-Altman, correlation and contour overlays.
+"""PNG plots for the evaluation report: Bland-Altman, correlation, contour overlays and the uncertainty gallery.
 
 Figures are built with :class:`matplotlib.figure.Figure` and rendered by the Agg backend (no pyplot, no global
 state, no display needed) and saved atomically through :func:`echogains.utils.atomic_path`.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,11 +19,16 @@ from echogains.evaluation.clinical import LongAxis
 from echogains.evaluation.metrics import agreement_stats
 from echogains.utils import atomic_path
 
-__all__ = ["bland_altman_plot", "correlation_plot", "overlay_plot", "LABEL_COLOURS"]
+__all__ = ["bland_altman_plot", "correlation_plot", "overlay_plot", "uncertainty_gallery", "UncertaintyRow",
+           "LABEL_COLOURS", "UNCERTAINTY_SCALE"]
 
 #: Contour colour per label name (others cycle through ``_EXTRA``).
 LABEL_COLOURS: dict[str, str] = {"LV": "tab:red", "MYO": "tab:green", "LA": "tab:blue"}
 _EXTRA = ("tab:orange", "tab:purple", "tab:cyan", "tab:olive")
+#: Colour-bar label of the uncertainty gallery: what the map's values mean.
+UNCERTAINTY_SCALE = "uncertainty (0 = all samples agree, 1 = samples split evenly)"
+#: Legend text of the EchoGAINS Table 4 acquisition subsets (unflagged, flagged points).
+_SUBSET_LABELS = ("standard (depth < 150 mm, angle < 70°)", "deep_or_wide (depth ≥ 150 mm or angle ≥ 70°)")
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
@@ -38,11 +44,14 @@ def _pairs(measured: Sequence[float], reference: Sequence[float], groups: Sequen
     return a[keep], b[keep], g[keep]
 
 
-def _scatter_groups(ax, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_labels: tuple[str, str]) -> None:
-    ax.scatter(x[~g], y[~g], s=18, c="tab:blue", alpha=0.8, label=group_labels[0])
-    if g.any():
-        ax.scatter(x[g], y[g], s=18, c="tab:orange", alpha=0.8, label=group_labels[1])
-        ax.legend(loc="best", fontsize=8)
+def _scatter_groups(ax, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_labels: tuple[str, str] | None) -> None:
+    """Points of each non-empty group in its colour; a legend naming the groups when there are groups."""
+    for flag, colour, name in ((False, "tab:blue", 0), (True, "tab:orange", 1)):
+        keep = g == flag
+        if keep.any():
+            ax.scatter(x[keep], y[keep], s=18, c=colour, alpha=0.8, label=None if group_labels is None else group_labels[name])
+    if group_labels is not None and x.size:
+        ax.legend(loc="best", fontsize=7)
 
 
 def bland_altman_plot(
@@ -52,7 +61,7 @@ def bland_altman_plot(
     title: str = "",
     quantity: str = "EF (%)",
     groups: Sequence[bool] | None = None,
-    group_labels: tuple[str, str] = ("inside normal range", "outside normal range"),
+    group_labels: tuple[str, str] = _SUBSET_LABELS,
 ) -> dict[str, float | int]:
     """Bland-Altman plot (difference against mean) with bias and 95 % limits of agreement; returns the stats.
 
@@ -62,14 +71,14 @@ def bland_altman_plot(
         path: PNG file to write.
         title: figure title.
         quantity: axis quantity, e.g. ``EF (%)``.
-        groups: optional flags drawn in a second colour (e.g. exams outside the normal depth/angle range).
+        groups: optional flags drawn in a second colour (e.g. the ``deep_or_wide`` acquisition subset).
         group_labels: legend text for unflagged and flagged points.
     """
     a, b, g = _pairs(measured, reference, groups)
     stats = agreement_stats(a, b)
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
-    _scatter_groups(ax, (a + b) / 2, a - b, g, group_labels)
+    _scatter_groups(ax, (a + b) / 2, a - b, g, None if groups is None else group_labels)
     if stats["n"]:
         ax.axhline(stats["bias"], color="k", lw=1, label="bias")
     if stats["n"] > 1:
@@ -90,7 +99,7 @@ def correlation_plot(
     title: str = "",
     quantity: str = "EF (%)",
     groups: Sequence[bool] | None = None,
-    group_labels: tuple[str, str] = ("inside normal range", "outside normal range"),
+    group_labels: tuple[str, str] = _SUBSET_LABELS,
 ) -> dict[str, float | int]:
     """Scatter of automatic against reference values with the identity line, Pearson r and MAE; returns the stats.
 
@@ -107,7 +116,7 @@ def correlation_plot(
     stats = agreement_stats(a, b)
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.add_subplot()
-    _scatter_groups(ax, b, a, g, group_labels)
+    _scatter_groups(ax, b, a, g, None if groups is None else group_labels)
     if a.size:
         lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
         pad = 0.05 * (hi - lo) + 1e-6
@@ -187,3 +196,60 @@ def overlay_plot(
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
     _save(fig, path)
+
+
+@dataclass(frozen=True)
+class UncertaintyRow:
+    """One case of the uncertainty gallery, every array on the image's own pixel grid.
+
+    Args:
+        case_id: the case.
+        image: grey image ``[rows, cols]``.
+        reference: reference mask of the label shown.
+        prediction: predicted mask of that label.
+        uncertainty: the uncertainty map as the model wrote it, in [0, 1].
+        spacing: (sx, sy) mm, for the physical aspect.
+    """
+
+    case_id: str
+    image: np.ndarray
+    reference: np.ndarray
+    prediction: np.ndarray
+    uncertainty: np.ndarray
+    spacing: Sequence[float]
+
+
+def uncertainty_gallery(rows: Sequence[UncertaintyRow], path: str | os.PathLike, scale_label: str = UNCERTAINTY_SCALE) -> None:
+    """Per case: the image with reference (solid) and predicted (dashed) contours, and the uncertainty map as written.
+
+    The map is drawn with a fixed colour scale from 0 to 1 (no rescaling per image, no smoothing, nearest display
+    interpolation), the predicted contour on top, and one colour bar labelled with what the values mean.
+
+    Args:
+        rows: the cases, one row of the figure each.
+        path: PNG file to write.
+        scale_label: the colour bar's label.
+    """
+    if not rows:
+        raise ValueError("uncertainty_gallery needs at least one case")
+    first = rows[0]
+    height_over_width = (first.image.shape[0] * float(first.spacing[1])) / (first.image.shape[1] * float(first.spacing[0]))
+    panel = 3.2  # inches per image
+    fig = Figure(figsize=(2 * panel + 1.3, len(rows) * (panel * height_over_width + 0.35) + 0.2), layout="constrained")
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    im = None
+    for (left, right), row in zip(axes, rows):
+        aspect = float(row.spacing[1]) / float(row.spacing[0])
+        left.imshow(row.image, cmap="gray", aspect=aspect, interpolation="nearest")
+        _draw_contours(left, row.reference, "tab:green", "-")
+        _draw_contours(left, row.prediction, "tab:red", "--")
+        left.set_title(f"{row.case_id}: reference (solid), prediction (dashed)", fontsize=7)
+        im = right.imshow(row.uncertainty, cmap="magma", vmin=0.0, vmax=1.0, aspect=aspect, interpolation="nearest")
+        _draw_contours(right, row.prediction, "cyan", "--")
+        right.set_title("uncertainty map as written; prediction (dashed)", fontsize=7)
+        for ax in (left, right):
+            ax.set_axis_off()
+    bar = fig.colorbar(im, ax=axes[:, 1].tolist(), shrink=min(1.0, 0.5 + 0.15 * len(rows)), aspect=30)
+    bar.set_label(scale_label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    _save(fig, path, dpi=90)

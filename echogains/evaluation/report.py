@@ -61,6 +61,53 @@ def _agreement_table(agreement: Mapping[str, Mapping[str, Mapping[str, Any]]]) -
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _labels_line(summary: Mapping[str, Any]) -> str:
+    """Which labels were scored, how they were chosen, and which labels of the dataset were not."""
+    evaluated = ", ".join(html.escape(str(k)) for k in summary.get("labels", {})) or "none"
+    text = f"<p>Labels evaluated: <b>{evaluated}</b> ({html.escape(str(summary.get('label_selection', '')))})"
+    skipped = list(summary.get("labels_not_evaluated") or {})
+    if skipped:
+        because = str(summary.get("labels_not_evaluated_because") or "")
+        text += f"; not evaluated: {', '.join(html.escape(str(k)) for k in skipped)}"
+        text += f" ({html.escape(because)})" if because else ""
+    return text + ".</p>"
+
+
+def _subset_sections(clinical: Mapping[str, Any]) -> list[str]:
+    """One explanatory line and a table per non-empty acquisition subset (none when one subset holds everyone)."""
+    subsets = clinical.get("acquisition_subsets")
+    if not subsets:
+        return []
+    counts = {k: int(v) for k, v in subsets.get("n_patients", {}).items()}
+    parts = [f"<h3>Acquisition subsets</h3><p>{html.escape(str(subsets.get('note', '')))} "
+             + ", ".join(f"{html.escape(k)}: {n} patient{'s' if n != 1 else ''}" for k, n in counts.items()) + ".</p>"]
+    by_subset = clinical.get("agreement_by_acquisition_subset", {})
+    if len(by_subset) == 1:
+        only = next(iter(by_subset))
+        parts.append(f"<p>Every patient is in the {html.escape(only)} subset: the table above is that subset.</p>")
+        return parts
+    for name, agreement in by_subset.items():
+        definition = subsets.get("definitions", {}).get(name, "")
+        parts += [f"<h3>{html.escape(name)} ({html.escape(definition)}; n = {counts.get(name, 0)})</h3>",
+                  _agreement_table(agreement)]
+    return parts
+
+
+def _uncertainty_section(uncertainty: Mapping[str, Any]) -> list[str]:
+    gallery = uncertainty.get("gallery")
+    if not gallery:
+        return []
+    maps = ", ".join(f"<code>{html.escape(str(m))}</code>" for m in uncertainty.get("maps", []))
+    note = html.escape(str(uncertainty.get("note") or ""))
+    return [
+        "<h2>Uncertainty maps</h2>",
+        f"<p>The maps as the model wrote them ({maps}), on each image's pixel grid, with a fixed colour scale from 0 "
+        f"(every sample agrees) to 1 (the samples split evenly); the dashed contour is the predicted mask. {note}</p>",
+        f"<a href='{html.escape(gallery, quote=True)}'><img src='{html.escape(gallery, quote=True)}' "
+        "alt='uncertainty maps' style='max-width:760px'></a>",
+    ]
+
+
 def _link(rel: str) -> str:
     return f"<a href='{html.escape(rel, quote=True)}'>{html.escape(rel)}</a>"
 
@@ -82,6 +129,7 @@ def render_report(summary: Mapping[str, Any], files: Mapping[str, str], plots: S
         f"{summary.get('n_cases', 0)} cases, {summary.get('n_patients', 0)} patients.</p>",
         "<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: {_link(v)}</li>" for k, v in files.items()) + "</ul>",
         "<h2>Segmentation (mean ± std)</h2>",
+        _labels_line(summary),
         f"<p>Empty-mask policy: {html.escape(str(summary.get('empty_mask_policy', '')))}</p>",
         _segmentation_table(summary.get("segmentation", {})),
     ]
@@ -93,12 +141,10 @@ def render_report(summary: Mapping[str, Any], files: Mapping[str, str], plots: S
             f"<p>Patients with an EF from the prediction: {clinical.get('n_feasible_pred', 0)} of {clinical.get('n_patients', 0)}.</p>",
             _agreement_table(clinical.get("agreement", {})),
         ]
-        for range_name, agreement in clinical.get("agreement_by_range", {}).items():
-            parts += [f"<h3>Exams {html.escape(range_name)} (depth &lt; 150 mm and sector angle &lt; 70°)</h3>" if range_name.startswith("inside")
-                      else f"<h3>Exams {html.escape(range_name)} (a frame with depth ≥ 150 mm or sector angle ≥ 70°)</h3>",
-                      _agreement_table(agreement)]
+        parts += _subset_sections(clinical)
     if plots:
         parts.append("<div class='plots'>" + "".join(f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>" for p in plots) + "</div>")
+    parts += _uncertainty_section(summary.get("uncertainty") or {})
     if overlays:
         parts.append("<h2>Contour overlays (solid: reference, dashed: prediction)</h2><div class='gallery'>")
         parts += [f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>" for p in overlays]

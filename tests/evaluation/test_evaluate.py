@@ -121,7 +121,7 @@ def test_evaluate_end_to_end(tiny, tmp_path):
 
     patients = {r["patient"]: r for r in _read_csv(out / "ef_per_patient.csv")}
     assert set(patients) == {"p1", "p2"}
-    assert patients["p1"]["outside_normal_range"] == "false" and patients["p2"]["outside_normal_range"] == "true"
+    assert patients["p1"]["acquisition_subset"] == "standard" and patients["p2"]["acquisition_subset"] == "deep_or_wide"
     for p, r in patients.items():
         assert r["method_pred"] == r["method_gt"] == "biplane"
         assert float(r["ef_gt_pct"]) == pytest.approx(_analytic_ef(p), abs=2.5)  # coarse 64 x 96 masks
@@ -131,9 +131,13 @@ def test_evaluate_end_to_end(tiny, tmp_path):
     ef_ref = clinical["agreement"]["GT masks vs reference"]["ef_pct"]
     d = [float(patients[p]["ef_gt_pct"]) - float(patients[p]["ef_ref_pct"]) for p in ("p1", "p2")]
     assert ef_ref["bias"] == pytest.approx(np.mean(d)) and ef_ref["mae"] == pytest.approx(np.mean(np.abs(d)))
-    assert set(clinical["agreement_by_range"]) == {"inside normal range", "outside normal range"}
+    assert set(clinical["agreement_by_acquisition_subset"]) == {"standard", "deep_or_wide"}
+    assert clinical["acquisition_subsets"]["n_patients"] == {"standard": 1, "deep_or_wide": 1}
 
     html = (out / "report.html").read_text()
+    assert "normal range" not in html and "Acquisition subsets of EchoGAINS Table 4" in html
+    assert html.count("<h3>standard (") == 1 and html.count("<h3>deep_or_wide (") == 1
+    assert "Labels evaluated: <b>LV, MYO</b>" in html and "not evaluated" not in html
     links = set(re.findall(r"(?:href|src)='([^']+)'", html))
     assert {"metrics_per_case.csv", "metrics_summary.json", "ef_per_patient.csv", "bland_altman_ef_pred_vs_reference.png"} <= links
     assert all(not Path(link).is_absolute() and (out / link).is_file() for link in links)
@@ -209,3 +213,121 @@ def test_empty_prediction_counts_as_failure(tiny, tmp_path):
     # p1 lost its 2CH ED frame: area-length on the 4CH view (present at ED and ES) instead of biplane
     assert patients["p1"]["method_pred"] == "area-length 4CH" and patients["p1"]["method_gt"] == "biplane"
     assert patients["p2"]["method_pred"] == "biplane"
+
+
+# --- only the labels a model predicts; acquisition subsets; uncertainty gallery ----------------------------------
+def _lv_only(pred_dir: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for p in sorted(pred_dir.glob("*.nii.gz")):
+        _write_prediction(p, dest / p.name, lambda a: np.where(a == 1, 1, 0).astype(a.dtype))
+    return dest
+
+
+def _segmentation_rows(html: str) -> list[tuple[str, str]]:
+    """(group, label) of each row of the report's segmentation table (group names unescaped)."""
+    table = html.split("<h2>Segmentation", 1)[1].split("<h2>", 1)[0]
+    rows = re.findall(r"<tr><td class='text'>([^<]*)</td><td class='text'>([^<]*)</td><td>\d+</td>", table)
+    return [(group.replace("&lt;", "<").replace("&gt;", ">"), label) for group, label in rows]
+
+
+def test_labels_absent_from_every_prediction_are_not_scored(tiny, tmp_path):
+    root, pred_dir = tiny
+    lv_only = _lv_only(pred_dir, tmp_path / "pred")
+    summary = evaluate(lv_only, root, tmp_path / "out", overlays=False, progress=False)
+    assert summary["labels"] == {"LV": 1} and summary["labels_not_evaluated"] == {"MYO": 2}
+    assert "at least one prediction contains" in summary["label_selection"]
+    with (tmp_path / "out" / "metrics_per_case.csv").open() as f:
+        header = f.readline().strip().split(",")
+    assert not [c for c in header if c.startswith("MYO")] and "LV_failure" in header
+    assert all(set(groups) == {"LV"} for groups in summary["segmentation"].values())
+    html = (tmp_path / "out" / "report.html").read_text()
+    rows = _segmentation_rows(html)
+    assert rows and {label for _, label in rows} == {"LV"}
+    assert "not evaluated: MYO (no prediction contains them" in html
+    # asked for explicitly, the missing label is scored: every case a failure
+    asked = evaluate(lv_only, root, tmp_path / "asked", labels="LV,MYO", overlays=False, progress=False)
+    assert asked["segmentation"]["all"]["MYO"]["n_failures"] == 8 and asked["labels_not_evaluated"] == {}
+    assert asked["label_selection"].startswith("the labels asked for")
+
+
+def test_no_foreground_at_all_scores_every_label_as_failure(tiny, tmp_path):
+    root, pred_dir = tiny
+    empty = tmp_path / "pred"
+    empty.mkdir()
+    for p in sorted(pred_dir.glob("*.nii.gz")):
+        _write_prediction(p, empty / p.name, np.zeros_like)
+    summary = evaluate(empty, root, tmp_path / "out", overlays=False, progress=False)
+    assert summary["labels"] == {"LV": 1, "MYO": 2}
+    assert summary["segmentation"]["all"]["LV"]["n_failures"] == summary["segmentation"]["all"]["MYO"]["n_failures"] == 8
+
+
+def _dataset_copy(root: Path, dest: Path, sector: dict[str, float]) -> Path:
+    """A copy of the dataset with every case's sector geometry replaced by ``sector``."""
+    import shutil
+
+    shutil.copytree(root, dest)
+    cases = json.loads((dest / "cases.json").read_text())
+    for record in cases.values():
+        if record.get("sector"):
+            record["sector"] = dict(sector)
+    (dest / "cases.json").write_text(json.dumps(cases))
+    return dest
+
+
+def test_empty_acquisition_subsets_have_no_table(tiny, tmp_path):
+    root, pred_dir = tiny
+    deep = _dataset_copy(root, tmp_path / "Dataset991_Deep", {"depth_mm": 160.0, "opening_deg": 60.0})
+    summary = evaluate(pred_dir, deep, tmp_path / "out", overlays=False, progress=False)
+    clinical = summary["clinical"]
+    assert clinical["acquisition_subsets"]["n_patients"] == {"standard": 0, "deep_or_wide": 2}
+    assert set(clinical["agreement_by_acquisition_subset"]) == {"deep_or_wide"}
+    seg = summary["segmentation"]
+    assert "depth>=150mm" in seg and "depth<150mm" not in seg and "angle>=70deg" not in seg
+    assert all(stats["n_cases"] > 0 for groups in seg.values() for stats in groups.values())
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<h3>standard (" not in html and "<h3>deep_or_wide (" not in html  # no empty table, no repeat of "all"
+    assert "Every patient is in the deep_or_wide subset" in html
+    assert "n = 0" not in html and all(group not in ("depth<150mm", "angle>=70deg") for group, _ in _segmentation_rows(html))
+    patients = _read_csv(tmp_path / "out" / "ef_per_patient.csv")
+    assert {r["acquisition_subset"] for r in patients} == {"deep_or_wide"}
+
+
+def _write_uncertainty(label_file: Path, out: Path, values) -> None:
+    ref = sitk.ReadImage(str(label_file))
+    image = sitk.GetImageFromArray(values(sitk.GetArrayFromImage(ref)).astype(np.float32))
+    image.CopyInformation(ref)
+    sitk.WriteImage(image, str(out), True)
+
+
+def test_uncertainty_maps_are_shown_with_their_scale(tiny, tmp_path):
+    root, pred_dir = tiny
+    preds = _copy_predictions(pred_dir, tmp_path / "pred")
+    labels = sorted((root / "labelsTs").glob("*.nii.gz"))
+    for label_file in labels[:5]:
+        _write_uncertainty(label_file, preds / label_file.name.replace(".nii.gz", "_uncertainty.nii.gz"),
+                           lambda a: ndimage.gaussian_filter((a == 1).astype(float), 2) * 0.9)
+    summary = evaluate(preds, root, tmp_path / "out", overlays=False, progress=False)
+    assert summary["uncertainty"]["gallery"] == "uncertainty.png" and len(summary["uncertainty"]["maps"]) == 4
+    assert (tmp_path / "out" / "uncertainty.png").stat().st_size > 10_000
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<h2>Uncertainty maps</h2>" in html and "src='uncertainty.png'" in html and "from 0 (every sample agrees)" in html
+    no_maps = evaluate(pred_dir, root, tmp_path / "plain", overlays=False, progress=False)
+    assert "uncertainty" not in no_maps and "Uncertainty maps" not in (tmp_path / "plain" / "report.html").read_text()
+    bad = labels[0].name.replace(".nii.gz", "_uncertainty.nii.gz")
+    _write_uncertainty(labels[0], preds / bad, lambda a: np.full(a.shape, 2.0))
+    with pytest.raises(EchoDataError, match=re.escape(bad) + ".*outside"):
+        evaluate(preds, root, tmp_path / "bad", overlays=False, progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_labels_declared_by_the_model_are_scored_even_when_never_predicted(tiny, tmp_path):
+    """nnUNetv2_predict writes the model's dataset.json beside its predictions: its labels are the model's labels."""
+    root, pred_dir = tiny
+    lv_only = _lv_only(pred_dir, tmp_path / "pred")
+    (lv_only / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "LV": 1, "MYO": 2}}))
+    summary = evaluate(lv_only, root, tmp_path / "out", overlays=False, progress=False)
+    assert summary["labels"] == {"LV": 1, "MYO": 2} and "declares" in summary["label_selection"]
+    assert summary["segmentation"]["all"]["MYO"]["n_failures"] == 8
+    (lv_only / "dataset.json").write_text("{not json")
+    with pytest.raises(EchoDataError, match="dataset.json"):
+        evaluate(lv_only, root, tmp_path / "bad", overlays=False, progress=False)
