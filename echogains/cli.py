@@ -179,9 +179,16 @@ class EchoGains:
         checkpoint_every: int = 1000,
         device: str | None = None,
         max_narrowing_deg: float = 20.0,
+        fold: int = 0,
+        include_validation: bool = False,
+        all_patients: bool = False,
         progress: bool = True,
     ) -> str:
         """Train the unconditional improved DDPM (EchoGAINS) on echo images; resumes from ``out/checkpoint.pt``.
+
+        Never on test patients: from a dataset only the training half of ``--fold`` (``imagesTs`` never), from a CAMUS
+        folder only the ``database_split/subgroup_training.txt`` patients; validation cases are left out unless
+        ``--include_validation``.
 
         Args:
             data: an nnU-Net raw dataset, a CAMUS folder (sequences, every N-th frame, N in 8..12) or a folder of images.
@@ -197,6 +204,10 @@ class EchoGains:
             checkpoint_every: write the full-state checkpoint every this many steps.
             device: ``cuda`` or ``cpu`` (default: cuda when available). Multi-GPU: launch with ``torchrun``.
             max_narrowing_deg: random sector narrowing before training (paper: up to 20 degrees).
+            fold: fold of the dataset's ``splits_final.json`` whose training cases are used (the one expand-dataset
+                augments).
+            include_validation: also train on the fold's validation cases (CAMUS: the ``subgroup_validation`` patients).
+            all_patients: accept a CAMUS folder without split files: every patient, its test patients included.
             progress: show progress bars.
         """
         from echogains.ddpm.train import train_ddpm
@@ -204,7 +215,8 @@ class EchoGains:
         set_progress(progress)
         return str(train_ddpm(data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, ema=ema, seed=seed,
                               resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
-                              device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress))
+                              device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress, fold=fold,
+                              include_validation=include_validation, all_patients=all_patients))
 
     def expand_dataset(
         self,
@@ -223,6 +235,9 @@ class EchoGains:
         device: str | None = None,
         overwrite: bool = False,
         merge_only: bool = False,
+        augment_validation: bool = False,
+        depth_mode: str = "zoom",
+        kept_region: str = "original_sector",
         progress: bool = True,
     ) -> str:
         """EchoGAINS generative augmentation: write a new nnU-Net raw dataset with K repainted copies per case.
@@ -231,7 +246,10 @@ class EchoGains:
             src: source nnU-Net raw dataset.
             out: output dataset folder (``DatasetXXX_Name``).
             model: DDPM weights (``echogains train-ddpm`` output); not needed with ``--no_repaint``.
-            augment: ``depth``, ``tilt``, ``width``, ``translation`` or ``combination`` (each with probability 0.5).
+            augment: ``depth`` (isotropic zoom-out about the apex, 0-150 px; spacing scaled), ``tilt`` (-30..30 deg
+                about the apex), ``width`` (image width x 0.5-1.5, the paper's deliberate distortion),
+                ``sector_angle`` (opening angle x 0.5-1.5, not in the paper), ``translation`` (0-50 px) or
+                ``combination`` (the paper's four: depth, tilt, width, translation, each with probability 0.5).
             k: augmented copies per training case (paper: 5).
             labels: labels kept, from ``lv,myo,la`` (paper: LV + MYO).
             no_repaint: the paper's baseline: transformed, black outside the kept content.
@@ -243,14 +261,23 @@ class EchoGains:
             device: ``cuda`` or ``cpu`` (default: cuda when available).
             overwrite: replace an existing output dataset.
             merge_only: only merge finished shards into ``dataset.json``.
+            augment_validation: also augment the fold's validation cases, validated on with the originals (the
+                paper's setting, Sec. 2.6); default: validation on original cases only.
+            depth_mode: ``zoom`` (default) or ``rows`` (the paper's literal "add rows, then resize": squeezes the
+                anatomy vertically).
+            kept_region: ``original_sector`` (the paper, Fig. 8: outside the original sector is repainted) or
+                ``transformed_sector`` (keep all transformed content).
             progress: show a progress bar.
         """
         from echogains.augment.expand import expand_dataset
+        from echogains.augment.transforms import TransformPolicy
 
         set_progress(progress)
         return str(expand_dataset(src, out, model=model, augment=augment, k=k, labels=labels, repaint=not no_repaint,
                                   sampler=sampler, seed=seed, fold=fold, shard=shard, batch_size=batch_size,
-                                  device=device, overwrite=overwrite, progress=progress, merge_only=merge_only))
+                                  device=device, overwrite=overwrite, progress=progress, merge_only=merge_only,
+                                  augment_validation=augment_validation,
+                                  policy=TransformPolicy(depth_mode=depth_mode, kept_region=kept_region)))
 
     def augmentation_report(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 from echogains.data.nnunet import patient_grouped_splits
 from echogains.utils import EchoDataError
 
-__all__ = ["is_augmented", "load_raw_splits", "echo_split", "raw_dataset_folder"]
+__all__ = ["is_augmented", "is_validation_copy", "load_raw_splits", "echo_split", "raw_dataset_folder"]
 
 #: nnU-Net's own default seed for generated splits; reused so our grouped folds are as reproducible.
 SPLIT_SEED = 12345
@@ -84,18 +84,27 @@ def load_raw_splits(raw_dataset: Path, identifiers: Sequence[str], n_folds: int 
     return patient_grouped_splits(patients, n_folds=n_folds, seed=SPLIT_SEED), records
 
 
+def is_validation_copy(record: Mapping[str, Any] | None) -> bool:
+    """True for a copy that ``expand-dataset --augment_validation`` made of a validation case (the paper's setting)."""
+    prov = record.get("provenance") if record else None
+    return isinstance(prov, Mapping) and bool(prov.get("augmented")) and bool(prov.get("validation_copy"))
+
+
 def echo_split(splits: Sequence[Mapping[str, Sequence[str]]], fold: int, records: Mapping[str, Any],
                identifiers: Sequence[str]) -> tuple[list[str], list[str]]:
     """Training and validation keys of ``fold``.
 
-    Validation keeps original cases only; training drops every case (original or augmented) of a patient that
-    is being validated, so no augmented copy of a validation patient is ever trained on.
+    Validation keeps original cases, and the copies that ``expand-dataset --augment_validation`` made of them
+    (marked ``provenance.validation_copy``: the paper's setting, Sec. 2.6); any other augmented case listed as
+    validation is dropped. Training drops every case (original or augmented) of a patient that is being
+    validated, so no augmented copy of a validation patient is ever trained on.
     """
     if not 0 <= fold < len(splits):
         raise ValueError(f"fold {fold} not in the {len(splits)} folds of splits_final.json")
     present = set(identifiers)
     train = [c for c in splits[fold]["train"] if c in present]
-    val = [c for c in splits[fold]["val"] if c in present and not is_augmented(c, records.get(c))]
+    val = [c for c in splits[fold]["val"] if c in present
+           and (not is_augmented(c, records.get(c)) or is_validation_copy(records.get(c)))]
 
     def patient(case: str) -> str:
         return str(records.get(case, {}).get("patient", case.split("_")[0]))

@@ -19,7 +19,11 @@ Per training case of fold ``fold`` and per k = 1..K (EchoGAINS Sec. 2.4, Fig. 8)
 Validation cases of the fold, other training cases and test cases (``imagesTs``) are copied un-augmented; labels
 are reduced to ``--labels`` (default LV + MYO, as the paper). ``splits_final.json`` keeps the source folds, adds the
 augmented copies of a fold's training cases to that fold's training half and never to a validation half; only fold
-``fold`` has all its training cases augmented, so train that fold.
+``fold`` has all its training cases augmented, so train that fold. ``augment_validation=True``
+(``--augment_validation``) is the paper's setting (Sec. 2.6: "a training and validation set that combines all the
+original images with five randomly augmented images"): the fold's validation cases get K copies too, listed in the
+validation half and marked ``provenance.validation_copy`` (the Echo trainers then validate on them); the default
+validates on originals only (a deviation: see ``docs/echogains_deviations.md``).
 
 Determinism, batching, resumption, shards. Training cases are cut into work groups of ``batch_size // K`` cases
 (at least one); the K augmentations of a group go through RePaint together (batches of at most ``batch_size``
@@ -97,11 +101,11 @@ __all__ = [
     "repaint_frames",
     "model_input",
     "compose_output",
-    "to_unit",
     "frame_transform",
     "frame_keep_mask",
     "original_pixels",
     "output_geometry",
+    "to_unit",
     "from_unit",
     "resize",
     "load_case",
@@ -296,8 +300,6 @@ def load_case(src: RawDataset, case_id: str, mapping: Mapping[int, int]) -> Sour
 class Prepared:
     """One augmentation before RePaint.
 
-        frame_keep: the frame pixels RePaint kept from the input: ``frame.known`` minus the seam band
-            (:func:`echogains.augment.repaint.repaint_mask`); ``None`` without repainting.
     Args:
         case_id: output case id ``{source}_aug{k}``.
         source: the source case.
@@ -310,11 +312,12 @@ class Prepared:
         unit_range: (lo, hi) that maps the source's intensities to [0, 1].
         reason: why the augmentation is skipped (``ok`` False).
         repainted: the RePaint output in the model frame, [-1, 1] (``None`` without repainting).
+        frame_keep: the frame pixels RePaint kept from the input: ``frame.known`` minus the seam band
+            (:func:`echogains.augment.repaint.repaint_mask`); ``None`` without repainting.
     """
 
     case_id: str
     source: SourceCase
-    frame_keep: np.ndarray | None = field(default=None, repr=False)
     k: int
     steps: list[dict[str, Any]]
     tries: int
@@ -327,6 +330,7 @@ class Prepared:
     unit_range: tuple[float, float] = (0.0, 255.0)
     reason: str | None = None
     repainted: np.ndarray | None = field(default=None, repr=False)
+    frame_keep: np.ndarray | None = field(default=None, repr=False)
 
 
 def prepare_augmentation(
@@ -342,6 +346,18 @@ def prepare_augmentation(
     draw = draw_steps(augment, rng, policy, frame_size,
                       lambda steps: label_kept_fraction(case.label, case.sector, steps, frame_shape, policy.margin_px,
                                                         policy.kept_region))
+    item = Prepared(case_id, case, k, draw.steps, draw.tries, draw.label_kept, draw.ok, _torch_seed(key), key)
+    if not draw.ok:
+        item.reason = (f"no draw in {draw.tries} tries kept >= {policy.min_label_inside:.0%} of the label "
+                       f"(best {draw.label_kept:.1%})")
+        return item
+    unit, item.unit_range = to_unit(case.image)
+    item.full = apply_transforms(unit, case.label, case.sector, draw.steps, frame_shape, policy.margin_px,
+                                 policy.kept_region)
+    item.frame = frame_transform(unit, case.sector, draw.steps, frame_size, policy)
+    return item
+
+
 def frame_transform(unit: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_size: int,
                     policy: TransformPolicy) -> TransformResult:
     """The transform of a unit image in the model's square frame (what RePaint sees)."""
@@ -373,18 +389,6 @@ def original_pixels(full_known: np.ndarray, frame_keep: np.ndarray) -> np.ndarra
     fr = np.clip(np.rint(fr), 0, frame_keep.shape[0] - 1).astype(int)
     fc = np.clip(np.rint(fc), 0, frame_keep.shape[1] - 1).astype(int)
     return full_known & frame_keep[fr, fc]
-
-
-    item = Prepared(case_id, case, k, draw.steps, draw.tries, draw.label_kept, draw.ok, _torch_seed(key), key)
-    if not draw.ok:
-        item.reason = (f"no draw in {draw.tries} tries kept >= {policy.min_label_inside:.0%} of the label "
-                       f"(best {draw.label_kept:.1%})")
-        return item
-    unit, item.unit_range = to_unit(case.image)
-    item.full = apply_transforms(unit, case.label, case.sector, draw.steps, frame_shape, policy.margin_px,
-                                 policy.kept_region)
-    item.frame = frame_transform(unit, case.sector, draw.steps, frame_size, policy)
-    return item
 
 
 def repaint_frames(
@@ -451,8 +455,12 @@ def _source_splits(src: RawDataset) -> list[dict[str, list[str]]]:
     return patient_grouped_splits({c: str(src.record(c).get("patient", c.split("_")[0])) for c in tr}, 5, 0)
 
 
-def _make_plan(src: RawDataset, fold: int, k: int, batch_size: int) -> dict[str, Any]:
-    """Augmented cases and their work groups, un-augmented copies, test cases and the output folds."""
+def _make_plan(src: RawDataset, fold: int, k: int, batch_size: int, augment_validation: bool = False) -> dict[str, Any]:
+    """Augmented cases and their work groups, un-augmented copies, test cases and the output folds.
+
+    ``augment_validation`` (the paper's setting, Sec. 2.6): the validation cases of ``fold`` are augmented too and
+    their copies join the validation half of every fold that validates their source case.
+    """
     splits = _source_splits(src)
     if not 0 <= fold < len(splits):
         raise EchoDataError(src.root / "splits_final.json", f"--fold {fold} not in 0..{len(splits) - 1}")
@@ -464,13 +472,15 @@ def _make_plan(src: RawDataset, fold: int, k: int, batch_size: int) -> dict[str,
     train = sorted(splits[fold]["train"])
     if not train:
         raise EchoDataError(src.root / "splits_final.json", f"fold {fold} has no training cases to augment")
+    chosen = sorted(set(train) | set(splits[fold]["val"])) if augment_validation else train
     per_group = max(1, batch_size // k)
-    groups = [train[i : i + per_group] for i in range(0, len(train), per_group)]
-    augmented = set(train)
+    groups = [chosen[i : i + per_group] for i in range(0, len(chosen), per_group)]
+    augmented = set(chosen)
     out_splits = []
     for s in splits:
         extra = [f"{c}_aug{j}" for c in s["train"] if c in augmented for j in range(1, k + 1)]
-        out_splits.append({"train": sorted(s["train"]) + sorted(extra), "val": sorted(s["val"])})
+        val_extra = [f"{c}_aug{j}" for c in s["val"] if c in augmented for j in range(1, k + 1)] if augment_validation else []
+        out_splits.append({"train": sorted(s["train"]) + sorted(extra), "val": sorted(s["val"]) + sorted(val_extra)})
     copies = [c for c in tr if c not in augmented] + ts
     return {"groups": groups, "copies": copies, "test": ts, "splits": out_splits}
 
@@ -594,6 +604,8 @@ def _aug_record(ctx: _Context, item: Prepared, status: str) -> dict[str, Any]:
         "sampler": s["sampler"] if s["repaint"] else None,
         "status": status,
     }
+    if s.get("augment_validation"):  # the paper's setting: copies of validation cases are validated on
+        record["provenance"]["validation_copy"] = item.source.case_id in set(ctx.plan["splits"][s["fold"]]["val"])
     return record
 
 
@@ -642,7 +654,6 @@ def _process_group(ctx: _Context, group: Sequence[str]) -> None:
     if all(ctx.done(f"{c}_aug{j}") for c in group for j in range(1, k_total + 1)):
         return
     items: list[Prepared] = []
-                it.frame_keep = frame_keep_mask(it.frame.known, s["sampler"]["border_px"])  # type: ignore[union-attr]
     for case_id in group:
         case = load_case(ctx.src, case_id, ctx.mapping)
         items.extend(prepare_augmentation(case, j, s["augment"], s["seed"], s["frame_size"], ctx.policy)
@@ -655,6 +666,7 @@ def _process_group(ctx: _Context, group: Sequence[str]) -> None:
                                     s["sampler"]["border_px"], ctx.device)
             for it, frame in zip(batch, frames):
                 it.repainted = frame
+                it.frame_keep = frame_keep_mask(it.frame.known, s["sampler"]["border_px"])  # type: ignore[union-attr]
     for it in items:
         if not ctx.done(it.case_id):
             _write_augmented(ctx, it)
@@ -800,6 +812,7 @@ def expand_dataset(
     border: int | None = None,
     policy: TransformPolicy | None = None,
     merge_only: bool = False,
+    augment_validation: bool = False,
 ) -> Path:
     """Write a new nnU-Net raw dataset: every case of ``src`` plus ``k`` generative augmentations per training case.
 
@@ -807,7 +820,8 @@ def expand_dataset(
         src: source nnU-Net raw dataset (with ``splits_final.json``; else 5 patient-grouped folds).
         out: output dataset folder (``DatasetXXX_Name``).
         model: DDPM weights or checkpoint (:func:`echogains.ddpm.load_ddpm`); needed unless ``repaint=False``.
-        augment: ``depth``, ``tilt``, ``width``, ``translation`` or ``combination``.
+        augment: ``depth``, ``tilt``, ``width``, ``sector_angle``, ``translation`` or ``combination`` (the paper's
+            four: depth, tilt, width, translation, each with probability 0.5).
         k: augmentations per training case (paper: 5).
         labels: labels kept, from ``lv,myo,la`` (paper: LV + MYO).
         repaint: ``False`` is the paper's baseline: transformed, black outside the kept content.
@@ -824,6 +838,8 @@ def expand_dataset(
         border: seam band of RePaint in frame pixels (default 10 px at 256, scaled).
         policy: transform ranges and retry rule (default: the paper's).
         merge_only: only write ``cases.json``, ``splits_final.json`` and ``dataset.json`` (all shards done).
+        augment_validation: also augment the fold's validation cases, their copies in the validation half (the
+            paper's setting); default: validation on original cases only.
 
     Returns:
         The output folder.
@@ -858,12 +874,14 @@ def expand_dataset(
     dev = _resolve_device(device)
     net, diffusion, model_info, size = _load_model(model, bool(repaint), frame_size, dev)
     sampler_info = _sampler_info(sampler, schedule, border, size) if repaint else None
-    plan = _make_plan(source, fold, k, batch_size)
+    plan = _make_plan(source, fold, k, batch_size, bool(augment_validation))
     settings = {
         "source": source.root.name, "augment": augment, "k": k, "labels": keys, "repaint": bool(repaint),
         "sampler": sampler_info, "model": model_info if repaint else None, "seed": seed, "fold": fold,
         "batch_size": batch_size, "frame_size": size, "policy": policy.to_dict(),
     }
+    if augment_validation:
+        settings["augment_validation"] = True
     _check_out(out, source, overwrite, settings, plan)
     # --- nothing was written before this line ---
     if overwrite and (out / RECORDS_DIR).is_dir():

@@ -182,6 +182,7 @@ class Rendered:
     output: np.ndarray
     known: np.ndarray
     baseline_exact: bool
+    original_mask: np.ndarray | None = None
 
 
 def render_case(ds: RawDataset, case_id: str) -> Rendered:
@@ -190,7 +191,6 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
     prov = rec.get("provenance") or {}
     source_case = prov.get("source_case")
     if not prov.get("augmented") or source_case not in ds.records:
-    original_mask: np.ndarray | None = None
         raise EchoDataError(ds.root / "cases.json", f"{case_id}: no augmentation provenance with a source case here")
     src = sitk.GetArrayFromImage(ds.read_image(source_case))
     out = sitk.GetArrayFromImage(ds.read_image(case_id))

@@ -1,7 +1,12 @@
 """Training loop of the EchoGAINS unconditional DDPM (``echogains train-ddpm``).
 
-Images only (labels are not needed) from an nnU-Net raw dataset (``imagesTr``), a CAMUS folder (every N-th frame
-of each sequence, N drawn in 8..12 per sequence) or any folder of PNG/NIfTI/MetaImage files. Each image is resized
+Images only (labels are not needed) from an nnU-Net raw dataset, a CAMUS folder (every N-th frame of each sequence,
+N drawn in 8..12 per sequence) or any folder of PNG/NIfTI/MetaImage files. The DDPM never sees test patients
+(:func:`find_image_files`): from a dataset it takes the training half of fold ``fold`` of ``splits_final.json``
+(``imagesTs`` is never read), from a CAMUS folder the patients of ``database_split/subgroup_training.txt``; the
+validation patients (the fold's ``val`` half, ``subgroup_validation.txt``) are left out too unless
+``include_validation``, so that the expanded dataset's validation cases stay unseen by the generator. A CAMUS folder
+without split files is refused unless ``all_patients`` (it may hold test patients). Each image is resized
 to the configuration's size, scaled to [-1, 1] and, at every draw, its ultrasound sector is narrowed by a random
 angle of up to 20 degrees (peripheral scan lines removed) and stretched back to the original sector's width, as the
 EchoGAINS paper does before training (Sec. 2.3, Fig. 7).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -86,35 +92,107 @@ def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
     return any(name.endswith(s) for s in suffixes)
 
 
-def find_image_files(data: str | os.PathLike) -> tuple[str, list[Path]]:
-    """Recognise the training source and list its image files.
+_PATIENT = re.compile(r"^patient\d+$", re.IGNORECASE)
+
+
+def _nnunet_training_cases(root: Path, fold: int, include_validation: bool) -> list[Path]:
+    """Image files of the training half of ``fold`` (plus its validation half if asked); never ``imagesTs``."""
+    from echogains.data.nnunet import RawDataset
+
+    ds = RawDataset(root)
+    if ds.splits is None:
+        log.warning("%s: no splits_final.json; training on every imagesTr case (imagesTs stays unseen)", root)
+        return [ds.image_path(c) for c in ds.case_ids("Tr")]
+    cases = ds.case_ids("train", fold) + (ds.case_ids("val", fold) if include_validation else [])
+    present = set(ds.case_ids("Tr"))
+    missing = sorted(set(cases) - present)
+    if missing:
+        raise EchoDataError(root / "splits_final.json", f"fold {fold} names cases not in imagesTr: {missing[:3]}")
+    log.info("%s: fold %d: %d training cases%s", root, fold, len(cases),
+             " (with its validation cases)" if include_validation else " (validation and test cases left out)")
+    return [ds.image_path(c) for c in sorted(cases)]
+
+
+def _camus_split(root: Path) -> tuple[Any, dict[str, str] | None] | None:
+    """(layout, official split or None) when ``root`` is a CAMUS folder, else ``None``."""
+    from echogains.data.camus import detect_camus_layout, read_official_split
+
+    try:
+        layout = detect_camus_layout(root)
+    except EchoDataError:
+        return None
+    return layout, read_official_split(layout.split_dir)
+
+
+def _patient_of(path: Path, root: Path) -> str | None:
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else path.parts
+    return next((p for p in reversed(parts[:-1]) if _PATIENT.match(p)), None)
+
+
+def find_image_files(
+    data: str | os.PathLike, fold: int = 0, include_validation: bool = False, all_patients: bool = False
+) -> tuple[str, list[Path]]:
+    """Recognise the training source and list the image files the DDPM may train on.
+
+    Args:
+        data: nnU-Net raw dataset, CAMUS folder or folder of images.
+        fold: fold of the dataset's ``splits_final.json`` whose training half is used.
+        include_validation: also the fold's validation half / CAMUS ``subgroup_validation`` patients.
+        all_patients: accept a CAMUS folder without ``database_split`` files (every patient, test patients included).
 
     Returns:
-        ``(kind, files)`` with kind ``"nnunet"`` (``dataset.json`` present: ``imagesTr`` only, the test images stay
-        unseen), ``"camus"`` (``*_sequence`` files found: the sequences) or ``"folder"`` (every image file below
-        ``data`` whose name does not end in ``_gt``).
+        ``(kind, files)`` with kind ``"nnunet"`` (``dataset.json`` present: the training half of ``fold``, or all of
+        ``imagesTr`` without ``splits_final.json``; ``imagesTs`` never), ``"camus"`` (a CAMUS folder: the training
+        patients' ``*_sequence`` files, or their ED/ES images when there are no sequences) or ``"folder"`` (every
+        image file below ``data`` whose name does not end in ``_gt``).
 
     Raises:
-        EchoDataError: missing folder or no images.
+        EchoDataError: missing folder, no images, or a CAMUS folder without split files (unless ``all_patients``).
     """
     root = Path(data)
     if not root.is_dir():
         raise EchoDataError(root, "training data folder not found")
     if (root / "dataset.json").is_file():
-        from echogains.data.nnunet import RawDataset
-
-        ds = RawDataset(root)
-        kind, files = "nnunet", [ds.image_path(c) for c in ds.case_ids("Tr")]
+        kind, files = "nnunet", _nnunet_training_cases(root, int(fold), include_validation)
     else:
         candidates = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         images = [p for p in candidates if _has_suffix(p, IMAGE_SUFFIXES) and not _stem(p).lower().endswith("_gt")]
+        camus = _camus_split(root)
+        if camus is not None:
+            images = _camus_training_files(root, images, camus[1], include_validation, all_patients)
         sequences = [p for p in images if _has_suffix(p, _SEQUENCE_SUFFIXES)]
-        kind, files = ("camus", sequences) if sequences else ("folder", images)
+        if camus is not None:
+            kind, files = "camus", sequences or images
+        else:
+            kind, files = ("camus", sequences) if sequences else ("folder", images)
     if not files:
         raise EchoDataError(
             root, "no training images found (expected an nnU-Net raw dataset, CAMUS sequences or image files)"
         )
     return kind, files
+
+
+def _camus_training_files(root: Path, images: list[Path], split_of: dict[str, str] | None, include_validation: bool,
+                          all_patients: bool) -> list[Path]:
+    """The images of a CAMUS folder's training patients (``subgroup_training``, + validation if asked)."""
+    if split_of is None:
+        if not all_patients:
+            raise EchoDataError(root, "CAMUS folder without database_split/subgroup_*.txt: its test patients cannot be "
+                                      "told apart; add the split files, convert it (convert-camus) and train on the "
+                                      "dataset, or pass --all_patients to train on every patient")
+        log.warning("%s: no CAMUS split files; training on every patient (all_patients)", root)
+        return [p for p in images if _patient_of(p, root) is not None]
+    allowed = {"train", "val"} if include_validation else {"train"}
+    kept, left_out = [], set()
+    for path in images:
+        patient = _patient_of(path, root)
+        if patient is not None and split_of.get(patient) in allowed:
+            kept.append(path)
+        elif patient is not None:
+            left_out.add((patient, split_of.get(patient, "unlisted")))
+    by_split = {s: sum(1 for _, g in left_out if g == s) for s in sorted({g for _, g in left_out})}
+    log.info("%s: CAMUS training patients only; left out %s", root, by_split or "none")
+    return kept
 
 
 def _stem(path: Path) -> str:
@@ -208,6 +286,10 @@ def load_training_images(
     frame_step: tuple[int, int] = (8, 12),
     fit_sectors: bool = True,
     verbose: bool = False,
+    *,
+    fold: int = 0,
+    include_validation: bool = False,
+    all_patients: bool = False,
 ) -> TrainingImages:
     """Read every training frame, resized to ``image_size`` and quantised to uint8, with its fitted sector.
 
@@ -218,6 +300,7 @@ def load_training_images(
         frame_step: inclusive range of N.
         fit_sectors: fit the sector of each frame (needed for sector narrowing).
         verbose: progress bar.
+        fold, include_validation, all_patients: which cases may be used (:func:`find_image_files`).
 
     Raises:
         EchoDataError: no images, unreadable or invalid files (naming the file).
@@ -225,7 +308,7 @@ def load_training_images(
     if not (1 <= frame_step[0] <= frame_step[1]):
         raise EchoDataError(None, f"frame_step must be (low, high) with 1 <= low <= high, got {tuple(frame_step)}")
     root = Path(data)
-    kind, files = find_image_files(root)
+    kind, files = find_image_files(root, fold, include_validation, all_patients)
     images, sectors, sources = [], [], []
     files_iter = progress(files, total=len(files), desc="reading images") if verbose else files
     for path in files_iter:
@@ -559,11 +642,16 @@ def train_ddpm(
     n_samples: int = 16,
     sample_steps: int = 100,
     verbose: bool = True,
+    *,
+    fold: int = 0,
+    include_validation: bool = False,
+    all_patients: bool = False,
 ) -> Path:
     """Train the unconditional DDPM on the images of ``data``; returns the EMA weights file (``ddpm_ema.pt``).
 
     Args:
-        data: nnU-Net raw dataset, CAMUS folder (sequences) or folder of images.
+        data: nnU-Net raw dataset (the training half of ``fold``), CAMUS folder (the ``subgroup_training``
+            patients' sequences) or folder of images (every image).
         out_dir: output folder; an existing ``checkpoint.pt`` there is resumed when ``resume``.
         config: ``"paper"``, ``"tiny"``, ``"micro"``, a dict or a :class:`DDPMConfig`.
         steps: total number of optimisation steps (default: the config's; the paper: 500k).
@@ -580,6 +668,11 @@ def train_ddpm(
         n_samples: images per sample grid.
         sample_steps: respaced sampling steps of the sample grids.
         verbose: progress bars.
+        fold: fold of the dataset's ``splits_final.json`` whose training half is used (the one ``expand-dataset``
+            augments).
+        include_validation: also train on the fold's validation cases / CAMUS ``subgroup_validation`` patients
+            (default: left out, so that they stay unseen by the generator as by the segmenter).
+        all_patients: accept a CAMUS folder without split files (every patient, test patients included).
 
     Raises:
         EchoDataError: bad data, configuration or checkpoint, before any file is written.
@@ -604,14 +697,20 @@ def train_ddpm(
     out = Path(out_dir)
     _check_out_dir(out)
     fit = settings.max_narrowing_deg > 0
-    images = load_training_images(data, cfg.image_size, seed, tuple(frame_step), fit, verbose)
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+        raise EchoDataError(None, f"--fold: expected an integer >= 0, got {fold!r}")
+    images = load_training_images(data, cfg.image_size, seed, tuple(frame_step), fit, verbose, fold=fold,
+                                  include_validation=bool(include_validation), all_patients=bool(all_patients))
     trainer = DDPMTrainer(images, out, cfg, settings, device, verbose)
     if resume and trainer.checkpoint_path.is_file():
         trainer.load(trainer.checkpoint_path)
     elif trainer.checkpoint_path.is_file():
         log.warning("%s exists; starting afresh (resume=False) and overwriting it", trainer.checkpoint_path)
     if trainer.is_main:
-        record = {"config": cfg.to_dict(), "settings": vars(settings), "data": str(data), "images": len(images)}
+        selection = {"fold": fold, "include_validation": bool(include_validation), "all_patients": bool(all_patients),
+                     "files": len({src.split("[frame")[0] for src in images.sources})}
+        record = {"config": cfg.to_dict(), "settings": vars(settings), "data": str(data), "images": len(images),
+                  "selection": selection}
         atomic_write_json(out / "config.json", record)
     return trainer.run()
 

@@ -443,3 +443,28 @@ def test_two_runs_with_other_arguments_at_the_same_instant_do_not_mix(src, plain
     reference = plain if winner == 0 else _run(src, tmp_path / "serial" / out.name, None, repaint=False, frame_size=32,
                                                seed=1)
     assert _files(out) == _files(reference)
+
+
+def test_validation_copies_are_the_papers_option_and_originals_only_the_default(base, src, tmp_path):
+    from nnunet_ext.splits import echo_split
+
+    source = RawDataset(src)
+    val = source.splits[0]["val"]
+    out = _run(src, tmp_path / "Dataset907_Val", None, repaint=False, frame_size=32, augment_validation=True)
+    ds = RawDataset(out)
+    copies = [f"{c}_aug{j}" for c in val for j in range(1, K + 1)]
+    assert sorted(ds.splits[0]["val"]) == sorted(val + copies)  # Sec. 2.6: validation set = originals + copies
+    assert all(ds.record(c)["provenance"]["validation_copy"] is True for c in copies)
+    train_copies = [c for c in ds.splits[0]["train"] if "_aug" in c]
+    assert train_copies and not any(ds.record(c)["provenance"]["validation_copy"] for c in train_copies)
+    records = json.loads((out / "cases.json").read_text())
+    train, validation = echo_split(ds.splits, 0, records, ds.case_ids("Tr"))
+    assert validation == sorted(val + copies)  # the Echo trainers validate on them
+    assert not {ds.record(c)["patient"] for c in train} & {ds.record(c)["patient"] for c in validation}
+    # the default (originals-only validation, the documented deviation): no copy of a validation case anywhere
+    default = RawDataset(base)
+    assert default.splits[0]["val"] == sorted(val)
+    assert not any(c.startswith(tuple(val)) and "_aug" in c for c in default.case_ids("Tr"))
+    train, validation = echo_split(default.splits, 0, json.loads((base / "cases.json").read_text()),
+                                   default.case_ids("Tr"))
+    assert validation == sorted(val)

@@ -75,8 +75,9 @@ def test_find_sources_nnunet_camus_and_folder(tmp_path):
         label[10:20, 10:20] = 1
         writer.add_case(f"p{i}_4CH_ED", _sector_image(40, rng), label, spacing=(0.3, 0.3), test=i == 2)
     writer.finalize(n_folds=2)
-    kind, files = find_image_files(ds)
-    assert kind == "nnunet" and len(files) == 2 and all("imagesTr" in str(f) for f in files)
+    kind, files = find_image_files(ds)  # fold 0's training half: one case (the other is its validation case)
+    assert kind == "nnunet" and len(files) == 1 and all("imagesTr" in str(f) for f in files)
+    assert len(find_image_files(ds, include_validation=True)[1]) == 2
     # CAMUS: sequences, every N-th frame with N in 8..12
     camus = tmp_path / "camus" / "patient0001"
     camus.mkdir(parents=True)
@@ -86,9 +87,11 @@ def test_find_sources_nnunet_camus_and_folder(tmp_path):
     write_image(img, camus / "patient0001_4CH_half_sequence.nii.gz")
     write_image(make_image(seq[0]), camus / "patient0001_4CH_ED.nii.gz")
     write_image(make_image((seq[0] > 0).astype(np.uint8)), camus / "patient0001_4CH_ED_gt.nii.gz")
-    kind, files = find_image_files(tmp_path / "camus")
+    with pytest.raises(EchoDataError, match="all_patients"):  # no split files: its test patients are unknown
+        find_image_files(tmp_path / "camus")
+    kind, files = find_image_files(tmp_path / "camus", all_patients=True)
     assert kind == "camus" and [f.name for f in files] == ["patient0001_4CH_half_sequence.nii.gz"]
-    data = load_training_images(tmp_path / "camus", 32, seed=3)
+    data = load_training_images(tmp_path / "camus", 32, seed=3, all_patients=True)
     n = int(data.sources[1].split("frame ")[1].rstrip("]"))
     assert 8 <= n <= 12 and len(data) == len(range(0, 30, n))
     assert data.images.shape[1:] == (32, 32) and data.images.dtype == np.uint8
@@ -96,13 +99,58 @@ def test_find_sources_nnunet_camus_and_folder(tmp_path):
     # the physical size is kept: 20 x 0.3 mm wide and 40 x 0.15 mm deep over 32 x 32 pixels
     assert data.sectors[0].spacing == pytest.approx((0.3 * 20 / 32, 0.15 * 40 / 32))
     assert data.sectors[0].opening_deg == pytest.approx(72, abs=4)
-    assert np.array_equal(load_training_images(tmp_path / "camus", 32, seed=3).images, data.images)
+    assert np.array_equal(load_training_images(tmp_path / "camus", 32, seed=3, all_patients=True).images, data.images)
     # folder of PNGs
     kind, files = find_image_files(_png_folder(tmp_path / "pngs"))
     assert kind == "folder" and len(files) == 4
     (tmp_path / "empty").mkdir()
     with pytest.raises(EchoDataError, match="no training images"):
         find_image_files(tmp_path / "empty")
+
+
+def test_camus_test_patients_never_reach_the_ddpm(tmp_path):
+    from tests.data.fixtures import patient_name, write_camus
+
+    splits = {"training": [1, 2], "validation": [3], "testing": [4, 5]}
+    root = write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2, 3, 4, 5), splits=splits)
+
+    def patients(sources):
+        return {p for p in (patient_name(i) for i in range(1, 6)) if any(p in s for s in sources)}
+
+    kind, files = find_image_files(root)
+    assert kind == "camus" and patients(map(str, files)) == {"patient0001", "patient0002"}
+    assert not any(f.name.endswith(("_gt.nii.gz",)) for f in files)
+    _, with_val = find_image_files(root / "database_nifti", include_validation=True)  # the release folder itself
+    assert patients(map(str, with_val)) == {"patient0001", "patient0002", "patient0003"}
+    # the whole training run: only the training patients' images are read, recorded in config.json
+    read: list[str] = []
+    real = train_mod._read_frames
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "_read_frames", lambda path, *a: (read.append(str(path)), real(path, *a))[1])
+        train_ddpm(root, tmp_path / "run", config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1,
+                   verbose=False, max_narrowing_deg=0.0)
+    assert read and patients(read) == {"patient0001", "patient0002"}
+    record = train_mod.read_json(tmp_path / "run" / "config.json")
+    assert record["selection"] == {"fold": 0, "include_validation": False, "all_patients": False, "files": len(read)}
+    # a raw folder without split files is refused unless asked for every patient
+    (root / "database_split").rename(tmp_path / "hidden_split")
+    with pytest.raises(EchoDataError, match="all_patients"):
+        find_image_files(root)
+    assert len(patients(map(str, find_image_files(root, all_patients=True)[1]))) == 5
+
+
+def test_dataset_validation_and_test_cases_never_reach_the_ddpm(tmp_path):
+    from echogains.data.nnunet import RawDataset
+    from echogains.data.phantom import make_phantom
+
+    root = make_phantom(tmp_path / "Dataset990_P", n_patients=4, layout="nnunet", image_size=(40, 36), progress=False)
+    ds = RawDataset(root)
+    train, val, test = ds.case_ids("train", 0), ds.case_ids("val", 0), ds.case_ids("Ts")
+    assert train and val and test
+    _, files = find_image_files(root)
+    assert sorted(f.name for f in files) == sorted(ds.image_path(c).name for c in train)
+    _, files = find_image_files(root, include_validation=True)
+    assert sorted(f.name for f in files) == sorted(ds.image_path(c).name for c in train + val)
 
 
 def test_narrow_sector_cuts_and_stretches_back():
