@@ -182,6 +182,7 @@ class EchoGains:
         fold: int = 0,
         include_validation: bool = False,
         all_patients: bool = False,
+        vb_weighting: str = "rescaled",
         progress: bool = True,
     ) -> str:
         """Train the unconditional improved DDPM (EchoGAINS) on echo images; resumes from ``out/checkpoint.pt``.
@@ -208,6 +209,8 @@ class EchoGains:
                 augments).
             include_validation: also train on the fold's validation cases (CAMUS: the ``subgroup_validation`` patients).
             all_patients: accept a CAMUS folder without split files: every patient, its test patients included.
+            vb_weighting: ``rescaled`` (L_simple + 0.001 T L_t, improved DDPM's rescaled loss; default) or ``unit``
+                (L_simple + L_t, the EchoGAINS public configuration).
             progress: show progress bars.
         """
         from echogains.ddpm.train import train_ddpm
@@ -216,7 +219,8 @@ class EchoGains:
         return str(train_ddpm(data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, ema=ema, seed=seed,
                               resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
                               device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress, fold=fold,
-                              include_validation=include_validation, all_patients=all_patients))
+                              include_validation=include_validation, all_patients=all_patients,
+                              vb_weighting=vb_weighting))
 
     def expand_dataset(
         self,

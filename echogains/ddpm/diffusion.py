@@ -367,6 +367,15 @@ class GaussianDiffusion(nn.Module):
             t: timesteps (B,), drawn uniformly.
             noise: eps ~ N(0, I), shape of ``x0``.
             vlb_weight: lambda of Eq. 16 (0.001).
+
+        Weighting of the variational term: per image the loss is L_simple + lambda T L_t, since T L_t with t uniform
+        estimates L_vlb = L_0 + ... + L_{T-1} (Eq. 16). With lambda = 0.001 this is exactly improved DDPM's
+        ``rescale_learned_sigmas`` (``LossType.RESCALED_MSE``: L_t x T / 1000; 4 x L_t at T = 4000), the loss the
+        paper's reference (Nichol & Dhariwal) trains with. The EchoGAINS public configuration trains with VB weight
+        1 (``rescale_learned_sigmas=False``: L_simple + L_t); that is ``vlb_weight = 1 / T`` here
+        (``train-ddpm --vb_weighting unit``). The paper's Table 1 says "L_simple": with a learned variance L_simple
+        alone does not train Sigma (its gradient does not reach v), so some L_vlb term is implied; the mean is
+        trained by L_simple alone in either weighting (the vb term sees a stop-gradient eps).
         """
         t = self._check_t(t, x0)
         xt = self.q_sample(x0, t, noise)

@@ -646,6 +646,7 @@ def train_ddpm(
     fold: int = 0,
     include_validation: bool = False,
     all_patients: bool = False,
+    vb_weighting: str = "rescaled",
 ) -> Path:
     """Train the unconditional DDPM on the images of ``data``; returns the EMA weights file (``ddpm_ema.pt``).
 
@@ -673,11 +674,19 @@ def train_ddpm(
         include_validation: also train on the fold's validation cases / CAMUS ``subgroup_validation`` patients
             (default: left out, so that they stay unseen by the generator as by the segmenter).
         all_patients: accept a CAMUS folder without split files (every patient, test patients included).
+        vb_weighting: weight of the variational term of the hybrid loss: ``rescaled`` (lambda T = T / 1000 with the
+            config's lambda = 0.001, improved DDPM's ``rescale_learned_sigmas``; the default) or ``unit`` (weight 1,
+            the EchoGAINS public configuration: sets the config's ``vlb_weight`` to 1 / T). See
+            :meth:`echogains.ddpm.diffusion.GaussianDiffusion.training_losses`.
 
     Raises:
         EchoDataError: bad data, configuration or checkpoint, before any file is written.
     """
     cfg = get_config(config)
+    if vb_weighting not in ("rescaled", "unit"):
+        raise EchoDataError(None, f"--vb_weighting: expected rescaled or unit, got {vb_weighting!r}")
+    if vb_weighting == "unit":
+        cfg = get_config(cfg, vlb_weight=1.0 / cfg.num_timesteps)
     settings = TrainSettings(
         steps=int(cfg.steps if steps is None else steps),
         batch_size=int(cfg.batch_size if batch_size is None else batch_size),

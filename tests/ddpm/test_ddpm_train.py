@@ -287,3 +287,16 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
     images = load_training_images(data, CFG.image_size)
     init = DDPMTrainer(images, tmp_path / "x", CFG, _ddp_settings(), "cpu", verbose=False)
     assert any(not torch.equal(init.model.state_dict()[k], w0[k]) for k in w0)  # the ranks trained
+
+
+def test_vb_weighting_unit_is_the_public_configs_weight_one(tmp_path):
+    data = _png_folder(tmp_path / "pngs")
+    kw = dict(config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1, verbose=False)
+    train_ddpm(data, tmp_path / "unit", vb_weighting="unit", **kw)
+    cfg = train_mod.read_json(tmp_path / "unit" / "config.json")["config"]
+    assert cfg["vlb_weight"] * cfg["num_timesteps"] == pytest.approx(1.0)  # loss = L_simple + 1 x L_t
+    train_ddpm(data, tmp_path / "rescaled", **kw)
+    cfg = train_mod.read_json(tmp_path / "rescaled" / "config.json")["config"]
+    assert cfg["vlb_weight"] == 0.001  # improved DDPM's rescaled hybrid: L_simple + 0.001 T L_t
+    with pytest.raises(EchoDataError, match="vb_weighting"):
+        train_ddpm(data, tmp_path / "bad", vb_weighting="half", **kw)
