@@ -40,7 +40,8 @@ class EchoGains:
             out: output folder.
             n_patients: number of patients (each gives 2CH and 4CH views at ED and ES).
             preset: ``camus-like`` (varied depth, angle, position) or ``lv-focused`` (HUNT4-like).
-            layout: ``camus-nifti``, ``camus-mhd``, ``echonet`` or ``nnunet`` (an nnU-Net raw dataset).
+            layout: ``camus-nifti``, ``camus-mhd``, ``echonet``, ``nnunet`` (an nnU-Net raw dataset) or ``dicom``
+                (multi-frame ultrasound DICOM loops of both views).
             seed: random seed; the same seed gives the same bytes.
             sequence: also write ED->ES half sequences (CAMUS layouts).
             labels: labels kept in the ``nnunet`` layout, from ``lv,myo,la``.
@@ -49,7 +50,7 @@ class EchoGains:
             progress: show a progress bar.
             overrides: phantom parameters, a value or a ``(low, high)`` range: ``depth_mm``, ``opening_deg``,
                 ``tilt_deg``, ``apex_depth_mm``, ``heart_angle_deg``, ``axis_angle_deg``, ``ef_percent``,
-                ``n_frames``, ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames``, ``fps``.
+                ``n_frames``, ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames``, ``fps``, ``n_beats``.
         """
         from echogains.data.phantom import make_phantom
 
@@ -311,6 +312,66 @@ class EchoGains:
         set_progress(progress)
         return str(augmentation_report(dataset, out, model=model, n_samples=n_samples, max_cases=max_cases, seed=seed,
                                        device=device, progress=progress))
+
+    def analyze(
+        self,
+        input: str,
+        out: str,
+        model: str = "echo_dnd",
+        model_path: str | None = None,
+        bundle_root: str | None = None,
+        views: str = "auto",
+        skip_bad: bool = False,
+        require_spacing: bool = False,
+        fps: float | None = None,
+        spacing_mm: str | None = None,
+        num_steps: int = 5,
+        ensemble: int = 3,
+        batch_size: int = 8,
+        seed: int = 0,
+        fold: int = 0,
+        checkpoint: str = "checkpoint_final.pth",
+        tta: bool = False,
+        device: str = "cpu",
+        min_beat_s: float = 0.3,
+        overlay: bool = True,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> str:
+        """Segment echo loops (video, ultrasound DICOM, 2D+t NIfTI/mhd, or a folder) and measure LV volumes and EF per beat.
+
+        Args:
+            input: a video (.avi/.mp4), a DICOM cine loop, a 2D+t NIfTI/mhd sequence, or a folder of them.
+            out: output folder: masks (NIfTI), curves (CSV, PNG), beats, overlay videos, results.csv, report.html.
+            model: ``echo_dnd`` (the bundle's weights) or ``nnunet`` (a trained nnU-Net: ``--model_path``).
+            model_path: Echo-DND weights (default: the bundle's models/model.pt) or the nnU-Net model folder.
+            bundle_root: Echo-DND bundle folder (default: $ECHOGAINS_ECHO_DND_BUNDLE or the repository's).
+            views: ``auto`` (DICOM tags, file names ``{patient}_{2CH|4CH}...``) or the views to use, e.g. ``2CH,4CH``.
+            skip_bad: skip bad loops and patients, listed in skipped.csv.
+            require_spacing: fail on a loop without physical pixel spacing (default: pixel units, with a warning).
+            fps: frame rate for loops that give none.
+            spacing_mm: ``sx,sy`` pixel spacing in mm for loops without calibration.
+            num_steps: Echo-DND sampling steps per chain.
+            ensemble: Echo-DND samples per chain (the EF interval comes from all samples of both chains).
+            batch_size: frames per Echo-DND sampler call.
+            seed: Echo-DND sampling seed.
+            fold: nnU-Net fold.
+            checkpoint: nnU-Net checkpoint file name.
+            tta: nnU-Net mirroring test-time augmentation.
+            device: ``cpu`` or ``cuda``.
+            min_beat_s: shortest beat in seconds (ED/ES detection).
+            overlay: write the overlay videos.
+            overwrite: write into a non-empty output folder.
+            progress: show a progress bar per loop.
+        """
+        from echogains.analysis import analyze
+
+        set_progress(progress)
+        analyze(input, out, model=model, model_path=model_path, bundle_root=bundle_root, views=views, skip_bad=skip_bad,
+                require_spacing=require_spacing, fps=fps, spacing_mm=spacing_mm, num_steps=num_steps, ensemble=ensemble,
+                batch_size=batch_size, seed=seed, fold=fold, checkpoint=checkpoint, tta=tta, device=device,
+                min_beat_s=min_beat_s, overlay=overlay, overwrite=overwrite, progress=progress)
+        return str(Path(out) / "report.html")
 
     def nnunet_env(self, shell: str = "bash") -> str:
         """Print the line that makes nnU-Net find this project's trainers (``-tr nnUNetTrainerEcho``).

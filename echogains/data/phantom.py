@@ -1059,6 +1059,7 @@ def simulate_cycle(
     render_images: bool = True,
     view: str = "4CH",
     n_beats: int = 1,
+    anisotropy: float = 1.0,
     **overrides: Any,
 ) -> PhantomCycle:
     """Render a loop over ``n_beats`` cardiac cycles (ED -> ES -> ED) with isotropic pixels, as in EchoNet-Dynamic.
@@ -1075,9 +1076,10 @@ def simulate_cycle(
         view: ``4CH`` (EchoNet-Dynamic) or ``2CH``; both views of a patient share the heart rate and systole length,
             the 2CH loop starts at its own phase (its first ED frame is drawn from its own stream).
         n_beats: cardiac cycles in the loop (the loop has ``n_beats * cycle_frames + ed_frame + 2`` frames).
+        anisotropy: pixel spacing ratio sy / sx (1: square pixels, as EchoNet-Dynamic; CAMUS: 0.5).
         overrides: see :func:`sample_params`.
     """
-    params = sample_params(patient_index, preset, seed, tuple(image_size), **{**overrides, "anisotropy": 1.0})
+    params = sample_params(patient_index, preset, seed, tuple(image_size), **{**overrides, "anisotropy": anisotropy})
     rng = _rng(seed, patient_index, 7)
     n_cycle = int(cycle_frames) if cycle_frames else int(round(fps * 60.0 / rng.uniform(55.0, 85.0)))
     n_systole = max(1, int(round(n_cycle * rng.uniform(0.33, 0.4))))
@@ -1086,7 +1088,7 @@ def simulate_cycle(
         ed_frame = int(_rng(seed, patient_index, 7, _VIEW_CODE[view]).integers(2, 6))
     n_total = int(n_beats) * n_cycle + ed_frame + 2
     states = _cycle_states(n_cycle, n_systole, ed_frame, n_total)
-    renderer = _ViewRenderer(params, view, tuple(image_size), 1.0, params.spacing, stream=1)
+    renderer = _ViewRenderer(params, view, tuple(image_size), anisotropy, params.spacing, stream=1)
     frames, labels = [], []
     speckles = renderer.cycle_speckle(n_total) if render_images else iter(())
     for k, s in enumerate(states):

@@ -28,8 +28,9 @@ Layouts (FACTS.md "Formats"), so that the real converters are exercised on the p
 ``dicom`` (scanner-style cine loops; both views of every patient)::
 
     dicom/patientXXXX/patientXXXX_{2CH,4CH}.dcm   Ultrasound Multi-frame Image Storage, MONOCHROME2, n_beats cycles
-                                                   (default 2) at fps (default 30), calibration in
-                                                   SequenceOfUltrasoundRegions (PhysicalDeltaX/Y in cm)
+                                                   (default 2) at fps (default 30), the preset's image size and
+                                                   pixel anisotropy (CAMUS-like: 128 x 96, sy = sx / 2), calibration
+                                                   in SequenceOfUltrasoundRegions (PhysicalDeltaX/Y in cm)
 
 Layouts with loops (``echonet``, ``dicom``, CAMUS with ``sequence=True``) also get their analytic volume curves
 (:mod:`echogains.data.phantom_curves`): ``phantom_curves.json`` and ``truth_curves/{loop}.csv``.
@@ -483,7 +484,7 @@ class EchoNetWriter(_LayoutWriter):
             cycle_frames=c.overrides.get("cycle_frames"),
             fps=c.overrides.get("fps", 50.0),
             n_beats=c.overrides.get("n_beats", 1),
-            **c.render_overrides,
+            **{k: v for k, v in c.render_overrides.items() if k != "anisotropy"},  # EchoNet: square pixels
         )
         name = ph.echonet_file_name(c.seed, index)
         self._write_video(self.root / "Videos" / f"{name}.avi", cycle.frames, cycle.fps)
@@ -600,11 +601,12 @@ class DicomWriter(_LayoutWriter):
         c = self.config
         stills = self.simulate(index, render_images=False)  # true masks of both views for the Simpson reference
         record = _patient_record(stills, split, ph.simpson_reference(stills))
-        pid, loops = stills.patient_id, {}
+        pid, loops, spec = stills.patient_id, {}, ph.PRESETS[c.preset]
         for view in ph.VIEWS:
             cycle = ph.simulate_cycle(
-                index, c.preset, c.seed, image_size=c.image_size or (128, 128), cycle_frames=c.overrides.get("cycle_frames"),
-                fps=c.overrides.get("fps", 30.0), n_beats=c.overrides.get("n_beats", 2), view=view, **c.render_overrides,
+                index, c.preset, c.seed, image_size=c.image_size or spec.image_size, cycle_frames=c.overrides.get("cycle_frames"),
+                fps=c.overrides.get("fps", 30.0), n_beats=c.overrides.get("n_beats", 2), view=view,
+                **{"anisotropy": spec.anisotropy, **c.render_overrides},
             )
             file = f"dicom/{pid}/{pid}_{view}.dcm"
             write_ultrasound_dicom(self.root / file, cycle.frames, cycle.spacing, cycle.fps, patient_id=pid, view=view,
