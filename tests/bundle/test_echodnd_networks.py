@@ -29,7 +29,7 @@ def test_paper_parameter_count() -> None:
     with torch.device("meta"):
         model = EchoDND(EchoDNDConfig.paper())
     counts = count_parameters(model)
-    assert counts["total"] == 241_379_492
+    assert counts["total"] == 242_476_228
     assert abs(counts["total"] - 238e6) / 238e6 < 0.02
     assert counts["gnem"] > 110e6 and counts["bnem"] > 110e6 and 5e6 < counts["conditioner"] < 20e6
 
@@ -45,7 +45,13 @@ def test_attention_and_fusion_placement() -> None:
     assert [isinstance(b, AttnUpBlock) for b in model.gnem.up_blocks] == [r == 16 for r in reversed(res)]
     assert all(isinstance(b, DownBlock) for b, r in zip(model.gnem.down_blocks, res) if r > 16)
     kinds = [type(f) for f in model.gnem.fusions]
-    assert kinds == [FiLMFusion] * 4 + [CrossAttentionFusion] * 2  # attention where <= 256 tokens
+    # cross-attention up to 64 x 64 (benchmarks/results/echo_dnd_fusion.json), FiLM at 256 and 128
+    assert kinds == [FiLMFusion] * 2 + [CrossAttentionFusion] * 4
+    assert [type(f) for f in model.bnem.fusions] == kinds
+    assert model.config.fusion_attention_max_tokens == 64 * 64
+    # the tiny (demo) network keeps FiLM at 64 and 32 px
+    tiny = EchoDND(EchoDNDConfig.tiny(64))
+    assert [type(f) for f in tiny.gnem.fusions] == [FiLMFusion] * 2 + [CrossAttentionFusion] * 2
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -86,6 +92,25 @@ def test_mfcm_keeps_four_streams_and_exchanges_across_them() -> None:
     diff = (mfcm(changed)[0] - feats[0]).abs().sum(1)[0]
     assert diff[48:, 48:].max() > 1e-4  # only reachable through the low-resolution streams
     assert len(mfcm.stages) == 4 and len(mfcm.stages[3][0].branches) == 4
+
+
+def test_mfcm_feeds_the_levels_below_its_streams_from_every_stream() -> None:
+    """Paper configuration: F^4 (16 x 16) and F^5 (8 x 8) come from all four HRNet streams, not the 1/8 stream alone."""
+    torch.manual_seed(0)
+    kw = dict(num_levels=6, blocks=1, modules_per_stage=(1, 1, 1, 1), groups=8)
+    mfcm = MFCM(1, (8, 16, 32, 64), **kw).eval()
+    assert EchoDNDConfig.paper().mfcm_low_levels == "exchange"
+    streams = [torch.randn(1, c, 64 // 2**i, 64 // 2**i, requires_grad=True) for i, c in enumerate((8, 16, 32, 64))]
+    for level in mfcm.low_exchange(streams):
+        grads = torch.autograd.grad(level.square().sum(), streams, retain_graph=True)
+        assert all(g.abs().sum() > 0 for g in grads)
+    assert [tuple(f.shape[1:]) for f in mfcm(torch.randn(1, 1, 64, 64))][4:] == [(64, 4, 4), (64, 2, 2)]
+    legacy = MFCM(1, (8, 16, 32, 64), low_levels="strided", **kw)  # the layout of weights saved before the option
+    assert legacy.low_exchange is None and len(legacy.extensions) == 2
+    with torch.device("meta"):
+        old = EchoDND(EchoDNDConfig.from_saved({k: v for k, v in EchoDNDConfig.paper().to_dict().items()
+                                                if k != "mfcm_low_levels"}))
+    assert count_parameters(old)["conditioner"] == 11_535_040  # the conditioner as before: old checkpoints load
 
 
 def test_fusions_are_identity_at_init_and_use_the_condition() -> None:

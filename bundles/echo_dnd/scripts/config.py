@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LOSS_TERMS", "ABLATIONS", "EchoDNDConfig"]
+__all__ = ["LOSS_TERMS", "ABLATIONS", "KL_FORMS", "LEGACY_FIELDS", "EchoDNDConfig"]
 
 #: The five terms of eq. 13, in order (lambda_1 .. lambda_5).
 LOSS_TERMS: tuple[str, ...] = ("gaussian", "bernoulli", "kl_gaussian", "kl_bernoulli", "scc")
@@ -28,7 +28,17 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "unet_conditioner": {"conditioner": "unet"},
     "loss_lg_lb": {"loss_terms": ("gaussian", "bernoulli")},
     "loss_lg_lb_kl": {"loss_terms": ("gaussian", "bernoulli", "kl_gaussian", "kl_bernoulli")},
+    # not in the paper: its KL terms (eqs. 10-11, the default) replaced by the variational-bound terms
+    "kl_vb": {"kl_form": "vb"},
 }
+
+#: The two forms of L_KL,G and L_KL,B (``kl_form``): ``prior`` is the paper's eqs. 10-11, KL(N(mu_theta, Sigma_theta) || N(0, I))
+#: and KL(B(phi_theta) || B(0.5)); ``vb`` the variational-bound terms KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)).
+KL_FORMS: tuple[str, ...] = ("prior", "vb")
+
+#: Values of fields added after weights were first saved: a saved configuration without the field was trained with
+#: this behaviour (:meth:`EchoDNDConfig.from_saved`), which is not the default of a new configuration.
+LEGACY_FIELDS: dict[str, Any] = {"kl_form": "vb", "mfcm_low_levels": "strided"}
 
 _TUPLE_FIELDS = (
     "channels",
@@ -58,10 +68,16 @@ class EchoDNDConfig:
         mfcm_channels: widths of the MFCM streams at 1, 1/2, 1/4, 1/8 resolution (HRNet-W32 at C = 128).
         mfcm_blocks: residual blocks per stream in each MFCM module.
         mfcm_modules: number of multi-resolution modules (each ending in a cross-resolution fusion) per stage 1-4.
+        mfcm_low_levels: how the MFCM serves U-Net levels below its 1/8 stream (16 x 16 and 8 x 8 at 256 x 256):
+            ``"exchange"`` (default) from a last cross-resolution exchange of all four streams, so every fused scale
+            is fed by the multi-resolution streams; ``"strided"`` (weights saved before the field existed) from
+            strided convolutions of the 1/8 stream alone.
         unet_conditioner_blocks: residual blocks per level and path of the U-Net conditioner (ablation); 1 gives
             about the MFCM's parameter count (10.1M vs 11.5M at C = 128).
         fusion_attention_max_tokens: scales with at most this many pixels fuse conditional features by
-            cross-attention; larger scales use the cheaper spatial FiLM fusion (documented in ``networks``).
+            cross-attention; larger scales use the cheaper spatial FiLM fusion (documented in ``networks``). The
+            paper configuration: 4096 (cross-attention at 64 x 64 and below, FiLM at 128 x 128 and 256 x 256, a speed
+            trade-off measured by ``benchmarks/echo_dnd_fusion.py``); ``tiny`` keeps 256 (FiLM at 64 and 32 px).
         scc_channels: hidden width of the SCC head (the FCN on the MFCM's full-resolution features).
         num_train_timesteps: T.
         schedule: MONAI ``NoiseSchedules`` name shared by the Gaussian and Bernoulli processes.
@@ -76,6 +92,9 @@ class EchoDNDConfig:
         lambda_kl_gaussian: lambda_3 (L_KL,G).
         lambda_kl_bernoulli: lambda_4 (L_KL,B).
         lambda_scc: lambda_5 (L_SCC).
+        kl_form: ``"prior"`` (default, the paper's eqs. 10-11: KL(N(mu_theta, Sigma_theta) || N(0, I)) and
+            KL(B(phi_theta) || B(0.5)), see :data:`KL_FORMS`) or ``"vb"`` (the variational-bound terms of improved DDPM
+            and BerDiff, what weights saved before the field existed were trained with).
     """
 
     image_size: int = 256
@@ -92,7 +111,7 @@ class EchoDNDConfig:
     mfcm_blocks: int = 2
     mfcm_modules: tuple[int, ...] = (1, 1, 2, 2)
     unet_conditioner_blocks: int = 1
-    fusion_attention_max_tokens: int = 256
+    fusion_attention_max_tokens: int = 4096
     scc_channels: int = 32
     num_train_timesteps: int = 1000
     schedule: str = "linear_beta"
@@ -107,6 +126,8 @@ class EchoDNDConfig:
     lambda_kl_gaussian: float = 0.01
     lambda_kl_bernoulli: float = 0.01
     lambda_scc: float = 0.1
+    kl_form: str = "prior"
+    mfcm_low_levels: str = "exchange"
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
@@ -149,12 +170,22 @@ class EchoDNDConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EchoDNDConfig:
-        """Build from a mapping (e.g. a bundle's JSON); unknown keys are an error."""
+        """Build from a mapping (e.g. a bundle's JSON); unknown keys are an error, absent ones take the defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown EchoDNDConfig fields {unknown}; known: {sorted(known)}")
         return cls(**dict(values))
+
+    @classmethod
+    def from_saved(cls, values: Mapping[str, Any]) -> EchoDNDConfig:
+        """Rebuild the configuration saved with weights or a checkpoint (``to_dict`` output).
+
+        A field that did not exist when the file was written takes its behaviour of that time
+        (:data:`LEGACY_FIELDS`: the variational-bound KL form, the strided low MFCM levels), not today's default,
+        so older weights (e.g. the committed demo weights) load into the network they were trained as.
+        """
+        return cls.from_dict({**LEGACY_FIELDS, **dict(values)})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
@@ -214,6 +245,12 @@ class EchoDNDConfig:
             raise ValueError(f"conditioner must be 'mfcm' or 'unet', got {self.conditioner!r}")
         if not (self.use_gaussian or self.use_bernoulli):
             raise ValueError("at least one of use_gaussian / use_bernoulli must be True")
+        if self.kl_form not in KL_FORMS:
+            raise ValueError(f"kl_form must be one of {KL_FORMS}, got {self.kl_form!r}")
+        if self.mfcm_low_levels not in ("exchange", "strided"):
+            raise ValueError(f"mfcm_low_levels must be 'exchange' or 'strided', got {self.mfcm_low_levels!r}")
+        if self.fusion_attention_max_tokens < 0:
+            raise ValueError(f"fusion_attention_max_tokens must be >= 0, got {self.fusion_attention_max_tokens}")
         if self.variance_interp not in ("log", "linear"):
             raise ValueError(f"variance_interp must be 'log' or 'linear', got {self.variance_interp!r}")
         unknown = [t for t in self.loss_terms if t not in LOSS_TERMS]

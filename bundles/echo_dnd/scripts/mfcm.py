@@ -5,8 +5,11 @@ streams at 1, 1/2, 1/4, 1/8 resolution. Each stage is a sequence of multi-resolu
 stream, then a cross-resolution exchange where each stream receives the sum of all streams resampled to its
 resolution (strided 3x3 convolutions down, 1x1 convolution + nearest upsampling up). Between stages a strided
 convolution opens the next lower-resolution stream. The outputs F^i, one per U-Net encoder level, are the four
-streams of the last exchange plus strided-convolution extensions for levels below 1/8. Everything here depends on
-the image only, so samplers compute it once per image.
+streams of the last exchange and, for levels below 1/8 (16 x 16 and 8 x 8 at 256 x 256), features fed by the
+streams too (``low_levels="exchange"``): the first level below 1/8 receives the sum of all four streams brought down
+by HRNet's strided paths, each further level a strided convolution of the level above (HRNetV2's incremental
+downsampling). ``low_levels="strided"`` (weights saved before this option) extends the 1/8 stream alone by strided
+convolutions. Everything here depends on the image only, so samplers compute it once per image.
 
 ``UNetConditioner`` (Table 4, "U-Net" conditioning) gives features of the same shapes from an encoder-decoder
 without parallel streams, so the two can be swapped with everything else unchanged.
@@ -110,6 +113,36 @@ class CrossResolutionExchange(nn.Module):
         return out
 
 
+class LowLevelExchange(nn.Module):
+    """Features for ``extra`` levels below the lowest stream, fed by every stream.
+
+    Level ``n`` (one below the lowest of the ``n`` streams) is SiLU(sum_i down_{i->n}(x_i)) with HRNet's strided paths
+    (:func:`_down_path`); each further level is a strided convolution of the level above.
+
+    Args:
+        channels: widths of the streams, highest resolution first.
+        extra: number of levels below the lowest stream (>= 1).
+        groups: GroupNorm groups.
+    """
+
+    def __init__(self, channels: Sequence[int], extra: int, groups: int) -> None:
+        super().__init__()
+        n, out = len(channels), channels[-1]
+        self.paths = nn.ModuleList(_down_path(c, out, n - i, groups) for i, c in enumerate(channels))
+        self.further = nn.ModuleList(
+            nn.Sequential(_conv(out, out, 3, 2), group_norm(out, groups), nn.SiLU()) for _ in range(extra - 1)
+        )
+
+    def forward(self, streams: list[torch.Tensor]) -> list[torch.Tensor]:
+        total = self.paths[0](streams[0])
+        for path, x in zip(self.paths[1:], streams[1:]):
+            total = total + path(x)
+        levels = [F.silu(total)]
+        for block in self.further:
+            levels.append(block(levels[-1]))
+        return levels
+
+
 class MultiResolutionModule(nn.Module):
     """``blocks`` residual blocks on every stream, then one cross-resolution exchange (when there are >= 2 streams)."""
 
@@ -135,6 +168,8 @@ class MFCM(nn.Module):
         blocks: residual blocks per stream in each module.
         modules_per_stage: multi-resolution modules in stages 1-4.
         groups: GroupNorm groups.
+        low_levels: levels below the 1/8 stream: ``"exchange"`` (fed by all streams, :class:`LowLevelExchange`) or
+            ``"strided"`` (strided convolutions of the 1/8 stream alone; weights saved before the option).
     """
 
     def __init__(
@@ -145,6 +180,7 @@ class MFCM(nn.Module):
         blocks: int = 2,
         modules_per_stage: Sequence[int] = (1, 1, 2, 2),
         groups: int = 32,
+        low_levels: str = "exchange",
     ) -> None:
         super().__init__()
         c = list(stream_channels)
@@ -158,9 +194,13 @@ class MFCM(nn.Module):
             self.stages.append(
                 nn.Sequential(*[MultiResolutionModule(c[: k + 1], blocks, groups) for _ in range(n_modules)])
             )
+        if low_levels not in ("exchange", "strided"):
+            raise ValueError(f"low_levels must be 'exchange' or 'strided', got {low_levels!r}")
         extra = max(num_levels - len(c), 0)
+        self.low_exchange = LowLevelExchange(c, extra, groups) if extra and low_levels == "exchange" else None
         self.extensions = nn.ModuleList(
-            nn.Sequential(_conv(c[-1], c[-1], 3, 2), group_norm(c[-1], groups), nn.SiLU()) for _ in range(extra)
+            nn.Sequential(_conv(c[-1], c[-1], 3, 2), group_norm(c[-1], groups), nn.SiLU())
+            for _ in range(extra if low_levels == "strided" else 0)
         )
         self.num_levels = num_levels
 
@@ -172,6 +212,8 @@ class MFCM(nn.Module):
             for module in stage:
                 streams = module(streams)
         features = streams[: self.num_levels]
+        if self.low_exchange is not None:
+            features.extend(self.low_exchange(streams))
         for extension in self.extensions:
             features.append(extension(features[-1]))
         return features

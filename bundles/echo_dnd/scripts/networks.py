@@ -7,12 +7,14 @@ adds one thing: at the input of every encoder level i, the conditional features 
 the U-Net's features (and into the skip connection of that scale), as the paper's Sect. 4.2 describes.
 
 Fusion per scale (where attention sits decides the speed, FACTS.md "Peers"):
-- ``CrossAttentionFusion`` where the scale has at most ``fusion_attention_max_tokens`` pixels (16 x 16 and 8 x 8 in
-  the paper configuration): queries from the U-Net features, keys and values from F^i, fixed 2-D sinusoidal
-  position codes on both sides so that attention knows where a token lies, zero-initialised output projection.
-- ``FiLMFusion`` at larger scales, where global attention does not fit (65,536 tokens at 256 x 256): a spatial
+- ``CrossAttentionFusion`` where the scale has at most ``fusion_attention_max_tokens`` pixels (64 x 64, 32 x 32,
+  16 x 16 and 8 x 8 in the paper configuration, the paper's Sect. 4.2): queries from the U-Net features, keys and
+  values from F^i, fixed 2-D sinusoidal position codes on both sides so that attention knows where a token lies,
+  zero-initialised output projection; ``scaled_dot_product_attention`` never materialises the attention matrix.
+- ``FiLMFusion`` at larger scales (128 x 128 and 256 x 256 in the paper configuration), a speed trade-off: a spatial
   FiLM, h * (1 + gamma(F^i)) + beta(F^i), with gamma, beta from a zero-initialised 1 x 1 convolution of F^i. Its cost
-  is linear in the pixels and it depends on the image only.
+  is linear in the pixels and it depends on the image only. Measured cost per scale: ``benchmarks/echo_dnd_fusion.py``
+  (``benchmarks/results/echo_dnd_fusion.json``; the bundle README quotes it).
 """
 
 from __future__ import annotations
@@ -250,6 +252,7 @@ def _build_conditioner(config: EchoDNDConfig) -> nn.Module:
             config.mfcm_blocks,
             config.mfcm_modules,
             config.norm_num_groups,
+            config.mfcm_low_levels,
         )
     return UNetConditioner(config.in_channels, channels, config.unet_conditioner_blocks, config.norm_num_groups)
 
