@@ -53,3 +53,52 @@ def test_two_process_gloo_step(tmp_path: Path) -> None:
     init = EchoDND(EchoDNDConfig.tiny(32)).state_dict()
     assert any(not torch.equal(init[k], state["model"][k]) for k in init)
     assert set(state["model"]) == set(init)
+
+
+_RESUME_SCRIPT = '''
+import logging, os, sys
+sys.path.insert(0, {bundle!r})
+logging.basicConfig(level=logging.INFO)
+import torch
+import torch.distributed as dist
+from scripts.train import EchoDNDTrainer
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+common = dict(dataset_dir={dataset!r}, config="tiny", image_size=32, batch_size=2, val_every=0, save_every=1,
+              progress=False, device="cpu", seed=3)
+out = {{}}
+for name, steps in (("straight", 2), ("killed", 1), ("killed", 2)):  # the second "killed" run resumes at step 1
+    trainer = EchoDNDTrainer(output_dir=os.path.join({root!r}, name), steps=steps, **common)
+    trainer.run()
+    out[name] = {{"data_gen": trainer.data_gen.get_state(), "noise_gen": trainer.noise_gen.get_state(),
+                  "torch": torch.get_rng_state(),
+                  "weights": {{k: v.clone() for k, v in trainer.model.state_dict().items()}}}}
+torch.save(out, os.path.join({root!r}, f"rank{{rank}}.pt"))
+dist.destroy_process_group()
+'''
+
+
+def test_two_process_resume_restores_every_rank(tmp_path: Path) -> None:
+    """Killed after step 1 and resumed, both ranks continue exactly as a run that was never stopped: each rank's
+    generators and global torch state, and the weights (rank 1's batch enters the averaged gradient)."""
+    from echogains.data.phantom import make_phantom
+
+    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    script = tmp_path / "resume.py"
+    script.write_text(_RESUME_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), root=str(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    returncode, log = run_group(cmd, tmp_path, env)
+    assert returncode == 0, log[-6000:]
+    assert "resumed" in log and "resume is not exact" not in log
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2 and len(state["rng"]) == 2  # every rank's random state is in the checkpoint
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", map_location="cpu", weights_only=True)
+        straight, resumed = got["straight"], got["killed"]
+        for key in ("data_gen", "noise_gen", "torch"):
+            assert torch.equal(straight[key], resumed[key]), (rank, key)
+        assert all(torch.equal(straight["weights"][k], resumed["weights"][k]) for k in straight["weights"]), rank
+        assert torch.equal(state["rng"][rank]["noise_gen"], resumed["noise_gen"])

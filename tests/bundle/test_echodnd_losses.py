@@ -129,3 +129,97 @@ def test_bad_masks_raise_before_the_model_runs() -> None:
         training_losses(model, image, mask[..., :16], torch.Generator())
     with pytest.raises(EchoDataError, match=r"\(batch, 1, H, W\)"):
         training_losses(model, image, mask[:, 0], torch.Generator())
+
+
+# --- the two KL forms (kl_form): the paper's eqs. 10-11 (default) and the variational-bound option ---------------
+def _draws(model: EchoDND, config: EchoDNDConfig, image: torch.Tensor, mask: torch.Tensor, seed: int) -> dict:
+    """The loss's draws and network outputs, reproduced outside it (same generator order: t, eps, uniform)."""
+    from scripts import build_processes
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, config.num_train_timesteps, (image.shape[0],), generator=g)
+    eps = torch.randn(mask.shape, generator=g)
+    uniform = torch.rand(mask.shape, generator=g)
+    gaussian, bernoulli = build_processes(config)
+    x0_g = 2 * mask - 1
+    x_g, x_b = gaussian.q_sample(x0_g, t, eps), bernoulli.q_sample(mask, t, uniform)
+    out = model(image, x_g, x_b, t)
+    return dict(t=t, x0_g=x0_g, x_g=x_g, x_b=x_b, out=out, gaussian=gaussian, bernoulli=bernoulli)
+
+
+def test_prior_form_is_the_default_and_matches_torch_distributions() -> None:
+    """eq. 10: KL(N(mu_theta, Sigma_theta) || N(0, I)), eq. 11: KL(B(phi_theta) || B(0.5)), per pixel, averaged;
+    the oracle is torch.distributions.kl_divergence on mu/Sigma written out from the schedule."""
+    from torch.distributions import Bernoulli, Normal, kl_divergence
+
+    config = EchoDNDConfig.tiny(32)
+    assert config.kl_form == "prior" and EchoDNDConfig.paper().kl_form == "prior"
+    model = _model(config)
+    image, mask = _batch()
+    losses = training_losses(model, image, mask, torch.Generator().manual_seed(5))
+    d = _draws(model, config, image, mask, 5)
+    # mu_theta, Sigma_theta of p_theta(x_{t-1} | x_t) from (eps, v), written out (Ho et al. eqs. 6-7, Nichol eq. 15)
+    sched = d["gaussian"].scheduler
+    beta = sched.betas.double()
+    abar = sched.alphas_cumprod.double()
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    t = d["t"]
+    a, ap, b = abar[t].view(-1, 1, 1, 1), abar_prev[t].view(-1, 1, 1, 1), beta[t].view(-1, 1, 1, 1)
+    pred = d["out"]["gaussian"].double()
+    x_t = d["x_g"].double()
+    x0 = (x_t - (1 - a).sqrt() * pred[:, :1]) / a.sqrt()
+    mean = b * ap.sqrt() / (1 - a) * x0 + (1 - ap) * (1 - b).sqrt() / (1 - a) * x_t
+    tilde = beta * (1 - abar_prev) / (1 - abar)
+    log_tilde = torch.log(torch.cat([tilde[1:2], tilde[1:]]))[t].view(-1, 1, 1, 1)
+    frac = (pred[:, 1:2] + 1) / 2
+    var = torch.exp(frac * b.log() + (1 - frac) * log_tilde)
+    want_g = kl_divergence(Normal(mean, var.sqrt()), Normal(torch.zeros_like(mean), 1.0)).mean()
+    assert torch.allclose(losses["kl_gaussian"].double(), want_g, rtol=1e-4, atol=1e-6)
+    phi = torch.sigmoid(d["out"]["bernoulli"].double())
+    want_b = kl_divergence(Bernoulli(probs=phi), Bernoulli(probs=torch.full_like(phi, 0.5))).mean()
+    assert torch.allclose(losses["kl_bernoulli"].double(), want_b, rtol=1e-4, atol=1e-7)
+    # both are regularisers toward the priors: zero at the prior itself, finite for saturated logits
+    zero_logits = torch.zeros(2, 1, 4, 4)
+    assert d["bernoulli"].prior_kl(zero_logits).abs().max() < 1e-7
+    assert torch.isfinite(d["bernoulli"].prior_kl(torch.full((1, 1, 2, 2), 80.0))).all()
+
+
+def test_vb_option_gives_the_variational_bound_terms() -> None:
+    """kl_form="vb" keeps the former terms: KL(q(x_{t-1} | x_t, x_0) || p_theta) with epsilon detached in L_KL,G."""
+    config = EchoDNDConfig.tiny(32, kl_form="vb")
+    model = _model(config)
+    image, mask = _batch()
+    losses = training_losses(model, image, mask, torch.Generator().manual_seed(5))
+    d = _draws(model, config, image, mask, 5)
+    t = d["t"]
+    want_g = d["gaussian"].vb_term(d["out"]["gaussian"], d["x0_g"], d["x_g"], t).mean()
+    want_b = d["bernoulli"].vb_term(d["out"]["bernoulli"], mask, d["x_b"], t).mean()
+    assert torch.allclose(losses["kl_gaussian"], want_g, rtol=1e-5) and losses["kl_gaussian"] > 0
+    assert torch.allclose(losses["kl_bernoulli"], want_b, rtol=1e-5) and losses["kl_bernoulli"] > 0
+    same_weights = EchoDND(config.replace(kl_form="prior"))
+    same_weights.load_state_dict(model.state_dict())
+    prior = training_losses(same_weights, image, mask, torch.Generator().manual_seed(5))
+    assert torch.equal(prior["gaussian"], losses["gaussian"])  # same draws and outputs, only the KL form differs
+    assert abs(prior["kl_gaussian"].item() - losses["kl_gaussian"].item()) > 1e-3
+    # vb: L_KL,G reaches GNEM's variance channel only (epsilon detached); prior: the epsilon channel as well
+    for form, eps_gets_grad in (("vb", False), ("prior", True)):
+        m = _model(config.replace(kl_form=form))
+        only_kl = config.replace(kl_form=form, loss_terms=("kl_gaussian",))
+        EchoDNDLoss(only_kl)(m, image, mask, torch.Generator().manual_seed(2))["total"].backward()
+        grad = m.gnem.out[2].conv.weight.grad
+        assert grad[1].abs().max() > 0
+        assert (grad[0].abs().max() > 0) == eps_gets_grad, form
+
+
+def test_saved_configs_without_the_new_fields_load_with_the_legacy_behaviour() -> None:
+    from scripts.config import LEGACY_FIELDS
+
+    old = EchoDNDConfig.tiny(64).to_dict()
+    for key in LEGACY_FIELDS:
+        old.pop(key)
+    saved = EchoDNDConfig.from_saved(old)
+    assert saved.kl_form == "vb" and saved.mfcm_low_levels == "strided"
+    assert EchoDNDConfig.from_dict(old).kl_form == "prior"  # a new config written by hand gets the defaults
+    assert EchoDNDConfig.from_saved(EchoDNDConfig.tiny(64).to_dict()) == EchoDNDConfig.tiny(64)
+    with pytest.raises(ValueError, match="kl_form"):
+        EchoDNDConfig.tiny(32, kl_form="elbo")

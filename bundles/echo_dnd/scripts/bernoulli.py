@@ -50,7 +50,7 @@ def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 class BernoulliDiffusion(nn.Module):
-    """Bernoulli forward process (B1), posterior (B2), L_B, L_KL,B and the BDDIM step (B3).
+    """Bernoulli forward process (B1), posterior (B2), L_B, L_KL,B (both forms) and the BDDIM step (B3).
 
     Args:
         num_train_timesteps: T.
@@ -122,6 +122,17 @@ class BernoulliDiffusion(nn.Module):
         model_p = model_p.clamp(_EPS, 1.0 - _EPS)
         nll = -(torch.xlogy(x0, model_p) + torch.xlogy(1.0 - x0, 1.0 - model_p)).flatten(1).mean(1) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
+
+    @staticmethod
+    def prior_kl(logits: torch.Tensor) -> torch.Tensor:
+        """L_KL,B as the paper's eq. 11 per sample: KL(B(phi_theta) || B(0.5)), in nats per pixel.
+
+        phi_theta = sigmoid(logits) is BNEM's x_0_hat (eq. 9); per pixel the KL is
+        phi log phi + (1 - phi) log(1 - phi) + log 2, computed from log-sigmoids (finite for any logit).
+        """
+        phi = torch.sigmoid(logits)
+        kl = phi * F.logsigmoid(logits) + (1.0 - phi) * F.logsigmoid(-logits) + math.log(2.0)
+        return kl.flatten(1).mean(1)
 
     # --- sampling ------------------------------------------------------------------------------------
     def ddim_probs(self, x0_hat: torch.Tensor, x_t: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 The schedule, the forward process q(x_t | x_0) and the reference posterior come from MONAI's ``DDPMScheduler``
 (epsilon prediction, learned-range variance); this file adds what the scheduler does not expose as functions:
 the posterior q(x_{t-1} | x_t, x_0) for a batch of timesteps, the learned-variance reverse distribution, the
-variational-bound term L_KL,G and a DDIM step between any two timesteps. Timesteps are 0-based (MONAI): index ``t``
+variational-bound term, the paper's prior-form L_KL,G (eq. 10) and a DDIM step between any two timesteps. Timesteps are 0-based (MONAI): index ``t``
 is the paper's step ``t + 1``; ``alpha_bar_prev`` at ``t = 0`` is 1. Masks enter the chain as ``x_0 = 2 * mask - 1``.
 
 Networks know nothing of this file: the loss and the sampler pass network outputs in.
@@ -160,6 +160,17 @@ class GaussianDiffusion(nn.Module):
         kl = normal_kl(true_mean, true_logvar, mean, logvar).flatten(1).mean(1) / math.log(2.0)
         nll = binary_gaussian_nll(x0, mean, logvar).flatten(1).mean(1) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
+
+    def prior_kl(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_KL,G as the paper's eq. 10 per sample: KL(N(mu_theta, Sigma_theta) || N(0, I)), in nats per pixel.
+
+        mu_theta and Sigma_theta are the mean and learned-range variance of p_theta(x_{t-1} | x_t) from GNEM's
+        ``(eps, v)`` output (:meth:`p_mean_variance`); the KL of each pixel is
+        (Sigma + mu^2 - 1 - log Sigma) / 2, averaged over the pixels. Both outputs receive its gradient.
+        """
+        mean, logvar, _ = self.p_mean_variance(model_output, x_t, t)
+        zero = torch.zeros_like(mean)
+        return normal_kl(mean, logvar, zero, zero).flatten(1).mean(1)
 
     # --- sampling ------------------------------------------------------------------------------------
     def ddim_step(

@@ -4,10 +4,15 @@
 
 - L_G (8): MSE between the true and predicted epsilon of the Gaussian chain.
 - L_B (9): BCE between x_0 and x_0_hat = sigmoid(BNEM logits).
-- L_KL,G (10) and L_KL,B (11): the variational-bound terms (improved DDPM / BerDiff): the KL between the true
-  posterior q(x_{t-1} | x_t, x_0) and the model's reverse step, the decoder NLL at t = 0, in bits per pixel.
-  In L_KL,G epsilon is detached so the term trains the learned-range variance and L_G alone trains the mean
-  (improved DDPM's hybrid objective).
+- L_KL,G (10) and L_KL,B (11), in one of two forms (``config.kl_form``):
+  ``"prior"`` (default, the paper's equations): KL(N(mu_theta, Sigma_theta) || N(0, I)) of the model's reverse step
+  p_theta(x_{t-1} | x_t) = N(mu_theta, Sigma_theta), and KL(B(phi_theta) || B(0.5)) of BNEM's x_0_hat = phi_theta,
+  in nats per pixel; the paper's text: "the KL divergence term encourages the learned distributions to remain close
+  to their standard priors (standard Normal and uniform Bernoulli)". Gradients reach both GNEM outputs and BNEM.
+  ``"vb"``: the variational-bound terms (improved DDPM / BerDiff): the KL between the true posterior
+  q(x_{t-1} | x_t, x_0) and the model's reverse step, the decoder NLL at t = 0, in bits per pixel; in L_KL,G epsilon
+  is detached so the term trains the learned-range variance and L_G alone trains the mean (improved DDPM's hybrid
+  objective). Weights saved before ``kl_form`` existed were trained with this form.
 - L_SCC (12): MSE between x_0 and sigmoid(SCC head logits) on the MFCM's full-resolution features.
 
 One timestep per sample, uniform over 0..T-1, is shared by both chains. A disabled term (switched off, or its chain
@@ -99,14 +104,18 @@ class EchoDNDLoss(nn.Module):
             pred = out["gaussian"]
             if "gaussian" in terms:  # (8)
                 losses["gaussian"] = F.mse_loss(pred[:, :1], eps)
-            if "kl_gaussian" in terms:  # (10), mean frozen
+            if "kl_gaussian" in terms and config.kl_form == "prior":  # (10) toward N(0, I)
+                losses["kl_gaussian"] = gaussian.prior_kl(pred, x_g, t).mean()
+            elif "kl_gaussian" in terms:  # (10) as the variational-bound term, mean frozen
                 frozen = torch.cat([pred[:, :1].detach(), pred[:, 1:2]], dim=1)
                 losses["kl_gaussian"] = gaussian.vb_term(frozen, x0_g, x_g, t).mean()
         if run_b:
             logits = out["bernoulli"]
             if "bernoulli" in terms:  # (9)
                 losses["bernoulli"] = bernoulli.bce(logits, mask).mean()
-            if "kl_bernoulli" in terms:  # (11)
+            if "kl_bernoulli" in terms and config.kl_form == "prior":  # (11) toward B(0.5)
+                losses["kl_bernoulli"] = bernoulli.prior_kl(logits).mean()
+            elif "kl_bernoulli" in terms:  # (11) as the variational-bound term
                 losses["kl_bernoulli"] = bernoulli.vb_term(logits, mask, x_b, t).mean()
         if "scc" in terms:  # (12)
             losses["scc"] = F.mse_loss(torch.sigmoid(out["scc"]), mask)

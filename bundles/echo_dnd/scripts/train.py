@@ -1,8 +1,13 @@
 """Echo-DND training loop: AdamW, EMA weights, periodic validation Dice, atomic full-state checkpoints, resume, DDP.
 
 Launched by ``configs/train.json`` (one process) or ``configs/multi_gpu_train.json`` under ``torchrun``
-(DistributedDataParallel: NCCL on GPUs, gloo on CPU). Every random draw comes from per-rank ``torch.Generator``s
-whose state is checkpointed, so a run killed and resumed continues exactly as an uninterrupted one.
+(DistributedDataParallel: NCCL on GPUs, gloo on CPU). Every random draw comes from per-rank ``torch.Generator``s.
+The checkpoint holds the random state of every rank (its two generators and the global torch, CUDA, NumPy and
+Python states, gathered to rank 0), so a run killed and resumed with the same number of processes continues
+exactly as an uninterrupted one on every rank: same batches, same noise, same weights. What is not exact: resuming
+with another number of processes (the saved ranks restore their states; a new rank is seeded from the seed, its
+rank and the step, and the batch split differs anyway), and the loss averages of the first ``metrics.csv`` row
+after a resume (they cover the steps since the resume only).
 
 Files in ``output_dir``: ``checkpoint.pt`` (full state: model, EMA, optimizer, step, generator states, config),
 ``model.pt`` (deployable: ``{"config", "state_dict"}`` of the EMA weights), ``metrics.csv`` (step, loss terms,
@@ -16,10 +21,12 @@ import csv
 import io
 import logging
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -67,7 +74,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         raise EchoDataError(path, f"cannot read model weights ({err})") from err
     if not isinstance(state, dict) or "config" not in state:
         raise EchoDataError(path, "not an Echo-DND weights file (no 'config')")
-    model = EchoDND(EchoDNDConfig.from_dict(state["config"]))  # the saved config holds the ablation's switches
+    # the saved config holds the ablation's switches; fields it lacks get the behaviour they had when it was saved
+    model = EchoDND(EchoDNDConfig.from_saved(state["config"]))
     model.load_state_dict(state["ema"] if "ema" in state else state["state_dict"])
     model.ablation = str(state.get("ablation", "full"))  # weights saved before the option existed are "full"
     return model.to(device).eval()
@@ -122,7 +130,10 @@ class EchoDNDTrainer:
         steps: optimiser steps in total (paper: 200k).
         batch_size: images per step and process (paper: 8).
         lr: AdamW learning rate (paper: 5e-5).
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW's decoupled weight decay, on every parameter (default 1e-2, PyTorch's AdamW default: the
+            paper names AdamW but not its decay; 0 makes it Adam, what the committed demo weights were trained with).
+        kl_form: form of the KL terms, ``"prior"`` (the paper's eqs. 10-11) or ``"vb"`` (variational bound); ``None``
+            keeps the configuration's (``prior`` for ``paper`` and ``tiny``). Saved with the configuration.
         ema_decay: EMA of the weights used for validation and the deployable ``model.pt``.
         val_every: validate (few-step sampling, EMA weights) every this many steps; 0 disables.
         val_steps: sampling steps of the validation.
@@ -144,7 +155,8 @@ class EchoDNDTrainer:
         steps: int = 200_000,
         batch_size: int = 8,
         lr: float = 5e-5,
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-2,
+        kl_form: str | None = None,
         ema_decay: float = 0.999,
         val_every: int = 1000,
         val_steps: int = 10,
@@ -156,7 +168,15 @@ class EchoDNDTrainer:
     ) -> None:
         self.dataset_dir, self.output_dir = str(dataset_dir), Path(output_dir)
         self.ablation = check_ablation(ablation)
-        self.config = _resolve_config(config, image_size).ablation(self.ablation)
+        base = _resolve_config(config, image_size)
+        if kl_form is not None:
+            from .common import EchoDataError
+            from .config import KL_FORMS
+
+            if str(kl_form) not in KL_FORMS:
+                raise EchoDataError("kl_form", f"unknown KL form {kl_form!r}; choose from {', '.join(KL_FORMS)}")
+            base = base.replace(kl_form=str(kl_form))
+        self.config = base.ablation(self.ablation)
         self.fold, self.steps, self.batch_size = fold, int(steps), int(batch_size)
         self.lr, self.weight_decay, self.ema_decay = lr, weight_decay, ema_decay
         self.val_every, self.val_steps, self.save_every = int(val_every), int(val_steps), max(1, int(save_every))
@@ -221,6 +241,7 @@ class EchoDNDTrainer:
             "step": self.step,
             "data_gen": self.data_gen.get_state(),
             "noise_gen": self.noise_gen.get_state(),
+            "rng": [self._rng_state()],
             "seed": self.seed,
             "ablation": self.ablation,
         }
@@ -230,7 +251,7 @@ class EchoDNDTrainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != self.config.to_dict():
+        if EchoDNDConfig.from_saved(state["config"]) != self.config:
             from .common import EchoDataError
 
             raise EchoDataError(path, "checkpoint was trained with another configuration; use a new output_dir")
@@ -238,18 +259,63 @@ class EchoDNDTrainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        # generator states are per rank: rank r continues from its own saved draw position
-        self.data_gen.set_state(state["data_gen"])
-        self.noise_gen.set_state(state["noise_gen"])
-        if self.rank:
+        # random states are per rank: rank r continues from its own saved states (checkpoints before the "rng"
+        # list held rank 0's generators only)
+        saved = state.get("rng") or [{"data_gen": state["data_gen"], "noise_gen": state["noise_gen"]}]
+        if len(saved) != self.world:
+            log.warning("checkpoint holds the random states of %d process(es), this run has %d: resume is not exact "
+                        "(ranks without a saved state are seeded from the seed, rank and step)", len(saved), self.world)
+        if self.rank < len(saved):
+            self._set_rng_state(saved[self.rank])
+        else:
             self.data_gen.manual_seed(self.seed * 1000 + self.rank + 7919 * self.step)
             self.noise_gen.manual_seed(self.seed * 1000 + 500 + self.rank + 7919 * self.step)
         log.info("resumed %s at step %d", path, self.step)
 
+    def _rng_state(self) -> dict[str, Any]:
+        """This rank's random states: its generators and the global torch, CUDA, NumPy and Python states."""
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate(),
+        }
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_rng_state` output (the global states only when saved: older checkpoints lack them)."""
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        if state.get("torch") is not None:
+            torch.set_rng_state(state["torch"])
+        if state.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+        if state.get("numpy") is not None:
+            n = state["numpy"]
+            np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        if state.get("python") is not None:
+            version, internal, gauss = state["python"]
+            random.setstate((version, tuple(internal), gauss))
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        """Every rank's :meth:`_rng_state`, in rank order, on rank 0 (a collective: every rank must call it)."""
+        mine = self._rng_state()
+        if not self.distributed:
+            return [mine]
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL object collectives use the current device
+        states: list[Any] | None = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(mine, states, dst=0)
+        return states or []
+
     def _save(self) -> None:
+        rng = self._gather_rng()  # every rank takes part, rank 0 writes
         if self.rank != 0:
             return
-        atomic_torch_save(self.state_dict(), self.output_dir / "checkpoint.pt")
+        atomic_torch_save({**self.state_dict(), "rng": rng}, self.output_dir / "checkpoint.pt")
         atomic_torch_save({"config": self.config.to_dict(), "state_dict": self.ema.state_dict(),
                            "ablation": self.ablation}, self.output_dir / "model.pt")
 
