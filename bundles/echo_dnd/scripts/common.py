@@ -1,4 +1,5 @@
-"""Small helpers shared by the Echo-DND scripts: input checks, schedule look-ups, the error type and logging.
+"""Small helpers shared by the Echo-DND scripts: input checks, schedule look-ups, the error type, logging and the
+configs' entry point (:func:`bundle_entry`: bad input -> one line on stderr and exit status 2, no traceback).
 
 The bundle's ``scripts`` package stays importable on its own: when the ``echogains`` toolkit is installed its
 :class:`EchoDataError` and logger are used, otherwise local stand-ins with the same behaviour.
@@ -7,7 +8,12 @@ The bundle's ``scripts`` package stays importable on its own: when the ``echogai
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,7 +34,8 @@ except ImportError:  # pragma: no cover - the bundle used without the toolkit
         return logging.getLogger(name)
 
 
-__all__ = ["EchoDataError", "get_logger", "gather", "check_image", "check_mask", "timestep_pairs"]
+__all__ = ["EchoDataError", "get_logger", "gather", "check_image", "check_mask", "timestep_pairs", "bundle_entry",
+           "check_arguments", "ARGUMENT_CHECKS"]
 
 
 def gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -102,3 +109,124 @@ def timestep_pairs(num_train_timesteps: int, num_steps: int) -> list[tuple[int, 
     if any(a <= b for a, b in zip(grid, grid[1:])):  # cannot happen for n <= T; kept as a guard
         raise ValueError(f"timestep grid for {num_steps} steps is not strictly decreasing: {grid}")
     return list(zip(grid, grid[1:] + [-1]))
+
+
+# --- the configs' entry point ---------------------------------------------------------------------------------------
+#: Config values checked by :func:`check_arguments` (when the config has them), before anything is built or written:
+#: name -> ("int" | "float", lowest, highest (None: unbounded), None allowed, lowest excluded).
+ARGUMENT_CHECKS: dict[str, tuple[str, float, float | None, bool, bool]] = {
+    "num_steps": ("int", 1, None, False, False),
+    "ensemble": ("int", 1, None, False, False),
+    "batch_size": ("int", 1, None, False, False),
+    "seed": ("int", 0, None, False, False),
+    "label_value": ("int", 1, 255, False, False),
+    "fold": ("int", 0, None, True, False),
+    "steps": ("int", 1, None, False, False),
+    "val_every": ("int", 0, None, False, False),
+    "val_steps": ("int", 1, None, False, False),
+    "save_every": ("int", 1, None, False, False),
+    "image_size": ("int", 16, None, True, False),
+    "lr": ("float", 0.0, None, False, True),
+    "weight_decay": ("float", 0.0, None, False, False),
+    "ema_decay": ("float", 0.0, 1.0, False, False),
+}
+#: Input paths that must exist: name -> (what it is, must be a file).
+PATH_CHECKS: dict[str, tuple[str, bool]] = {"dataset_dir": ("input", False), "model_path": ("model weights", True)}
+#: Output folders: may be missing (they are made), must not be files.
+OUTPUT_DIRS = ("output_dir", "pred_dir", "report_dir")
+
+
+def _number(name: str, value: Any, rule: tuple[str, float, float | None, bool, bool]) -> None:
+    kind, low, high, none_ok, open_low = rule
+    if value is None and none_ok:
+        return
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    ok = ok and (float(value) > low if open_low else float(value) >= low) and (high is None or float(value) <= high)
+    if not ok:
+        wanted = "an integer" if kind == "int" else "a number"
+        bounds = f"> {low:g}" if open_low else f">= {low:g}"
+        if high is not None:
+            bounds = f"in {low:g}..{high:g}"
+        raise EchoDataError(None, f"--{name}: expected {wanted} {bounds}{' or None' if none_ok else ''}, got {value!r}")
+
+
+def check_arguments(values: Mapping[str, Any]) -> None:
+    """Check the bundle arguments in ``values`` (config id -> parsed value); nothing is read or written but stat calls.
+
+    Raises:
+        EchoDataError: the first bad argument, naming it (``--num_steps: ...``) or the missing file.
+    """
+    for name, rule in ARGUMENT_CHECKS.items():
+        if name in values:
+            _number(name, values[name], rule)
+    for name, (what, file) in PATH_CHECKS.items():
+        if name in values:
+            path = Path(str(values[name]))
+            if not path.exists():
+                raise EchoDataError(path, f"{what} not found (--{name})")
+            if file and not path.is_file():
+                raise EchoDataError(path, f"{what}: expected a file, got a folder (--{name})")
+    for name in OUTPUT_DIRS:
+        if name in values and Path(str(values[name])).exists() and not Path(str(values[name])).is_dir():
+            raise EchoDataError(values[name], f"exists and is not a folder (--{name})")
+    device = values.get("device")
+    if device is not None:
+        try:
+            parsed = torch.device(str(device))
+        except (RuntimeError, ValueError) as err:
+            raise EchoDataError(None, f"--device: {err}") from err
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise EchoDataError(None, f"--device {device}: CUDA is not available on this machine")
+
+
+def _calling_parser() -> Any:
+    """The ``monai.bundle.ConfigParser`` evaluating the expression that called us (the nearest one on the stack)."""
+    from monai.bundle import ConfigParser
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ConfigParser):
+            return owner
+        frame = frame.f_back
+    raise RuntimeError("scripts.common.bundle_entry runs from a bundle config expression ($@entry('...'))")
+
+
+def _bad_input(err: BaseException) -> EchoDataError | None:
+    """The :class:`EchoDataError` in ``err``'s chain of causes (MONAI wraps it in ``RuntimeError``s), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, EchoDataError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def bundle_entry(component: str, method: str = "run") -> Any:
+    """Build config item ``component`` and call its ``method``: what the configs' run sections do (``$@entry(...)``).
+
+    The arguments the config has (:data:`ARGUMENT_CHECKS`, :data:`PATH_CHECKS`, the output folders, the device) are
+    checked first, then the item is built (loading weights, say) and run; the scripts check every input before they
+    write. Bad input anywhere in that (an :class:`EchoDataError`, also when MONAI wrapped it in a ``RuntimeError``
+    while building or evaluating) is printed as one line, ``echo_dnd: error: <file or --argument>: <problem>``, on
+    stderr, and the process exits with status 2 (``SystemExit``, which MONAI's ``except Exception`` handlers let
+    through), without a traceback. Other errors propagate unchanged.
+    """
+    parser = _calling_parser()
+    try:
+        names = [*ARGUMENT_CHECKS, *PATH_CHECKS, *OUTPUT_DIRS, "device"]
+        check_arguments({name: parser.get_parsed_content(name) for name in names if name in parser})
+        return getattr(parser.get_parsed_content(component), method)()
+    except Exception as err:
+        bad = _bad_input(err)
+        if bad is None:
+            raise
+        sys.stdout.flush()
+        line = " ".join(part.strip() for part in str(bad).splitlines() if part.strip())  # one line, always
+        print(f"echo_dnd: error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

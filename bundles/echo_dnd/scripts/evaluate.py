@@ -53,7 +53,8 @@ class EchoDNDEvaluation:
         """Open the dataset, resolve the subset and check that every case has a label; nothing is written.
 
         Raises:
-            EchoDataError: not an nnU-Net raw dataset, no label named ``labels``, cases without labels.
+            EchoDataError: not an nnU-Net raw dataset, no label named ``labels``, cases without labels or with an
+                unreadable label file.
         """
         root = self.inferer.dataset_dir
         if not (root / "dataset.json").is_file():
@@ -68,6 +69,8 @@ class EchoDNDEvaluation:
         if unlabelled:
             problem = f"label file missing ({len(unlabelled)} case(s) of subset {subset!r} unlabelled)"
             raise EchoDataError(dataset.label_path(unlabelled[0]), problem)
+        for case_id in case_ids:  # an unreadable label would otherwise surface only after the predictions
+            dataset.read_label(case_id)
         return dataset, subset, case_ids
 
     def run(self) -> dict[str, Any]:

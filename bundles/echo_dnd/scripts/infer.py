@@ -330,8 +330,12 @@ class EchoDNDInference:
         """Find and read every input, and check that no output would replace an input; nothing is written.
 
         Raises:
-            EchoDataError: the first bad input, naming its file.
+            EchoDataError: the first bad input, naming its file (or ``--num_steps`` beyond the model's T).
         """
+        steps = getattr(self.sampler, "num_steps", None)
+        trained = getattr(getattr(self.model, "config", None), "num_train_timesteps", None)
+        if isinstance(steps, int) and isinstance(trained, int) and not 1 <= steps <= trained:
+            raise EchoDataError(None, f"--num_steps: expected 1..{trained} (the model's trained T), got {steps}")
         cases = find_inputs(self.dataset_dir, self.subset, self.fold)
         inputs = {c.path.resolve() for c in cases}
         for case in cases:

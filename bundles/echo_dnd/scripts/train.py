@@ -71,7 +71,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise EchoDataError(path, f"cannot read model weights ({err})") from err
+        text = str(err)
+        if "WeightsUnpickler error:" in text:  # torch's advice around it (weights_only=False) is not for a bad file
+            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                           if line.strip()), "")
+            text = f"not a torch.save file of tensors and plain values: {detail}"
+        raise EchoDataError(path, f"cannot read model weights ({' '.join(text.split())})") from err
     if not isinstance(state, dict) or "config" not in state:
         raise EchoDataError(path, "not an Echo-DND weights file (no 'config')")
     # the saved config holds the ablation's switches; fields it lacks get the behaviour they had when it was saved
@@ -107,11 +112,17 @@ def _resolve_config(config: str | dict | EchoDNDConfig, image_size: int | None) 
         return config
     if isinstance(config, dict):
         return EchoDNDConfig.from_dict(config)
-    if config == "paper":
-        return EchoDNDConfig.paper(**({"image_size": image_size} if image_size else {}))
-    if config == "tiny":
-        return EchoDNDConfig.tiny(image_size or 64)
-    raise ValueError(f"config must be 'paper', 'tiny', a dict or an EchoDNDConfig, got {config!r}")
+    from .common import EchoDataError
+
+    try:  # the only argument here that can be wrong is the image size
+        if config == "paper":
+            return EchoDNDConfig.paper(**({"image_size": image_size} if image_size else {}))
+        if config == "tiny":
+            return EchoDNDConfig.tiny(image_size or 64)
+    except ValueError as err:
+        raise EchoDataError(None, f"--image_size: {err}") from err
+
+    raise EchoDataError(None, f"--network_config: expected paper, tiny, a dict or an EchoDNDConfig, got {config!r}")
 
 
 class EchoDNDTrainer:
@@ -352,11 +363,14 @@ class EchoDNDTrainer:
 
     # --- loop ----------------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Train to ``steps`` (resuming if a checkpoint exists); returns the path of ``model.pt``."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        """Train to ``steps`` (resuming if a checkpoint exists); returns the path of ``model.pt``.
+
+        The dataset is read (and refused with :class:`EchoDataError` when bad) before the output folder is made.
+        """
         self._load_data()
         self._build()
         self._resume()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         loss_fn = EchoDNDLoss()
         bar = None
         if self.progress and self.rank == 0:
