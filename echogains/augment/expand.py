@@ -85,6 +85,7 @@ from echogains.utils import (
     atomic_write_text,
     get_logger,
     read_json,
+    resolve_device,
     to_jsonable,
 )
 from echogains.utils import progress as progress_bar
@@ -153,20 +154,7 @@ def _check_int(name: str, value: Any, low: int) -> int:
 
 
 def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        local = os.environ.get("LOCAL_RANK")
-        if torch.cuda.is_available():
-            return f"cuda:{local}" if local is not None else "cuda"
-        return "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise EchoDataError(None, f"--device {device}: CUDA is not available on this machine")
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        raise EchoDataError(None, f"--device: {err}") from err
-    return str(device)
+    return resolve_device(device)
 
 
 def _sha256(path: Path) -> str:

@@ -37,7 +37,15 @@ from echogains.augment.expand import frame_keep_mask, frame_transform, from_unit
 from echogains.augment.transforms import TRANSFORM_TYPES, TransformPolicy, apply_transforms
 from echogains.data.nnunet import RawDataset
 from echogains.geometry import Sector
-from echogains.utils import EchoDataError, atomic_path, atomic_write_json, atomic_write_text, get_logger
+from echogains.utils import (
+    EchoDataError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    check_int,
+    get_logger,
+    resolve_device,
+)
 from echogains.utils import progress as progress_bar
 
 __all__ = [
@@ -296,13 +304,14 @@ def _frame_unit(ds: RawDataset, case_id: str, size: int) -> np.ndarray:
     return np.clip(resize(unit, (size, size)), 0.0, 1.0)
 
 
-def _samples(model: str | os.PathLike, n: int, steps: int, seed: int, device: str) -> tuple[np.ndarray, int]:
-    """Unconditional samples of the DDPM (respaced to ``steps``) in [0, 1]; returns them and the model's size."""
+def _samples(loaded: tuple[Any, Any, Any], n: int, steps: int, seed: int, device: str) -> tuple[np.ndarray, int]:
+    """Unconditional samples of the DDPM (respaced to ``steps``) in [0, 1]; returns them and the model's size.
+
+    ``loaded`` is what :func:`echogains.ddpm.model.load_ddpm` returned (network, process, config).
+    """
     import torch
 
-    from echogains.ddpm.model import load_ddpm
-
-    net, diffusion, config = load_ddpm(model, device=device)
+    net, diffusion, config = loaded
     process = diffusion.respace(min(steps, diffusion.num_timesteps))
     gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
     x = process.sample(net, (n, 1, config.image_size, config.image_size), gens, device=device)
@@ -365,9 +374,14 @@ def augmentation_report(
     Returns:
         Path of ``report.json``.
     """
+    from echogains.ddpm.model import load_ddpm
     from echogains.utils import set_progress
 
     set_progress(progress)
+    for name, value in (("n_samples", n_samples), ("sample_steps", sample_steps), ("max_cases", max_cases),
+                        ("max_training", max_training), ("top", top)):
+        check_int(name, value, 0 if name == "n_samples" else 1)
+    device = resolve_device(device)
     ds = RawDataset(dataset)
     augmented = sorted(c for c in ds.case_ids("Tr") if (ds.record(c).get("provenance") or {}).get("augmented"))
     if not augmented:
@@ -375,6 +389,7 @@ def augmentation_report(
     originals = sorted(c for c in ds.case_ids("Tr") if c not in set(augmented))[:max_training]
     if not originals:
         raise EchoDataError(ds.root / "imagesTr", "no original training images to compare with")
+    loaded = load_ddpm(model, device=device) if model is not None and n_samples > 0 else None  # before any output
     out = Path(out)
     cases = augmented[:max_cases]
     rendered = [render_case(ds, c) for c in progress_bar(cases, total=len(cases), desc="render")]
@@ -383,7 +398,7 @@ def augmentation_report(
     seams = _seam_rows(rendered)
     atomic_write_text(out / "seam_scores.csv", _csv(seams, ["case", "kind", "seam_written", "seam_no_repaint", "ratio"]))
     repainted = bool(ds.record(cases[0])["provenance"].get("repaint"))
-    nn = _neighbour_check(ds, rendered, originals, frame, model, n_samples, sample_steps, top, seed, device, out,
+    nn = _neighbour_check(ds, rendered, originals, frame, loaded, n_samples, sample_steps, top, seed, device, out,
                           repainted)
     summary = {
         "dataset": str(ds.root),
@@ -411,15 +426,16 @@ def augmentation_report(
 
 def _neighbour_check(
     ds: RawDataset, rendered: Sequence[Rendered], originals: Sequence[str], frame: int, model: Any, n_samples: int,
-    sample_steps: int, top: int, seed: int, device: str | None, out: Path, repainted_dataset: bool,
+    sample_steps: int, top: int, seed: int, device: str, out: Path, repainted_dataset: bool,
 ) -> dict[str, Any]:
-    """SSIM nearest neighbours of samples and repainted content among the original training images."""
+    """SSIM nearest neighbours of samples and repainted content among the original training images.
+
+    ``model`` is the loaded DDPM (network, process, config) or ``None``.
+    """
     size = frame
     samples = None
     if model is not None and n_samples > 0:
-        from echogains.augment.expand import _resolve_device
-
-        samples, size = _samples(model, n_samples, sample_steps, seed, _resolve_device(device))
+        samples, size = _samples(model, n_samples, sample_steps, seed, device)
     training = np.stack([_frame_unit(ds, c, size) for c in originals])
     patients = [_patient(ds, c) for c in originals]
     generated: list[tuple[str, str, np.ndarray, np.ndarray | None]] = []

@@ -39,7 +39,15 @@ from torch.optim.swa_utils import AveragedModel
 
 from echogains.ddpm.diffusion import GaussianDiffusion
 from echogains.ddpm.model import DDPMConfig, build_diffusion, build_network, get_config, save_weights
-from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress, read_json
+from echogains.utils import (
+    EchoDataError,
+    atomic_path,
+    atomic_write_json,
+    get_logger,
+    progress,
+    read_json,
+    resolve_device,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -402,12 +410,7 @@ def _step_generators(seed: int, step: int, rank: int) -> tuple[np.random.Generat
 
 
 def _resolve_device(device: str | torch.device | None, local_rank: int) -> torch.device:
-    if device is None or str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
+    return torch.device(resolve_device(device, local_rank))
 
 
 @dataclass
