@@ -28,7 +28,7 @@ _EXTRA = ("tab:orange", "tab:purple", "tab:cyan", "tab:olive")
 #: Colour-bar label of the uncertainty gallery: what the map's values mean.
 UNCERTAINTY_SCALE = "uncertainty (0 = all samples agree, 1 = samples split evenly)"
 #: Legend text of the EchoGAINS Table 4 acquisition subsets (unflagged, flagged points).
-_SUBSET_LABELS = ("standard (depth < 150 mm, angle < 70°)", "deep_or_wide (depth ≥ 150 mm or angle ≥ 70°)")
+_SUBSET_LABELS = ("standard", "deep_or_wide")
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
@@ -243,13 +243,13 @@ def uncertainty_gallery(rows: Sequence[UncertaintyRow], path: str | os.PathLike,
         left.imshow(row.image, cmap="gray", aspect=aspect, interpolation="nearest")
         _draw_contours(left, row.reference, "tab:green", "-")
         _draw_contours(left, row.prediction, "tab:red", "--")
-        left.set_title(f"{row.case_id}: reference (solid), prediction (dashed)", fontsize=7)
+        left.set_title(f"{row.case_id}: reference (solid), prediction (dashed)", fontsize=8)
         im = right.imshow(row.uncertainty, cmap="magma", vmin=0.0, vmax=1.0, aspect=aspect, interpolation="nearest")
         _draw_contours(right, row.prediction, "cyan", "--")
-        right.set_title("uncertainty map as written; prediction (dashed)", fontsize=7)
+        right.set_title("uncertainty map as written; prediction (dashed)", fontsize=8)
         for ax in (left, right):
             ax.set_axis_off()
     bar = fig.colorbar(im, ax=axes[:, 1].tolist(), shrink=min(1.0, 0.5 + 0.15 * len(rows)), aspect=30)
-    bar.set_label(scale_label, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+    bar.set_label(scale_label, fontsize=10)
+    bar.ax.tick_params(labelsize=8)
     _save(fig, path, dpi=90)
