@@ -223,3 +223,42 @@ def test_saved_configs_without_the_new_fields_load_with_the_legacy_behaviour() -
     assert EchoDNDConfig.from_saved(EchoDNDConfig.tiny(64).to_dict()) == EchoDNDConfig.tiny(64)
     with pytest.raises(ValueError, match="kl_form"):
         EchoDNDConfig.tiny(32, kl_form="elbo")
+
+
+def test_trainer_adamw_decay_and_kl_form_options(tmp_path) -> None:
+    from scripts.train import EchoDNDTrainer
+
+    trainer = EchoDNDTrainer(tmp_path / "data", tmp_path / "run", config="tiny", image_size=32, progress=False,
+                             device="cpu")
+    trainer._build()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 1e-2  # decoupled decay, the stated default
+    assert trainer.config.kl_form == "prior"
+    legacy = EchoDNDTrainer(tmp_path / "data", tmp_path / "run2", config="tiny", image_size=32, weight_decay=0.0,
+                            kl_form="vb", progress=False, device="cpu")
+    legacy._build()
+    assert legacy.config.kl_form == "vb" and legacy.optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert EchoDNDTrainer(tmp_path / "d", tmp_path / "r", config="tiny", ablation="kl_vb").config.kl_form == "vb"
+    with pytest.raises(EchoDataError, match="KL form"):
+        EchoDNDTrainer(tmp_path / "d", tmp_path / "r", config="tiny", kl_form="elbo")
+
+
+def test_demo_weights_command_pins_the_settings_the_weights_were_trained_with() -> None:
+    """`make demo-weights` must still produce the committed weights: legacy KL form and no weight decay."""
+    import shlex
+    from pathlib import Path
+
+    from scripts.train import load_model
+
+    root = Path(__file__).resolve().parents[2]
+    recipe = (root / "Makefile").read_text().split("demo-weights: ")[1].split("\n\n")[0].replace("\\\n", " ")
+    line = next(cmd for cmd in recipe.splitlines() if "configs/train.json" in cmd)
+    args = shlex.split(line)
+    option = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
+    model = load_model(root / "bundles" / "echo_dnd" / "models" / "model.pt")
+    assert option["--kl_form"] == model.config.kl_form == "vb"  # saved without the field: the legacy form
+    assert float(option["--weight_decay"]) == 0.0
+    assert model.config.fusion_attention_max_tokens == EchoDNDConfig.tiny(64).fusion_attention_max_tokens
+    rebuilt = EchoDNDConfig.tiny(int(option["--image_size"]), kl_form=option["--kl_form"])
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in EchoDND(rebuilt).state_dict().items()} == shapes
