@@ -14,9 +14,11 @@ linear interpolation):
    starts or ends on a maximum as high as the interior ED peaks gets an ED there too;
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
 4. each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its spikes
-   replaced by the median (a spike: more than 4 robust standard deviations, 1.4826 MAD, of the residual from the
-   median): the Gaussian and the median shift an asymmetric extremum (fast systole, slow diastole) by up to a frame
-   toward the slower side (a wider parabola fit was tried and biased the frames by 1-2 frames on the exact curves);
+   replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard deviations,
+   1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its median
+   than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
+   asymmetric extremum (fast systole, slow diastole) by up to a frame toward the slower side (a wider parabola
+   fit was tried and biased the frames by 1-2 frames on the exact curves);
 5. a beat is kept when its ED - ES drop is at least ``min_prominence`` of the range and both its systole (ED -> ES)
    and its diastole (ES -> next ED) last at least half the shortest beat (a spurious maximum next to an ES
    otherwise splits a beat into two implausible ones, which are both dropped).
@@ -120,7 +122,9 @@ def detect_beats(
     median = median_filter(raw, size=3, mode="nearest")
     residual = raw - median
     mad = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    raw = np.where(np.abs(residual) > 4.0 * mad, median, raw) if mad > 0 else raw
+    tolerance = max(4.0 * mad, 0.1 * float(np.percentile(median, 95) - np.percentile(median, 5)))
+    padded = np.pad(raw, 1, mode="edge")  # a spike is replaced by the mean of its neighbours (a median would tie)
+    raw = np.where(np.abs(residual) > tolerance, 0.5 * (padded[:-2] + padded[2:]), raw)
     smooth = gaussian_filter1d(median, sigma=max(0.5, min_len / 8.0), mode="nearest")
     spread = float(np.percentile(smooth, 95) - np.percentile(smooth, 5))
     if spread <= 0:

@@ -388,7 +388,7 @@ def analyze(
     fps: float | None = None,
     spacing_mm: str | Sequence[float] | None = None,
     num_steps: int = 5,
-    ensemble: int = 3,
+    ensemble: int = 2,
     batch_size: int = 8,
     seed: int = 0,
     fold: int | str = 0,

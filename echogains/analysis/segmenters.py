@@ -119,7 +119,7 @@ class EchoDNDSegmenter:
     name = "echo_dnd"
 
     def __init__(self, bundle_root: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
-                 num_steps: int = 5, ensemble: int = 3, batch_size: int = 8, seed: int = 0, device: str = "cpu",
+                 num_steps: int = 5, ensemble: int = 2, batch_size: int = 8, seed: int = 0, device: str = "cpu",
                  progress: bool = True) -> None:
         import torch
 
