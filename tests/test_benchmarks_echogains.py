@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from echogains.augment.repaint import FAST_SCHEDULE, schedule_counts
 from echogains.data.nnunet import RawDataset
 from echogains.ddpm.model import build_diffusion, get_config, save_weights
 
@@ -51,8 +52,9 @@ def test_counting_wrapper_finds_the_jump_schedule_golden_values(bench):
     fast = bench.count_evaluations(diffusion, "fast", 8)
     # FACTS.md: (250, 10, 10) has 4,570 transitions, 2,410 network evaluations and 2,160 undo steps.
     assert (full["network_evaluations_per_image"], full["undo_steps"], full["transitions"]) == (2410, 2160, 4570)
-    assert fast["schedule"] == [15, 3, 7] and fast["network_evaluations_per_image"] == 87 <= 100
-    assert full["network_evaluations_expected"] == 2410 and fast["network_evaluations_expected"] == 87
+    n_fast = schedule_counts(*FAST_SCHEDULE).evaluations  # the fast default (benchmarks/repaint_oracle.py)
+    assert fast["schedule"] == list(FAST_SCHEDULE) and fast["network_evaluations_per_image"] == n_fast <= 100
+    assert full["network_evaluations_expected"] == 2410 and fast["network_evaluations_expected"] == n_fast
 
 
 def test_truncated_run_counts_and_extrapolates_per_evaluation(bench):
@@ -90,7 +92,7 @@ def test_smoke_run_writes_the_json_with_its_keys_types_and_ratios(bench, micro, 
     assert {"machine", "model", "repaint", "paper_network", "expansion", "ratios", "note"} <= set(result)
     assert isinstance(result["machine"]["cpu_count"], int) and isinstance(result["machine"]["torch_version"], str)
     assert result["model"]["source"] == "file" and result["model"]["config"] == "micro"
-    for sampler, n in (("repaint", 2410), ("fast", 87)):
+    for sampler, n in (("repaint", 2410), ("fast", schedule_counts(*FAST_SCHEDULE).evaluations)):
         assert result["repaint"]["counts"][sampler]["network_evaluations_per_image"] == n
         for batch in (1, 2):
             row = result["repaint"]["timing"][sampler][f"batch_{batch}"]
@@ -112,7 +114,7 @@ def test_smoke_run_writes_the_json_with_its_keys_types_and_ratios(bench, micro, 
     timing = result["repaint"]["timing"]
     assert ratios["fast_over_full_time_batch_1"] == pytest.approx(
         timing["fast"]["batch_1"]["s_per_image"] / timing["repaint"]["batch_1"]["s_per_image"])
-    assert ratios["fast_over_full_evaluations"] == pytest.approx(87 / 2410)
+    assert ratios["fast_over_full_evaluations"] == pytest.approx(schedule_counts(*FAST_SCHEDULE).evaluations / 2410)
     assert ratios["mem8_over_mem5"] == pytest.approx(mem["cases_8"]["peak_rss_mib"] / mem["cases_5"]["peak_rss_mib"])
     assert ratios["shards_2_over_shards_1_throughput"] == pytest.approx(
         thr["shards_2"]["images_per_min"] / thr["shards_1"]["images_per_min"])
