@@ -13,12 +13,14 @@ linear interpolation):
    (default 0.25) of the curve's 5-95 % range (one-sided, because a loop may start just before an ED); a loop that
    starts or ends on a maximum as high as the interior ED peaks gets an ED there too;
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
-4. each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its spikes
-   replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard deviations,
+4. on a clean curve (frame-to-frame noise, 1.4826 MAD of the residual from the median, below 2 % of the curve's
+   range), each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
+   spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard deviations,
    1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its median
    than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
    asymmetric extremum (fast systole, slow diastole) by up to a frame toward the slower side (a wider parabola
-   fit was tried and biased the frames by 1-2 frames on the exact curves);
+   fit was tried and biased the frames by 1-2 frames on the exact curves); on a noisy curve the smoothed curve's
+   extremum within +-1 frame is kept (the raw values' noise moves their extremum by more than that bias);
 5. a beat is kept when its ED - ES drop is at least ``min_prominence`` of the range and both its systole (ED -> ES)
    and its diastole (ES -> next ED) last at least half the shortest beat (a spurious maximum next to an ES
    otherwise splits a beat into two implausible ones, which are both dropped).
@@ -130,14 +132,15 @@ def detect_beats(
     if spread <= 0:
         return []
     threshold = min_prominence * spread
+    fine = raw if mad < 0.02 * spread else smooth  # where the extrema are refined (step 4)
     eds = _ed_candidates(smooth, min_len, threshold, spread)
     beats = []
     for a, b in zip(eds[:-1], eds[1:]):
         if b - a < min_len:
             continue
         es = a + 1 + int(np.argmin(smooth[a + 1:b]))
-        ed, next_ed = _refine(raw, a, True, 0, es - 1), _refine(raw, b, True, es + 1, n - 1)
-        es = _refine(raw, es, False, ed + 1, next_ed - 1)
+        ed, next_ed = _refine(fine, a, True, 0, es - 1), _refine(fine, b, True, es + 1, n - 1)
+        es = _refine(fine, es, False, ed + 1, next_ed - 1)
         if min(es - ed, next_ed - es) < min_len / 2.0:
             continue
         if min(raw[ed], raw[next_ed]) - raw[es] >= threshold or smooth[a] - smooth[es] >= threshold:
