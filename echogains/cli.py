@@ -326,7 +326,7 @@ class EchoGains:
         fps: float | None = None,
         spacing_mm: str | None = None,
         num_steps: int = 5,
-        ensemble: int = 3,
+        ensemble: int = 2,
         batch_size: int = 8,
         seed: int = 0,
         fold: int = 0,
