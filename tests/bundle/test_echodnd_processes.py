@@ -212,3 +212,34 @@ def test_timestep_pairs() -> None:
     assert timestep_pairs(50, 50) == [(t, t - 1) for t in range(49, -1, -1)]
     with pytest.raises(ValueError):
         timestep_pairs(50, 51)
+
+
+@pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
+def test_gaussian_prediction_options_are_reparameterisations_of_epsilon(prediction: str) -> None:
+    """x_0- and v-prediction (options beyond the paper): the exact target implies the exact (eps, x_0), and DDIM,
+    the posterior mean and the loss's target agree with the epsilon process fed the true noise."""
+    eps_proc = GaussianDiffusion(prediction_type="epsilon")
+    other = GaussianDiffusion(prediction_type=prediction)
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(3, 1, 8, 8, generator=g) > 0.5).double() * 2 - 1
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 500, 999])
+    x_t = other.q_sample(x0, t, noise)
+    target = other.target(x0, noise, t)
+    assert not torch.allclose(target, noise)
+    eps_hat, x0_hat = other.split(target, x_t, t)
+    assert torch.allclose(eps_hat, noise, atol=1e-8) and torch.allclose(x0_hat, x0, atol=1e-6)
+    var = torch.zeros_like(x0)
+    m1, _, _ = eps_proc.p_mean_variance(torch.cat([noise, var], 1), x_t, t)
+    m2, _, _ = other.p_mean_variance(torch.cat([target, var], 1), x_t, t)
+    assert torch.allclose(m1, m2, atol=1e-6)
+    for tt, tp in [(999, 500), (500, -1)]:
+        xt = other.q_sample(x0, torch.full((3,), tt), noise)
+        a = eps_proc.ddim_step(noise, xt, tt, tp, clip=False)
+        b = other.ddim_step(other.target(x0, noise, torch.full((3,), tt)), xt, tt, tp, clip=False)
+        assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(a, b))
+        assert torch.allclose(b[1], x0, atol=1e-5)
+    assert build_processes(EchoDNDConfig.tiny(32, gaussian_prediction=prediction))[0].prediction_type == prediction
+    assert EchoDNDConfig.paper().gaussian_prediction == "epsilon"
+    with pytest.raises(ValueError):
+        GaussianDiffusion(prediction_type="score")

@@ -32,8 +32,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "kl_vb": {"kl_form": "vb"},
 }
 
-#: The two forms of L_KL,G and L_KL,B (``kl_form``): ``prior`` is the paper's eqs. 10-11, KL(N(mu_theta, Sigma_theta) || N(0, I))
-#: and KL(B(phi_theta) || B(0.5)); ``vb`` the variational-bound terms KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)).
+#: The two forms of L_KL,G and L_KL,B (``kl_form``): ``prior`` is the paper's eqs. 10-11,
+#: KL(N(mu_theta, Sigma_theta) || N(0, I)) and KL(B(phi_theta) || B(0.5)); ``vb`` the variational-bound terms
+#: KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)).
 KL_FORMS: tuple[str, ...] = ("prior", "vb")
 
 #: Values of fields added after weights were first saved: a saved configuration without the field was trained with
@@ -92,6 +93,8 @@ class EchoDNDConfig:
         lambda_kl_gaussian: lambda_3 (L_KL,G).
         lambda_kl_bernoulli: lambda_4 (L_KL,B).
         lambda_scc: lambda_5 (L_SCC).
+        gaussian_prediction: what GNEM's first channel predicts: ``"epsilon"`` (default, the paper's eq. 8),
+            ``"sample"`` (x_0) or ``"v_prediction"`` (v), options beyond the paper (``scripts.gaussian``).
         kl_form: ``"prior"`` (default, the paper's eqs. 10-11: KL(N(mu_theta, Sigma_theta) || N(0, I)) and
             KL(B(phi_theta) || B(0.5)), see :data:`KL_FORMS`) or ``"vb"`` (the variational-bound terms of improved DDPM
             and BerDiff, what weights saved before the field existed were trained with).
@@ -127,6 +130,7 @@ class EchoDNDConfig:
     lambda_kl_bernoulli: float = 0.01
     lambda_scc: float = 0.1
     kl_form: str = "prior"
+    gaussian_prediction: str = "epsilon"
     mfcm_low_levels: str = "exchange"
 
     def __post_init__(self) -> None:
@@ -247,6 +251,10 @@ class EchoDNDConfig:
             raise ValueError("at least one of use_gaussian / use_bernoulli must be True")
         if self.kl_form not in KL_FORMS:
             raise ValueError(f"kl_form must be one of {KL_FORMS}, got {self.kl_form!r}")
+        if self.gaussian_prediction not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(
+                f"gaussian_prediction must be epsilon, sample or v_prediction, got {self.gaussian_prediction!r}"
+            )
         if self.mfcm_low_levels not in ("exchange", "strided"):
             raise ValueError(f"mfcm_low_levels must be 'exchange' or 'strided', got {self.mfcm_low_levels!r}")
         if self.fusion_attention_max_tokens < 0:

@@ -19,7 +19,13 @@ from torch import nn
 
 from .common import gather
 
-__all__ = ["GaussianDiffusion", "normal_kl", "binary_gaussian_nll"]
+__all__ = ["GaussianDiffusion", "PREDICTION_TYPES", "normal_kl", "binary_gaussian_nll"]
+
+#: What GNEM's first output channel predicts (MONAI's names): ``epsilon`` (the paper, eq. 8), ``sample`` (x_0) or
+#: ``v_prediction`` (v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, Salimans & Ho 2022). The last two are options
+#: beyond the paper: an epsilon-MSE weighs an x_0 error by abar_t / (1 - abar_t), ~0 at high noise, so an
+#: epsilon network learns little about the mask where x_t carries none (benchmarks/echo_dnd_chains.py).
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,8 @@ class GaussianDiffusion(nn.Module):
         schedule: MONAI ``NoiseSchedules`` name.
         variance_interp: learned-range interpolation between beta_tilde_t and beta_t: ``"log"`` (improved DDPM,
             in log-variance) or ``"linear"`` (MONAI's ``DDPMScheduler``, in variance).
+        prediction_type: what the network's first channel predicts, :data:`PREDICTION_TYPES` (default
+            ``epsilon``, the paper's); every method that takes a model output reads it this way.
         schedule_args: passed to the schedule (e.g. ``beta_start``, ``beta_end``).
     """
 
@@ -64,12 +72,16 @@ class GaussianDiffusion(nn.Module):
         num_train_timesteps: int = 1000,
         schedule: str = "linear_beta",
         variance_interp: str = "log",
+        prediction_type: str = "epsilon",
         **schedule_args: float,
     ) -> None:
         super().__init__()
         if variance_interp not in ("log", "linear"):
             raise ValueError(f"variance_interp must be 'log' or 'linear', got {variance_interp!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.variance_interp = variance_interp
+        self.prediction_type = prediction_type
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             schedule=schedule,
@@ -126,6 +138,26 @@ class GaussianDiffusion(nn.Module):
         abar = gather(self.alphas_cumprod, t, x_t)
         return (x_t - abar.sqrt() * x0) / (1.0 - abar).sqrt()
 
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the first output channel learns (the MSE target of L_G): eps, x_0 or v, by ``prediction_type``."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return x0
+        abar = gather(self.alphas_cumprod, t, x0)
+        return abar.sqrt() * noise - (1.0 - abar).sqrt() * x0
+
+    def split(self, prediction: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eps, x_0)`` implied by the first output channel ``prediction`` at ``x_t``, ``t`` (any prediction type)."""
+        if self.prediction_type == "epsilon":
+            return prediction, self.predict_x0(x_t, t, prediction)
+        if self.prediction_type == "sample":
+            return self.predict_eps(x_t, t, prediction), prediction
+        abar = gather(self.alphas_cumprod, t, x_t)
+        # x_0 = sqrt(abar) x_t - sqrt(1 - abar) v,  eps = sqrt(1 - abar) x_t + sqrt(abar) v
+        eps = (1.0 - abar).sqrt() * x_t + abar.sqrt() * prediction
+        return eps, abar.sqrt() * x_t - (1.0 - abar).sqrt() * prediction
+
     # --- learned reverse process (eq. 4) -------------------------------------------------------------
     def model_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log Sigma_theta from the network's variance channel ``v`` in [-1, 1] (learned range)."""
@@ -142,9 +174,9 @@ class GaussianDiffusion(nn.Module):
     def p_mean_variance(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean, log-variance and x_0 estimate of p_theta(x_{t-1} | x_t) from GNEM's ``(eps, v)`` output."""
-        eps, v = model_output[:, :1], model_output[:, 1:2]
-        x0 = self.predict_x0(x_t, t, eps)
+        """Mean, log-variance and x_0 estimate of p_theta(x_{t-1} | x_t) from GNEM's output (prediction, variance)."""
+        v = model_output[:, 1:2]
+        _, x0 = self.split(model_output[:, :1], x_t, t)
         mean, _ = self.q_posterior(x0, x_t, t)
         return mean, self.model_log_variance(v, t), x0
 
@@ -186,7 +218,8 @@ class GaussianDiffusion(nn.Module):
         """One DDIM step from ``t`` to any earlier ``t_prev`` (``-1``: the clean sample). Song et al. 2021, eq. 12.
 
         Args:
-            eps: predicted noise at ``t``.
+            eps: the network's prediction at ``t``: the noise for the default ``prediction_type`` (``epsilon``),
+                else x_0 or v, converted by :meth:`split`.
             x_t: current sample.
             t: current 0-based timestep.
             t_prev: target timestep, ``-1 <= t_prev < t``.
@@ -202,7 +235,10 @@ class GaussianDiffusion(nn.Module):
         abar_t = float(self.alphas_cumprod[t])
         abar_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
         # 1. x_0 estimate: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)                          (DDIM eq. 9)
-        x0 = (x_t - math.sqrt(1.0 - abar_t) * eps) / math.sqrt(abar_t)
+        if self.prediction_type == "epsilon":
+            x0 = (x_t - math.sqrt(1.0 - abar_t) * eps) / math.sqrt(abar_t)
+        else:  # x_0 or v: the implied (eps, x_0)
+            eps, x0 = self.split(eps, x_t, torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device))
         if clip:
             x0 = x0.clamp(-1.0, 1.0)
             eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(1.0 - abar_t)

@@ -2,7 +2,8 @@
 
     L_total = l1 L_G + l2 L_B + l3 L_KL,G + l4 L_KL,B + l5 L_SCC                              (13)
 
-- L_G (8): MSE between the true and predicted epsilon of the Gaussian chain.
+- L_G (8): MSE between the true and predicted epsilon of the Gaussian chain (``gaussian_prediction="epsilon"``, the
+  paper's; the options ``sample`` and ``v_prediction`` regress x_0 or v instead).
 - L_B (9): BCE between x_0 and x_0_hat = sigmoid(BNEM logits).
 - L_KL,G (10) and L_KL,B (11), in one of two forms (``config.kl_form``):
   ``"prior"`` (default, the paper's equations): KL(N(mu_theta, Sigma_theta) || N(0, I)) of the model's reverse step
@@ -36,7 +37,8 @@ __all__ = ["EchoDNDLoss", "training_losses", "build_processes"]
 def build_processes(config: EchoDNDConfig) -> tuple[GaussianDiffusion, BernoulliDiffusion]:
     """The Gaussian and Bernoulli processes of a configuration (same T and beta schedule)."""
     args = config.schedule_args()
-    gaussian = GaussianDiffusion(variance_interp=config.variance_interp, **args)
+    gaussian = GaussianDiffusion(variance_interp=config.variance_interp, prediction_type=config.gaussian_prediction,
+                                 **args)
     bernoulli = BernoulliDiffusion(**args)
     return gaussian, bernoulli
 
@@ -103,7 +105,7 @@ class EchoDNDLoss(nn.Module):
         if run_g:
             pred = out["gaussian"]
             if "gaussian" in terms:  # (8)
-                losses["gaussian"] = F.mse_loss(pred[:, :1], eps)
+                losses["gaussian"] = F.mse_loss(pred[:, :1], gaussian.target(x0_g, eps, t))  # eps by default
             if "kl_gaussian" in terms and config.kl_form == "prior":  # (10) toward N(0, I)
                 losses["kl_gaussian"] = gaussian.prior_kl(pred, x_g, t).mean()
             elif "kl_gaussian" in terms:  # (10) as the variational-bound term, mean frozen
