@@ -184,6 +184,9 @@ class EchoGains:
         include_validation: bool = False,
         all_patients: bool = False,
         vb_weighting: str = "rescaled",
+        accumulate: int = 1,
+        precision: str = "auto",
+        checkpointing: str = "auto",
         progress: bool = True,
     ) -> str:
         """Train the unconditional improved DDPM (EchoGAINS) on echo images; resumes from ``out/checkpoint.pt``.
@@ -212,6 +215,11 @@ class EchoGains:
             all_patients: accept a CAMUS folder without split files: every patient, its test patients included.
             vb_weighting: ``rescaled`` (L_simple + 0.001 T L_t, improved DDPM's rescaled loss; default) or ``unit``
                 (L_simple + L_t, the EchoGAINS public configuration).
+            accumulate: gradient accumulation: N micro-batches of ``--batch_size`` per step, effective batch
+                batch_size x N, the memory of batch_size (e.g. the paper's 64 as ``--batch_size 16 --accumulate 4``).
+            precision: ``auto`` (bf16 autocast on a GPU with bf16, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``
+                (with a gradient scaler).
+            checkpointing: activation checkpointing of the U-Net blocks, ``true``/``false``/``auto`` (on at 256 px).
             progress: show progress bars.
         """
         from echogains.ddpm.train import train_ddpm
@@ -221,7 +229,8 @@ class EchoGains:
                               resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
                               device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress, fold=fold,
                               include_validation=include_validation, all_patients=all_patients,
-                              vb_weighting=vb_weighting))
+                              vb_weighting=vb_weighting, accumulate=accumulate, precision=precision,
+                              checkpointing=checkpointing))
 
     def expand_dataset(
         self,

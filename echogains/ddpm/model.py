@@ -6,12 +6,16 @@ GroupNorm, SiLU, average-pooling down- and nearest-neighbour up-sampling (MONAI'
 learned variance (2 output channels), cosine schedule with T = 4000, Adam lr 1e-4, batch 64, 500k steps.
 MONAI's blocks have no scale-shift norm, so this network has 42.2M parameters against the paper's 44.1M.
 
+:func:`build_network` returns a ``DDPMUNet`` (:func:`ddpm_unet_class`), MONAI's network with the same weights and outputs plus two training
+options: activation checkpointing of its blocks (``gradient_checkpointing``) and float32 outputs under autocast.
+
 ``tiny()`` is the CPU demo configuration (64x64, 1.4M parameters, < 6 MB of weights) and ``micro()`` the one of
 the unit tests (32x32).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +36,7 @@ __all__ = [
     "micro",
     "get_config",
     "build_network",
+    "ddpm_unet_class",
     "build_diffusion",
     "count_parameters",
     "WEIGHTS_FORMAT",
@@ -189,11 +194,62 @@ def get_config(config: str | DDPMConfig | Mapping[str, Any], **overrides: Any) -
     return replace(cfg, **overrides) if overrides else cfg
 
 
-def build_network(config: DDPMConfig) -> nn.Module:
-    """MONAI ``DiffusionModelUNet`` of ``config`` with 2 x in_channels outputs (eps and the variance value v)."""
+@functools.cache
+def ddpm_unet_class() -> type:
+    """The ``DDPMUNet`` class (defined on first use: MONAI is imported lazily by this module)."""
     from monai.networks.nets import DiffusionModelUNet
+    from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+    from torch.utils.checkpoint import checkpoint
 
-    return DiffusionModelUNet(
+    class DDPMUNet(DiffusionModelUNet):
+        """MONAI's ``DiffusionModelUNet`` (same parameters, same state dict) with two training options.
+
+        ``gradient_checkpointing`` (default off): the input convolution, every down block, the middle block, every up
+        block and the output head run under ``torch.utils.checkpoint`` (non-reentrant) while gradients are recorded:
+        their activations are recomputed in the backward pass instead of kept, the same values and gradients for
+        about one more forward pass of compute. Under autocast the output is returned in float32, so the loss is
+        computed in full precision.
+        """
+
+        gradient_checkpointing: bool = False
+
+        def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+                    class_labels: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+            plain = (not (self.gradient_checkpointing and torch.is_grad_enabled()) or context is not None
+                     or class_labels is not None or any(v is not None for v in kwargs.values()))
+            if plain:  # MONAI's own forward
+                out = super().forward(x, timesteps, context, class_labels, **kwargs)
+            else:  # MONAI's forward (steps 1, 3-7) with each block checkpointed
+                emb = self.time_embed(get_timestep_embedding(timesteps, self.block_out_channels[0]).to(dtype=x.dtype))
+                h = checkpoint(self.conv_in, x, use_reentrant=False)
+                skips: list[torch.Tensor] = [h]
+                for block in self.down_blocks:
+                    h, residuals = checkpoint(lambda hh, e, b=block: b(hidden_states=hh, temb=e, context=None), h,
+                                              emb, use_reentrant=False)
+                    skips.extend(residuals)
+                h = checkpoint(lambda hh, e: self.middle_block(hidden_states=hh, temb=e, context=None), h, emb,
+                               use_reentrant=False)
+                for block in self.up_blocks:
+                    n = len(block.resnets)
+                    residuals, skips = skips[-n:], skips[:-n]
+                    h = checkpoint(lambda hh, res, e, b=block: b(hidden_states=hh, res_hidden_states_list=res, temb=e,
+                                                                  context=None), h, residuals, emb, use_reentrant=False)
+                out = checkpoint(self.out, h, use_reentrant=False)
+            return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
+    return DDPMUNet
+
+
+def build_network(config: DDPMConfig, checkpointing: bool = False) -> nn.Module:
+    """The network of ``config``, 2 x in_channels outputs (eps and the variance value v).
+
+    A ``DDPMUNet`` (:func:`ddpm_unet_class`): MONAI's ``DiffusionModelUNet`` with the same state dict and outputs.
+
+    Args:
+        config: the configuration.
+        checkpointing: activation checkpointing of the blocks while training (``net.gradient_checkpointing``).
+    """
+    net = ddpm_unet_class()(
         spatial_dims=2,
         in_channels=config.in_channels,
         out_channels=2 * config.in_channels,
@@ -204,6 +260,8 @@ def build_network(config: DDPMConfig) -> nn.Module:
         resblock_updown=True,  # average-pooling down / nearest-neighbour up sampling (Table 1)
         num_head_channels=[c // config.num_heads for c in config.channels],
     )
+    net.gradient_checkpointing = bool(checkpointing)
+    return net
 
 
 def build_diffusion(config: DDPMConfig) -> GaussianDiffusion:

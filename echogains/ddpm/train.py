@@ -17,10 +17,19 @@ Reproducibility and resumption: the randomness of step ``k`` on rank ``r`` comes
 an uninterrupted run. Checkpoints hold the model, the EMA model, the optimiser, the step, the seed and the
 configuration and are written atomically. Under ``torchrun`` the loop runs as DDP (NCCL on GPUs, gloo on CPU);
 the global batch is split over the ranks and only rank 0 writes files.
+
+Memory (``benchmarks/train_memory.py`` measures each option at paper scale): ``precision`` runs the network under
+autocast (``bf16``; ``fp16`` with a gradient scaler, its state checkpointed; ``auto``: bf16 on a GPU that has it, fp32
+elsewhere), ``checkpointing`` recomputes the U-Net blocks' activations in the backward pass (``auto``: on at 256 px and
+above), ``accumulate`` N runs each step as N micro-batches of ``batch_size`` (split over the ranks) and sums their
+gradients: the effective batch is ``batch_size x N``. The step's randomness is drawn for the whole ``batch_size x N``
+before it is split, so N micro-batches equal one batch of N x ``batch_size`` (to float rounding), and checkpoints are
+written between steps: a run killed inside an accumulation cycle resumes at the cycle's start and continues exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -58,6 +67,8 @@ __all__ = [
     "narrow_sector",
     "make_batch",
     "TrainSettings",
+    "PRECISIONS",
+    "resolve_precision",
     "DDPMTrainer",
     "train_ddpm",
     "read_history",
@@ -413,6 +424,29 @@ def _resolve_device(device: str | torch.device | None, local_rank: int) -> torch
     return torch.device(resolve_device(device, local_rank))
 
 
+#: ``--precision`` values: ``auto`` is bf16 on a CUDA device that supports it and fp32 elsewhere (so CPU runs, the
+#: demo weights' training among them, stay in fp32); ``fp16`` uses a gradient scaler.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``precision`` (one of :data:`PRECISIONS`) on ``device``.
+
+    Raises:
+        EchoDataError: an unknown value, or bf16 asked for on a GPU without it.
+    """
+    name = str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise EchoDataError(None, f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if name == "auto":
+        return "bf16" if cuda_bf16 else "fp32"
+    if name == "bf16" and device.type == "cuda" and not cuda_bf16:
+        raise EchoDataError(None, "--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
+    return name
+
+
 @dataclass
 class TrainSettings:
     """Settings of one training run besides the network configuration."""
@@ -428,14 +462,25 @@ class TrainSettings:
     n_samples: int
     sample_steps: int
     log_every: int = 100
+    accumulate: int = 1
+    precision: str = "auto"
+    checkpointing: bool | None = None
 
     def __post_init__(self) -> None:
         self.log_every = max(1, int(self.log_every))
 
     def identity(self) -> dict[str, Any]:
-        """Settings that must match for a resumed run to continue identically."""
+        """Settings that must match for a resumed run to continue identically.
+
+        ``accumulate`` and ``precision`` appear when not 1 / ``fp32`` (checkpoints from before these options match).
+        """
         keys = ("batch_size", "lr", "ema", "seed", "max_narrowing_deg")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.accumulate != 1:
+            out["accumulate"] = self.accumulate
+        if self.precision not in ("fp32", "auto"):
+            out["precision"] = self.precision
+        return out
 
 
 class DDPMTrainer:
@@ -468,19 +513,23 @@ class DDPMTrainer:
             raise EchoDataError(
                 None, f"batch size {settings.batch_size} is not divisible by the {self.world_size} processes"
             )
+        settings.precision = resolve_precision(settings.precision, self.device)
+        if settings.checkpointing is None:  # auto: on at paper scale
+            settings.checkpointing = config.image_size >= 256
         self._own_group = False
         if self.world_size > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
             self._own_group = True
         with torch.random.fork_rng(devices=[]):  # deterministic initialisation without touching global RNG state
             torch.manual_seed(settings.seed)
-            self.model = build_network(config).to(self.device)
+            self.model = build_network(config, checkpointing=bool(settings.checkpointing)).to(self.device)
         self.diffusion: GaussianDiffusion = build_diffusion(config).to(self.device)
         self.net: nn.Module = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "fp16")
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_avg_fn(settings.ema))
         self.step = 0
         self.history: list[dict[str, float]] = []  # mean loss of every ``log_every`` steps
@@ -511,6 +560,7 @@ class DDPMTrainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": self.history,
         }
 
@@ -545,26 +595,50 @@ class DDPMTrainer:
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.history = list(ckpt.get("history", []))
         log.info("resumed %s at step %d", path, self.step)
 
     # --- training ----------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.settings.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.settings.precision])
+
     def train_step(self, step: int) -> float:
-        """One optimisation step (batch, t and noise from (seed, step, rank)); returns the local mean loss."""
-        per_rank = self.settings.batch_size // self.world_size
+        """One optimisation step (batch, t and noise from (seed, step, rank)); returns the local mean loss.
+
+        With ``accumulate`` N the rank's ``batch_size / world_size x N`` samples, their timesteps and noise are drawn
+        first (as one batch of that size would draw them), then run as N micro-batches whose mean losses, divided
+        by N, are back-propagated one after the other: the summed gradient is that of the whole batch's mean loss.
+        Under DDP the gradients are all-reduced once, after the last micro-batch.
+        """
+        micro = self.settings.batch_size // self.world_size
+        n = self.settings.accumulate
         rng, gen = _step_generators(self.settings.seed, step, self.rank)
-        x0 = make_batch(self.images, rng, per_rank, self.settings.max_narrowing_deg).to(self.device)
-        t = torch.randint(0, self.diffusion.num_timesteps, (per_rank,), generator=gen).to(self.device)  # uniform t
-        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        x0 = make_batch(self.images, rng, micro * n, self.settings.max_narrowing_deg)
+        t = torch.randint(0, self.diffusion.num_timesteps, (micro * n,), generator=gen)  # uniform t
+        noise = torch.randn(x0.shape, generator=gen)
         self.net.train()
-        losses = self.diffusion.training_losses(self.net, x0, t, noise, vlb_weight=self.config.vlb_weight)
-        loss = losses["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        total = 0.0
+        for k in range(n):
+            part = slice(k * micro, (k + 1) * micro)
+            sync = k == n - 1 or self.world_size == 1
+            with contextlib.nullcontext() if sync else self.net.no_sync():
+                with self._autocast():
+                    losses = self.diffusion.training_losses(self.net, x0[part].to(self.device),
+                                                            t[part].to(self.device), noise[part].to(self.device),
+                                                            vlb_weight=self.config.vlb_weight)
+                loss = losses["loss"].mean()
+                self.scaler.scale(loss / n).backward()
+            total += float(loss.detach()) / n
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.ema.update_parameters(self.model)
-        return float(loss.detach())
+        return total
 
     @torch.no_grad()
     def sample_grid(self, path: Path | None = None) -> Path:
@@ -650,6 +724,9 @@ def train_ddpm(
     include_validation: bool = False,
     all_patients: bool = False,
     vb_weighting: str = "rescaled",
+    accumulate: int = 1,
+    precision: str = "auto",
+    checkpointing: bool | str | None = "auto",
 ) -> Path:
     """Train the unconditional DDPM on the images of ``data``; returns the EMA weights file (``ddpm_ema.pt``).
 
@@ -681,6 +758,13 @@ def train_ddpm(
             config's lambda = 0.001, improved DDPM's ``rescale_learned_sigmas``; the default) or ``unit`` (weight 1,
             the EchoGAINS public configuration: sets the config's ``vlb_weight`` to 1 / T). See
             :meth:`echogains.ddpm.diffusion.GaussianDiffusion.training_losses`.
+        accumulate: micro-batches of ``batch_size`` per optimisation step (gradient accumulation): the effective
+            batch is ``batch_size x accumulate`` (``batch_size`` is split over the DDP processes), the memory that of
+            ``batch_size``. E.g. the paper's 64 on one GPU as ``batch_size=16, accumulate=4``.
+        precision: ``auto`` (bf16 autocast on a GPU with bf16, fp32 elsewhere; default), ``fp32``, ``bf16`` (also on
+            CPU) or ``fp16`` (autocast with a gradient scaler).
+        checkpointing: activation checkpointing of the U-Net blocks: ``True``, ``False`` or ``"auto"`` / ``None``
+            (on at 256 px and above, the paper's size).
 
     Raises:
         EchoDataError: bad data, configuration or checkpoint, before any file is written.
@@ -690,6 +774,14 @@ def train_ddpm(
         raise EchoDataError(None, f"--vb_weighting: expected rescaled or unit, got {vb_weighting!r}")
     if vb_weighting == "unit":
         cfg = get_config(cfg, vlb_weight=1.0 / cfg.num_timesteps)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise EchoDataError(None, f"--accumulate: expected an integer >= 1, got {accumulate!r}")
+    if str(precision).strip().lower() not in PRECISIONS:
+        raise EchoDataError(None, f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    flag = str(checkpointing).strip().lower()
+    if flag not in ("auto", "none", "true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise EchoDataError(None, f"--checkpointing: expected true, false or auto, got {checkpointing!r}")
+    checkpoint_flag = None if flag in ("auto", "none") else flag in ("true", "1", "yes", "on")
     settings = TrainSettings(
         steps=int(cfg.steps if steps is None else steps),
         batch_size=int(cfg.batch_size if batch_size is None else batch_size),
@@ -701,6 +793,9 @@ def train_ddpm(
         checkpoint_every=max(1, int(checkpoint_every)),
         n_samples=int(n_samples),
         sample_steps=int(sample_steps),
+        accumulate=int(accumulate),
+        precision=str(precision).strip().lower(),
+        checkpointing=checkpoint_flag,
     )
     if settings.steps < 0 or settings.batch_size < 1 or settings.n_samples < 1 or not 0 <= settings.ema < 1:
         raise EchoDataError(None, f"invalid training settings {settings}")
