@@ -84,7 +84,8 @@ def test_two_process_resume_restores_every_rank(tmp_path: Path) -> None:
     generators and global torch state, and the weights (rank 1's batch enters the averaged gradient)."""
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40),
+                           progress=False)
     script = tmp_path / "resume.py"
     script.write_text(_RESUME_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), root=str(tmp_path)))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}

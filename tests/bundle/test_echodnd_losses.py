@@ -262,3 +262,27 @@ def test_demo_weights_command_pins_the_settings_the_weights_were_trained_with() 
     rebuilt = EchoDNDConfig.tiny(int(option["--image_size"]), kl_form=option["--kl_form"])
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     assert {k: v.shape for k, v in EchoDND(rebuilt).state_dict().items()} == shapes
+
+
+def test_a_checkpoint_from_before_the_new_fields_resumes_with_its_own_settings(tmp_path) -> None:
+    from echogains.data.phantom import make_phantom
+    from scripts.config import LEGACY_FIELDS
+    from scripts.train import EchoDNDTrainer
+
+    data = make_phantom(tmp_path / "Dataset001_P", n_patients=2, layout="nnunet", image_size=(32, 32), progress=False)
+    kw = dict(config="tiny", image_size=32, batch_size=2, val_every=0, progress=False, device="cpu")
+    EchoDNDTrainer(data, tmp_path / "run", steps=1, **kw).run()
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in LEGACY_FIELDS:  # as written before kl_form / mfcm_low_levels existed
+        state["config"].pop(key)
+    torch.save(state, path)
+    resumed = EchoDNDTrainer(data, tmp_path / "run", steps=2, **kw)
+    resumed.run()
+    assert resumed.step == 2 and resumed.config.kl_form == "vb" and resumed.config.mfcm_low_levels == "strided"
+    # the resumed run's checkpoint names the fields now: today's defaults (prior, exchange) are another configuration
+    assert torch.load(path, map_location="cpu", weights_only=True)["config"]["kl_form"] == "vb"
+    with pytest.raises(EchoDataError, match="another configuration"):
+        EchoDNDTrainer(data, tmp_path / "run", steps=3, **kw).run()
+    EchoDNDTrainer(data, tmp_path / "run", steps=3, kl_form="vb", **{**kw, "config": EchoDNDConfig.tiny(
+        32, mfcm_low_levels="strided").to_dict()}).run()  # the same settings given explicitly resume

@@ -283,6 +283,20 @@ class EchoDNDTrainer:
             self.noise_gen.manual_seed(self.seed * 1000 + 500 + self.rank + 7919 * self.step)
         log.info("resumed %s at step %d", path, self.step)
 
+    def _adopt_legacy_fields(self) -> None:
+        """A checkpoint written before a configuration field existed (:data:`scripts.config.LEGACY_FIELDS`) continues
+        with the behaviour it was trained with, when it matches this run's configuration otherwise."""
+        from .config import LEGACY_FIELDS
+
+        path = self.output_dir / "checkpoint.pt"
+        if not path.is_file():
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("config")
+        missing = {k: v for k, v in LEGACY_FIELDS.items() if isinstance(saved, dict) and k not in saved}
+        if missing and self.config.replace(**missing) == EchoDNDConfig.from_saved(saved):
+            log.warning("%s predates %s: resuming with its settings %s", path, ", ".join(missing), missing)
+            self.config = self.config.replace(**missing)
+
     def _rng_state(self) -> dict[str, Any]:
         """This rank's random states: its generators and the global torch, CUDA, NumPy and Python states."""
         name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -368,6 +382,7 @@ class EchoDNDTrainer:
         The dataset is read (and refused with :class:`EchoDataError` when bad) before the output folder is made.
         """
         self._load_data()
+        self._adopt_legacy_fields()
         self._build()
         self._resume()
         self.output_dir.mkdir(parents=True, exist_ok=True)
