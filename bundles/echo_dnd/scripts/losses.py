@@ -31,7 +31,7 @@ from .common import check_mask
 from .config import LOSS_TERMS, EchoDNDConfig
 from .gaussian import GaussianDiffusion
 
-__all__ = ["EchoDNDLoss", "training_losses", "build_processes"]
+__all__ = ["EchoDNDLoss", "training_losses", "build_processes", "draw_noise"]
 
 
 def build_processes(config: EchoDNDConfig) -> tuple[GaussianDiffusion, BernoulliDiffusion]:
@@ -41,6 +41,21 @@ def build_processes(config: EchoDNDConfig) -> tuple[GaussianDiffusion, Bernoulli
                                  **args)
     bernoulli = BernoulliDiffusion(**args)
     return gaussian, bernoulli
+
+
+def draw_noise(config: EchoDNDConfig, shape: tuple[int, ...], generator: torch.Generator | None = None
+               ) -> dict[str, torch.Tensor]:
+    """The random draws of one training batch of masks of ``shape`` ``(B, 1, H, W)``, in the order the loss draws them.
+
+    ``t`` ``(B,)`` uniform over 0..T-1, ``eps`` (Gaussian noise) and ``uniform`` (for the Bernoulli draw), both of
+    ``shape``, all from ``generator`` on its device. Drawn once for a whole accumulation cycle and sliced per
+    micro-batch, they make N micro-batches of B / N the same samples as one batch of B.
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    t = torch.randint(0, config.num_train_timesteps, (shape[0],), generator=generator, device=gen_device)
+    eps = torch.randn(shape, generator=generator, device=gen_device)
+    uniform = torch.rand(shape, generator=generator, device=gen_device)
+    return {"t": t, "eps": eps, "uniform": uniform}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -66,7 +81,8 @@ class EchoDNDLoss(nn.Module):
         return self._processes[1], self._processes[2]
 
     def forward(
-        self, model: nn.Module, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+        self, model: nn.Module, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None,
+        noise: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Sample t and the noises, run the model once, return each term, their weights' sum ``total``.
 
@@ -76,6 +92,7 @@ class EchoDNDLoss(nn.Module):
             mask: ``(B, 1, H, W)`` binary ground truth (1 = left ventricle).
             generator: source of all randomness (timesteps, Gaussian noise, Bernoulli draws); its device is used
                 for drawing, results are moved to the image's device.
+            noise: the draws of :func:`draw_noise` for this batch (then ``generator`` is not used).
 
         Returns:
             ``gaussian``, ``bernoulli``, ``kl_gaussian``, ``kl_bernoulli``, ``scc`` (scalars, zero when disabled),
@@ -88,13 +105,12 @@ class EchoDNDLoss(nn.Module):
         terms = set(config.loss_terms)
         run_g = config.use_gaussian and bool(terms & {"gaussian", "kl_gaussian"})
         run_b = config.use_bernoulli and bool(terms & {"bernoulli", "kl_bernoulli"})
-        b = image.shape[0]
-        gen_device = generator.device if generator is not None else torch.device("cpu")
         # 1. t ~ U{0..T-1}; eps ~ N(0, I); uniform noise for the Bernoulli draw (all from one generator)
-        t = torch.randint(0, config.num_train_timesteps, (b,), generator=generator, device=gen_device)
-        eps = torch.randn(mask.shape, generator=generator, device=gen_device).to(image)
-        uniform = torch.rand(mask.shape, generator=generator, device=gen_device).to(image)
-        t = t.to(image.device)
+        if noise is None:
+            noise = draw_noise(config, tuple(mask.shape), generator)
+        if noise["eps"].shape != mask.shape or noise["t"].shape != mask.shape[:1]:
+            raise ValueError(f"noise drawn for {tuple(noise['eps'].shape)}, the batch is {tuple(mask.shape)}")
+        t, eps, uniform = noise["t"].to(image.device), noise["eps"].to(image), noise["uniform"].to(image)
         # 2. forward processes: x_t^G = sqrt(abar) x_0 + sqrt(1-abar) eps (x_0 in {-1, 1}); x_t^B ~ B(abar x_0 + (1-abar)/2)
         x0_g = 2.0 * mask - 1.0
         x_g = gaussian.q_sample(x0_g, t, eps) if run_g else None

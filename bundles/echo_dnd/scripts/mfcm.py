@@ -24,8 +24,22 @@ import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ConvResBlock", "MFCM", "UNetConditioner", "conditioner_channels", "group_norm"]
+__all__ = ["ConvResBlock", "MFCM", "UNetConditioner", "conditioner_channels", "group_norm", "maybe_checkpoint"]
+
+
+def maybe_checkpoint(enabled: bool, function, *args):  # noqa: ANN001, ANN201 - any callable, any outputs
+    """``function(*args)``, under activation checkpointing when ``enabled`` and gradients are being recorded.
+
+    Checkpointing keeps only the inputs of ``function`` for the backward pass and runs it again there (PyTorch's
+    non-reentrant ``torch.utils.checkpoint``: closures, nested outputs and autocast work as without it): the same
+    values and gradients for about one more forward pass of compute, and the activations inside ``function`` are not
+    held between the forward and the backward pass.
+    """
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(function, *args, use_reentrant=False)
+    return function(*args)
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -203,17 +217,20 @@ class MFCM(nn.Module):
             for _ in range(extra if low_levels == "strided" else 0)
         )
         self.num_levels = num_levels
+        #: activation checkpointing of the stem, each transition, each multi-resolution module and the low exchange
+        self.gradient_checkpointing = False
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        streams = [self.stem(image)]
+        ckpt = self.gradient_checkpointing
+        streams = [maybe_checkpoint(ckpt, self.stem, image)]
         for k, stage in enumerate(self.stages):
             if k > 0:
-                streams = streams + [self.transitions[k - 1](streams[-1])]
+                streams = streams + [maybe_checkpoint(ckpt, self.transitions[k - 1], streams[-1])]
             for module in stage:
-                streams = module(streams)
+                streams = maybe_checkpoint(ckpt, module, streams)
         features = streams[: self.num_levels]
         if self.low_exchange is not None:
-            features.extend(self.low_exchange(streams))
+            features.extend(maybe_checkpoint(ckpt, self.low_exchange, streams))
         for extension in self.extensions:
             features.append(extension(features[-1]))
         return features
@@ -246,16 +263,22 @@ class UNetConditioner(nn.Module):
             nn.Sequential(ConvResBlock(2 * c[i], c[i], groups), *[ConvResBlock(c[i], c[i], groups) for _ in range(blocks - 1)])
             for i in range(len(c) - 1)
         )
+        #: activation checkpointing of each encoder and decoder level
+        self.gradient_checkpointing = False
+
+    def _decode(self, i: int, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(self.up[i](h), size=skip.shape[-2:], mode="nearest")
+        return self.decoder[i](torch.cat([h, skip], dim=1))
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        ckpt = self.gradient_checkpointing
         h = self.conv_in(image)
         skips = []
         for down, enc in zip(self.down, self.encoder):
-            h = enc(down(h))
+            h = maybe_checkpoint(ckpt, lambda x, d=down, e=enc: e(d(x)), h)
             skips.append(h)
         features = [h]
         for i in range(len(skips) - 2, -1, -1):
-            h = F.interpolate(self.up[i](h), size=skips[i].shape[-2:], mode="nearest")
-            h = self.decoder[i](torch.cat([h, skips[i]], dim=1))
+            h = maybe_checkpoint(ckpt, self._decode, i, h, skips[i])
             features.insert(0, h)
         return features

@@ -32,7 +32,7 @@ from torch import nn
 
 from .common import check_image
 from .config import EchoDNDConfig
-from .mfcm import MFCM, UNetConditioner, conditioner_channels, group_norm
+from .mfcm import MFCM, UNetConditioner, conditioner_channels, group_norm, maybe_checkpoint
 
 __all__ = [
     "Condition",
@@ -193,27 +193,38 @@ class NoiseEstimationUNet(DiffusionModelUNet):
             else FiLMFusion(c, cf, norm_num_groups)
             for c, cf, r in zip(entry_channels, cond_channels, resolutions)
         )
+        #: activation checkpointing of every encoder level (fusion and down block), the middle block, every decoder
+        #: level and the output head (:meth:`EchoDND.set_checkpointing`)
+        self.gradient_checkpointing = False
+
+    def _encode(self, level: int, h: torch.Tensor, features: torch.Tensor, emb: torch.Tensor):  # noqa: ANN202
+        fused = self.fusions[level](h, features)
+        out, residuals = self.down_blocks[level](hidden_states=fused, temb=emb, context=None)
+        return fused, out, residuals
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Condition) -> torch.Tensor:  # type: ignore[override]
         """Predict from the noisy mask ``x`` ``(B, 1, H, W)`` at ``timesteps`` ``(B,)`` given the image condition."""
+        ckpt = self.gradient_checkpointing
         # 1. time: sinusoidal embedding -> MLP
         emb = self.time_embed(get_timestep_embedding(timesteps, self.block_out_channels[0]).to(dtype=x.dtype))
         # 2. input: the image concatenated with the noisy mask
         h = self.conv_in(torch.cat([cond.image, x], dim=1))
         skips: list[torch.Tensor] = [h]
         # 3. encoder: fuse F^i at the input of level i (the fused map is also that scale's skip)
-        for level, block in enumerate(self.down_blocks):
-            h = self.fusions[level](h, cond.features[level])
-            skips[-1] = h
-            h, residuals = block(hidden_states=h, temb=emb, context=None)
+        for level in range(len(self.down_blocks)):
+            fused, h, residuals = maybe_checkpoint(ckpt, self._encode, level, h, cond.features[level], emb)
+            skips[-1] = fused
             skips.extend(residuals)
         # 4. middle and decoder, as in MONAI's DiffusionModelUNet
-        h = self.middle_block(hidden_states=h, temb=emb, context=None)
+        h = maybe_checkpoint(ckpt, lambda hh, e: self.middle_block(hidden_states=hh, temb=e, context=None), h, emb)
         for block in self.up_blocks:
             n = len(block.resnets)
             residuals, skips = skips[-n:], skips[:-n]
-            h = block(hidden_states=h, res_hidden_states_list=residuals, temb=emb, context=None)
-        return self.out(h)
+            h = maybe_checkpoint(
+                ckpt, lambda hh, res, e, b=block: b(hidden_states=hh, res_hidden_states_list=res, temb=e, context=None),
+                h, residuals, emb,
+            )
+        return maybe_checkpoint(ckpt, self.out, h)
 
 
 class SCCHead(nn.Module):
@@ -296,6 +307,23 @@ class EchoDND(nn.Module):
         self.bnem = _build_estimator(config, 1, config.bnem_attention_resolutions) if config.use_bernoulli else None
         self.scc_head = SCCHead(self.conditioner.out_channels[0], config.scc_channels, config.norm_num_groups)
 
+    def set_checkpointing(self, enabled: bool = True) -> EchoDND:
+        """Switch activation checkpointing of the conditioner's and both U-Nets' blocks on or off (training memory).
+
+        Recomputes each block's activations in the backward pass instead of keeping them: the same values and
+        gradients (to float rounding), less memory per sample, about one more forward pass of time per step.
+        Measured by ``benchmarks/train_memory.py``. Not saved with the weights; has no effect without gradients.
+        """
+        for module in (self.conditioner, self.gnem, self.bnem):
+            if module is not None:
+                module.gradient_checkpointing = bool(enabled)
+        return self
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether :meth:`set_checkpointing` is on."""
+        return bool(getattr(self.conditioner, "gradient_checkpointing", False))
+
     def condition(self, image: torch.Tensor) -> Condition:
         """Run the conditioner once: the image and its F^i for every level (reuse it across sampling steps)."""
         check_image(image, self.config.in_channels, self.config.size_divisor)
@@ -337,7 +365,8 @@ class EchoDND(nn.Module):
             out["bernoulli"] = self.bnem(x_bernoulli, timesteps, cond)
         if with_scc:
             out["scc"] = self.scc(cond)
-        return out
+        # under mixed precision (autocast) the outputs are half-precision: the losses are computed in float32
+        return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in out.items()}
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -9,6 +9,15 @@ with another number of processes (the saved ranks restore their states; a new ra
 rank and the step, and the batch split differs anyway), and the loss averages of the first ``metrics.csv`` row
 after a resume (they cover the steps since the resume only).
 
+Memory (``benchmarks/train_memory.py`` measures each option at paper scale): ``precision`` runs the forward pass under
+autocast (``bf16``; ``fp16`` with a gradient scaler; ``auto``: bf16 on a GPU that has it, fp32 elsewhere),
+``checkpointing`` recomputes the activations of the conditioner's and U-Nets' blocks in the backward pass instead of
+keeping them (``auto``: on at 256 px and above), ``accumulate`` N sums the gradients of N micro-batches of
+``batch_size`` before each optimiser step (effective batch = batch_size x N x processes). One step's images, timesteps
+and noises are drawn for the whole cycle before it is split, so N micro-batches of B are the same samples as one batch
+of N x B, and checkpoints are written between steps only: a run killed inside an accumulation cycle resumes at the
+cycle's start and continues exactly.
+
 Files in ``output_dir``: ``checkpoint.pt`` (full state: model, EMA, optimizer, step, generator states, config),
 ``model.pt`` (deployable: ``{"config", "state_dict"}`` of the EMA weights), ``metrics.csv`` (step, loss terms,
 validation Dice). Both ``.pt`` files are written atomically.
@@ -16,6 +25,7 @@ validation Dice). Both ``.pt`` files are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -33,11 +43,19 @@ from torch import nn
 
 from .config import ABLATIONS, LOSS_TERMS, EchoDNDConfig
 from .data import augment_batch, load_lv_cases
-from .losses import EchoDNDLoss
+from .losses import EchoDNDLoss, draw_noise
 from .networks import EchoDND
 from .sampler import EchoDNDSampler
 
-__all__ = ["EchoDNDTrainer", "atomic_torch_save", "check_ablation", "load_model", "dice_score"]
+__all__ = ["EchoDNDTrainer", "atomic_torch_save", "check_ablation", "load_model", "dice_score", "resolve_precision",
+           "PRECISIONS", "OOM_HINT"]
+
+#: ``precision`` values: ``auto`` is bf16 on a CUDA device that supports it and fp32 elsewhere (so CPU runs, e.g. the
+#: demo weights' training, stay in fp32); ``fp16`` uses a gradient scaler.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+#: What to try when a process runs out of memory (the kernel kills it with signal 9).
+OOM_HINT = "probably out of memory; try --accumulate or a smaller --batch_size"
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger("echo_dnd.train")
 
@@ -107,6 +125,39 @@ def check_ablation(name: str) -> str:
     return name
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``precision`` (one of :data:`PRECISIONS`) on ``device``.
+
+    Raises:
+        EchoDataError: an unknown value, or bf16 asked for on a GPU without it.
+    """
+    from .common import EchoDataError
+
+    name = str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise EchoDataError(None, f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if name == "auto":
+        return "bf16" if cuda_bf16 else "fp32"
+    if name == "bf16" and device.type == "cuda" and not cuda_bf16:
+        raise EchoDataError(None, "--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
+    return name
+
+
+def _flag(value: Any, name: str) -> bool | None:
+    """A boolean config value (``True``/``"false"``/``0`` ...), or ``None`` for ``"auto"``."""
+    from .common import EchoDataError
+
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise EchoDataError(None, f"--{name}: expected true, false or auto, got {value!r}")
+
+
 def _resolve_config(config: str | dict | EchoDNDConfig, image_size: int | None) -> EchoDNDConfig:
     if isinstance(config, EchoDNDConfig):
         return config
@@ -153,6 +204,12 @@ class EchoDNDTrainer:
         augment: apply the paper's augmentations.
         device: ``cuda`` when available else ``cpu`` by default.
         progress: tqdm bar on rank 0.
+        accumulate: micro-batches of ``batch_size`` per optimiser step (gradient accumulation): the effective batch is
+            ``batch_size x accumulate x processes``, the memory that of ``batch_size``. Default 1.
+        precision: ``auto`` (default: bf16 autocast on a GPU with bf16, fp32 elsewhere), ``fp32``, ``bf16`` (autocast,
+            also on CPU) or ``fp16`` (autocast and a gradient scaler, whose state is checkpointed).
+        checkpointing: activation checkpointing of the MFCM / U-Net conditioner and of both U-Nets' blocks (``True``,
+            ``False`` or ``auto``: on when the image size is 256 or more, the paper's setting).
     """
 
     def __init__(
@@ -176,6 +233,9 @@ class EchoDNDTrainer:
         augment: bool = True,
         device: str | None = None,
         progress: bool = True,
+        accumulate: int = 1,
+        precision: str = "auto",
+        checkpointing: bool | str = "auto",
     ) -> None:
         self.dataset_dir, self.output_dir = str(dataset_dir), Path(output_dir)
         self.ablation = check_ablation(ablation)
@@ -203,6 +263,14 @@ class EchoDNDTrainer:
         if device.startswith("cuda") and self.distributed:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         self.device = torch.device(device)
+        from .common import EchoDataError
+
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise EchoDataError(None, f"--accumulate: expected an integer >= 1, got {accumulate!r}")
+        self.accumulate = int(accumulate)
+        self.precision = resolve_precision(precision, self.device)
+        flag = _flag(checkpointing, "checkpointing")
+        self.checkpointing = self.config.image_size >= 256 if flag is None else flag
 
     # --- data --------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -221,18 +289,21 @@ class EchoDNDTrainer:
         log.info("training on %d cases, validating on %d (fold %d)", len(train_ids), len(val_ids), self.fold)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.train_images), (self.batch_size,), generator=self.data_gen)
+        """One optimiser step's images and masks, ``batch_size x accumulate`` of them, on the CPU."""
+        idx = torch.randint(0, len(self.train_images), (self.batch_size * self.accumulate,), generator=self.data_gen)
         image, mask = self.train_images[idx], self.train_masks[idx]
         if self.augment:
             image, mask = augment_batch(image, mask, self.data_gen)
-        return image.to(self.device), mask.to(self.device)
+        return image, mask
 
     # --- state ---------------------------------------------------------------------------------------
     def _build(self) -> None:
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         self.model = EchoDND(self.config).to(self.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.model.set_checkpointing(self.checkpointing)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.data_gen = torch.Generator().manual_seed(self.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator().manual_seed(self.seed * 1000 + 500 + self.rank)
         self.step = 0
@@ -255,7 +326,14 @@ class EchoDNDTrainer:
             "rng": [self._rng_state()],
             "seed": self.seed,
             "ablation": self.ablation,
+            "training": self._training_settings(),
+            "scaler": self.scaler.state_dict(),
         }
+
+    def _training_settings(self) -> dict[str, Any]:
+        """What decides the samples and arithmetic of a step besides the configuration (checked on resume)."""
+        return {"batch_size": self.batch_size, "accumulate": self.accumulate, "precision": self.precision,
+                "world_size": self.world}
 
     def _resume(self) -> None:
         path = self.output_dir / "checkpoint.pt"
@@ -270,6 +348,13 @@ class EchoDNDTrainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        saved_training = state.get("training", {"batch_size": self.batch_size, "accumulate": 1, "precision": "fp32",
+                                                "world_size": len(state.get("rng") or [0])})
+        if saved_training != self._training_settings():
+            log.warning("checkpoint was trained with %s, this run has %s: the continuation differs from an "
+                        "uninterrupted run", saved_training, self._training_settings())
         # random states are per rank: rank r continues from its own saved states (checkpoints before the "rng"
         # list held rank 0's generators only)
         saved = state.get("rng") or [{"data_gen": state["data_gen"], "noise_gen": state["noise_gen"]}]
@@ -376,6 +461,39 @@ class EchoDNDTrainer:
             writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
 
     # --- loop ----------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+
+    def train_step(self, loss_fn: EchoDNDLoss) -> dict[str, float]:
+        """One optimiser step: ``accumulate`` micro-batches, their gradients summed, then AdamW; returns the means.
+
+        The step's batch and noises are drawn first for the whole cycle; each micro-batch's loss (a mean over its
+        samples) is divided by ``accumulate``, so the gradient is the mean over all ``batch_size x accumulate``
+        samples, as one batch of that size gives. Under DDP the gradients are all-reduced once, after the last
+        micro-batch. Returns each loss term averaged over the step's samples.
+        """
+        image, mask = self._batch()
+        noise = draw_noise(self.config, tuple(mask.shape), self.noise_gen)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        n, b, means = self.accumulate, self.batch_size, {}
+        for k in range(n):
+            part = slice(k * b, (k + 1) * b)
+            last = k == n - 1
+            with self.net.no_sync() if self.distributed and not last else contextlib.nullcontext():
+                with self._autocast():
+                    losses = loss_fn(self.net, image[part].to(self.device), mask[part].to(self.device),
+                                     noise={key: v[part] for key, v in noise.items()})
+                self.scaler.scale(losses["total"] / n).backward()
+            for key, v in losses.items():
+                if key != "timesteps":
+                    means[key] = means.get(key, 0.0) + float(v.detach()) / n
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return means
+
     def run(self) -> Path:
         """Train to ``steps`` (resuming if a checkpoint exists); returns the path of ``model.pt``.
 
@@ -394,20 +512,21 @@ class EchoDNDTrainer:
             bar = tqdm(total=self.steps, initial=self.step, desc="Echo-DND training", dynamic_ncols=True)
         t0, acc = time.perf_counter(), {}
         while self.step < self.steps:
-            image, mask = self._batch()
-            self.model.train()
-            losses = loss_fn(self.net, image, mask, self.noise_gen)
-            self.optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            self.optimizer.step()
+            try:
+                losses = self.train_step(loss_fn)
+            except RuntimeError as err:
+                if not self.distributed:
+                    raise
+                # a collective failed: most often another rank died (torchrun names its signal: 9 = killed)
+                raise RuntimeError(f"rank {self.rank}, step {self.step + 1}: {err}\n(if another process of this run "
+                                   f"was killed by signal 9 (SIGKILL): {OOM_HINT})") from err
             self.step += 1
             self._update_ema()
             for k, v in losses.items():
-                if k != "timesteps":
-                    acc[k] = acc.get(k, 0.0) + float(v.detach())
+                acc[k] = acc.get(k, 0.0) + v
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(losses['total']):.4f}")
+                bar.set_postfix(loss=f"{losses['total']:.4f}")
             last = self.step == self.steps
             if self.val_every and (self.step % self.val_every == 0 or last) and self.rank == 0:
                 n = self.step % self.val_every or self.val_every
