@@ -35,10 +35,11 @@ from echogains.analysis import analyze
 from echogains.analysis.volumes import beat_volumes, loop_summary, measure_loop
 from echogains.analysis.cycles import Beat, detect_beats
 from echogains.data.phantom import make_phantom
-from echogains.utils import atomic_write_json, atomic_write_text, get_logger, to_jsonable
+from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
 from experiments.common import machine, markdown_table
 
 log = get_logger("experiments.analyze_phantom")
+FAILED = "failed.json"
 
 
 def _match(truth: Sequence[Mapping[str, int]], detected: Sequence[Mapping[str, int]]) -> list[dict[str, Any]]:
@@ -110,13 +111,26 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
     beats, efs, complete = [], [], True
     for pid in sorted(by_patient):
         out = args.work / f"analyze_{layout}_{args.model}" / pid
-        if not (out / "results.json").is_file():
+        if not (out / "results.json").is_file() and not (out / FAILED).is_file():
             if time.monotonic() > deadline:
                 complete = False
                 continue
             source = data / "dicom" / pid if layout == "dicom" else data / truth["loops"][by_patient[pid]["4CH"]]["file"]
-            analyze(source, out, model=args.model, model_path=args.model_path, views="auto" if layout == "dicom" else "4CH",
-                    num_steps=args.num_steps, ensemble=args.ensemble, overwrite=True, progress=False, overlay=False)
+            try:
+                analyze(source, out, model=args.model, model_path=args.model_path, num_steps=args.num_steps,
+                        views="auto" if layout == "dicom" else "4CH", ensemble=args.ensemble, overwrite=True,
+                        progress=False, overlay=False)
+            except EchoDataError as err:  # e.g. no beat found in a loop: a failure of the method, counted as such
+                atomic_write_json(out / FAILED, {"problem": str(err)})
+        if (out / FAILED).is_file():
+            failed = json.loads((out / FAILED).read_text())["problem"]
+            for view, name in by_patient[pid].items():
+                beats += [{"layout": layout, "patient": pid, "view": view, "matched": False, "ed_error": None,
+                           "es_error": None} for _ in truth["loops"][name]["beats"]]
+            efs.append({"layout": layout, "patient": pid, "method": "failed", "problem": failed, "frames": 0, "seconds": 0.0,
+                        "ef_true": truth["loops"][next(iter(by_patient[pid].values()))]["true_ef_pct"],
+                        "ef_detected": float("nan"), "ef_true_frames": float("nan"), "ef_low": None, "ef_high": None})
+            continue
         result = json.loads((out / "results.json").read_text())["results"][0]
         b, e = _patient_rows(layout, pid, result, out, truth, by_patient[pid])
         beats += b
@@ -130,7 +144,8 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
     es = [b["es_error"] for b in beats if b["matched"]]
     frames, seconds = sum(e["frames"] for e in efs), sum(e["seconds"] for e in efs)
     return {
-        "patients": len(efs), "true_beats": len(beats), "matched_beats": len(ed),
+        "patients": len(efs), "failed_patients": sum(e["method"] == "failed" for e in efs),
+        "true_beats": len(beats), "matched_beats": len(ed),
         "beats_ed_es_within_1_frame": float(np.mean(ok)) if ok else None,
         "ed_within_1": float(np.mean([e <= 1 for e in ed])) if ed else None,
         "es_within_1": float(np.mean([e <= 1 for e in es])) if es else None,
@@ -153,7 +168,8 @@ def _markdown(summaries: Mapping[str, Mapping[str, Any]], args: argparse.Namespa
             a = s[key]
             rows.append({"layout": layout, "comparison": title, "n": a["n"], "bias": a["bias"], "loa_low": a["loa_low"],
                          "loa_high": a["loa_high"], "mae": a["mae"]})
-    beats = [{"layout": k, "patients": s["patients"], "true beats": s["true_beats"], "matched": s["matched_beats"],
+    beats = [{"layout": k, "patients": s["patients"], "no beat found": s["failed_patients"], "true beats": s["true_beats"],
+              "matched": s["matched_beats"],
               "ED and ES within 1 frame": s["beats_ed_es_within_1_frame"], "ED within 1": s["ed_within_1"],
               "ES within 1": s["es_within_1"], "mean ED error": s["ed_error_mean"], "mean ES error": s["es_error_mean"],
               "true EF in interval": s["true_ef_inside_interval"], "frames/s": s["segmentation_frames_per_s"]}
