@@ -372,6 +372,7 @@ def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], ar
         step("expand", lambda: expand_dataset(train_dir, dataset, model=cfg.ddpm if spec.repaint else None,
                                               augment=spec.augment, k=cfg.k, repaint=spec.repaint,
                                               sampler=cfg.sampler, seed=cfg.seed, fold=0, device=cfg.device,
+                                              augment_validation=cfg.mode == "full",  # the paper's Sec. 2.6
                                               progress=False))
     planned = folder / "planned.json"
     if not planned.is_file():
@@ -762,6 +763,9 @@ def run(
             reported with bootstrap 95 % intervals over seeds and test patients.
         overwrite: delete the working folder first.
         progress: progress bar over finished arms.
+
+    The full mode expands the validation cases too (``augment_validation``, the paper's Sec. 2.6: training and
+    validation sets with five copies each); the quick mode validates on original cases only (the toolkit's default).
 
     Returns:
         The markdown path.
