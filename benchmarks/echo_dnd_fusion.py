@@ -21,6 +21,8 @@ those of the conditional features F^i), writes as one JSON file (atomically):
   cross-attention at 16 and 8 px only, the layout before this measurement), and per scale the fusion's time as a
   fraction of it;
 - the GFLOP of that GNEM evaluation and each cross-attention's GFLOP as a fraction of it (load-independent);
+- ``layouts``: fusion kinds, parameter counts and GNEM GFLOP of the paper network before (FiLM above 16 px, low
+  MFCM levels strided from the 1/8 stream) and after (the configuration's defaults);
 - ``decision``: cross-attention where one SDPA call costs at most ``--max_fraction`` (default 0.05) of that GNEM
   evaluation, FiLM above; the ``fusion_attention_max_tokens`` that realises it.
 
@@ -200,6 +202,18 @@ def gnem_gflop(config: Any) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _layout(config: Any) -> dict[str, Any]:
+    """Fusion kinds, parameters and GNEM GFLOP of one paper-network layout (meta tensors)."""
+    from scripts import EchoDND, count_parameters
+
+    with torch.device("meta"):
+        model = EchoDND(config)
+    return {"fusion_attention_max_tokens": config.fusion_attention_max_tokens,
+            "mfcm_low_levels": config.mfcm_low_levels,
+            "fusions": [type(f).__name__ for f in model.gnem.fusions],
+            "parameters": count_parameters(model), "gnem_gflop": gnem_gflop(config)}
+
+
 def decide(scales: Sequence[dict[str, Any]], gnem_s: float, max_fraction: float) -> dict[str, Any]:
     """Cross-attention from the smallest scale up to the last one whose SDPA call is within ``max_fraction`` of a GNEM
     evaluation (the configuration's rule is a token threshold, so the chosen scales are all those below a size)."""
@@ -254,6 +268,8 @@ def run(out: Path, threads: int, timed_max: int, math_max: int, repeats: int, gn
         "scales": scales,
         "gnem_evaluation_seconds_batch_1": gnem_s,
         "gnem_evaluation_gflop_batch_1": gnem_g,
+        "layouts": {name: _layout(cfg) for name, cfg in (("before", reference.replace(mfcm_low_levels="strided")),
+                                                         ("after", config))},
         "decision": decide(scales, gnem_s, max_fraction),
         "total_s": time.perf_counter() - started,
     }
@@ -278,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sdpa = timing.get("cross_attention_sdpa", {}).get("seconds")
         print(f"{s['side']:>4} px: attention {s['cross_attention_gflop']:.2f} GFLOP, FiLM {s['film_gflop']:.3f} GFLOP, "
               f"matrix at batch 8 {s['attention_matrix_gib_batch_8']:.2f} GiB"
-              + (f", SDPA {sdpa:.3f} s ({s['sdpa_fraction_of_gnem_evaluation']:.1%} of a GNEM evaluation)" if sdpa else ""))
+              + (f", SDPA {sdpa:.3f} s ({s['sdpa_fraction_of_gnem_evaluation']:.1%} of a GNEM evaluation)"
+                 if sdpa else ""))
     print(f"GNEM evaluation {result['gnem_evaluation_seconds_batch_1']:.2f} s; decision: {result['decision']}")
     return 0
 
