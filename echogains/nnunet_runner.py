@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,28 @@ from echogains.utils import EchoDataError, get_logger
 
 log = get_logger("echogains.nnunet")
 
-__all__ = ["NnUNet", "dataset_id_of", "nnunet_command"]
+__all__ = ["NnUNet", "dataset_id_of", "nnunet_command", "describe_exit", "OOM_HINT"]
+
+#: What to try when a training process was killed by signal 9 (on Linux mostly the kernel's out-of-memory killer).
+OOM_HINT = "probably out of memory; try --accumulate or a smaller --batch_size"
+
+
+def describe_exit(returncode: int, hint: str = OOM_HINT) -> str:
+    """A child's exit status in words: ``exit code N``, or ``killed by signal 9 (SIGKILL): <hint>`` and the like.
+
+    A negative ``returncode`` is Python's way of reporting a signal; 128 + N is a shell's (or a launcher's).
+    """
+    number = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 160 else None
+    if number is None:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown signal"
+    via = "" if returncode < 0 else f"exit code {returncode} = 128 + {number}: "
+    if number == signal.SIGKILL:
+        return f"{via}killed by signal 9 ({name}): {hint}"
+    return f"{via}killed by signal {number} ({name})"
 
 
 def dataset_id_of(dataset: str | os.PathLike) -> int:
@@ -106,8 +128,10 @@ class NnUNet:
         self.timings[tag] = round(seconds, 2)
         if proc.returncode != 0:
             tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
-            raise RuntimeError(f"{' '.join(args)} failed with exit code {proc.returncode}; "
-                               f"last lines of {log_file}:\n{tail}")
+            # nnU-Net takes its batch size from the plans (no --accumulate): say what helps it
+            why = describe_exit(proc.returncode, "probably out of memory; run fewer jobs at once, or lower "
+                                                 "'batch_size' in the nnU-Net plans (nnUNetPlans.json)")
+            raise RuntimeError(f"{' '.join(args)} failed ({why}); last lines of {log_file}:\n{tail}")
         return seconds
 
     def plan_and_preprocess(self, dataset: str | os.PathLike | int, verify: bool = True,

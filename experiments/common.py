@@ -22,7 +22,18 @@ log = get_logger("experiments")
 REPO = Path(__file__).resolve().parents[1]
 
 __all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "write_results", "positive_int", "check_resume",
-           "spawn_context", "bootstrap_mean_ci"]
+           "spawn_context", "bootstrap_mean_ci", "describe_failure"]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One arm's failure in words; a worker process that died (``BrokenProcessPool``) is said to be so, with what
+    usually killed it (the kernel's out-of-memory killer, signal 9) and what to try."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):
+        return ("BrokenProcessPool: an arm's worker process died abruptly, most often killed by signal 9: probably "
+                "out of memory; try --jobs 1, --accumulate or a smaller --batch_size")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -44,9 +44,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from echogains.nnunet_runner import describe_exit
 from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json
-from experiments.common import (REPO, Stopwatch, check_resume, fmt, machine, markdown_table, positive_int,
-                                spawn_context, write_results)
+from experiments.common import (REPO, Stopwatch, check_resume, describe_failure, fmt, machine, markdown_table,
+                                positive_int, spawn_context, write_results)
 
 log = get_logger("experiments.echo_dnd")
 
@@ -227,7 +228,8 @@ def _bundle(args: Sequence[str], log_file: Path) -> None:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode:
         tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
-        raise RuntimeError(f"bundle command failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
+        raise RuntimeError(f"bundle command failed ({describe_exit(proc.returncode)}); last lines of {log_file}:\n"
+                           f"{tail}")
 
 
 def _echo_dnd_train(settings: Settings, ds: Path, folder: Path, ablation: str) -> Path:
@@ -604,7 +606,7 @@ def run(
                     records[arm] = future.result()
                     log.info("arm %s done: %s", arm, records[arm]["timings"])
                 except Exception as exc:  # noqa: BLE001 - report every arm's failure, then fail
-                    errors[arm] = f"{type(exc).__name__}: {exc}"
+                    errors[arm] = describe_failure(exc)
                     log.error("arm %s failed: %s", arm, exc)
     with sw("report"):
         table_md, results = build_report(out_dir, records)

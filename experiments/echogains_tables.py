@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, read_json
-from experiments.common import (Stopwatch, bootstrap_mean_ci, check_resume, fmt, machine, markdown_table, positive_int,
-                                spawn_context, write_results)
+from experiments.common import (Stopwatch, bootstrap_mean_ci, check_resume, describe_failure, fmt, machine,
+                                markdown_table, positive_int, spawn_context, write_results)
 
 log = get_logger("experiments.echogains_tables")
 
@@ -809,7 +809,7 @@ def run(
                     records[key] = future.result()
                     log.info("arm %s/%s done: %s", *key, records[key]["timings"])
                 except Exception as exc:  # noqa: BLE001 - report every arm's failure, then fail
-                    errors[f"{key[0]}/{key[1]}"] = f"{type(exc).__name__}: {exc}"
+                    errors[f"{key[0]}/{key[1]}"] = describe_failure(exc)
                     log.error("arm %s/%s failed: %s", *key, exc)
     with sw("report"):
         table_md, results = build_report(work_dir, out_dir, settings, directions, records)
