@@ -26,6 +26,8 @@ SLOW_TESTS = (  # longest first
     "tests/test_cli.py::test_convert_verify_evaluate",
     "tests/bundle/test_bundle_run_inference.py::test_inference_both_forms_from_any_folder",
     "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
+    "tests/bundle/test_bundle_ddp.py::test_two_process_resume_restores_every_rank",
+    "tests/bundle/test_echodnd_losses.py::test_a_checkpoint_from_before_the_new_fields_resumes_with_its_own_settings",
     "tests/test_benchmarks_echogains.py::test_smoke_run_writes_the_json_with_its_keys_types_and_ratios",
     "tests/bundle/test_bundle_run_evaluate.py::test_evaluate_writes_predictions_and_report",
 )
