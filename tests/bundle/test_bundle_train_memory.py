@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,51 @@ def test_train_json_passes_the_memory_options(tmp_path):
     bad = subprocess.run([*args[:-6], "--accumulate", "0"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "--accumulate" in bad.stderr.strip().splitlines()[-1]
+
+
+_KILLED_RANK_SCRIPT = '''
+import os, signal, sys
+sys.path.insert(0, {bundle!r})
+import torch.distributed as dist
+from scripts.losses import EchoDNDLoss
+from scripts.train import EchoDNDTrainer
+
+dist.init_process_group("gloo")
+real, calls = EchoDNDLoss.forward, [0]
+
+
+def forward(self, *args, **kwargs):  # rank 1 is killed (as by the out-of-memory killer) in its second step
+    calls[0] += 1
+    if dist.get_rank() == 1 and calls[0] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+
+
+EchoDNDLoss.forward = forward
+EchoDNDTrainer(dataset_dir={dataset!r}, output_dir={out!r}, config="tiny", image_size=32, batch_size=1, steps=3,
+               val_every=0, save_every=10, progress=False, device="cpu").run()
+'''
+
+
+def test_a_rank_killed_by_signal_9_is_named_by_the_others(tmp_path):
+    from echogains.data.phantom import make_phantom
+
+    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_RANK_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), out=str(tmp_path / "run")))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers
+        pytest.fail(f"torchrun timed out:\n{proc.communicate()[0][-4000:]}")
+    assert proc.returncode != 0
+    assert "Signal 9 (SIGKILL)" in log  # torchrun's summary
+    # the surviving rank's error says what probably happened and what to try
+    assert "rank 0, step 2:" in log
+    assert ("if another process of this run was killed by signal 9 (SIGKILL): probably out of memory; try "
+            "--accumulate or a smaller --batch_size") in log
