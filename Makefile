@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean demo-weights
+.PHONY: demo test install clean demo-weights demo-weights-nnunet
 
 # The committed demo weights were made by this target (CPU, one thread, about an hour each on 2 cores).
 # Echo-DND: the legacy loss settings they were trained with are pinned (Adam, i.e. weight decay 0, and the
@@ -36,6 +36,23 @@ demo-weights: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m echogains train-ddpm $(DEMO_DATA) build/demo_train/ddpm_tiny --config tiny --steps 3000 \
 		--batch_size 8 --seed 0 --sample_every 500 --checkpoint_every 250 --device cpu
 	cp build/demo_train/ddpm_tiny/ddpm_ema.pt echogains/ddpm/weights/ddpm_tiny_phantom.pt
+
+# The demo's nnU-Net (nnUNetTrainerEchoDemo: a small U-Net, 16 epochs x 25 iterations, final checkpoint without
+# optimizer state, weights in half precision), trained on the same phantom data; committed under nnunet_ext/demo_model.
+NNUNET_DEMO_ENV := nnUNet_raw=$(CURDIR)/build/demo_train nnUNet_preprocessed=$(CURDIR)/build/demo_train/nnUNet_preprocessed \
+	nnUNet_results=$(CURDIR)/build/demo_train/nnUNet_results nnUNet_extTrainer=$(CURDIR)/nnunet_ext/trainers \
+	nnUNet_def_n_proc=1 nnUNet_n_proc_DA=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ECHOGAINS_NNUNET_SEED=0
+NNUNET_DEMO_MODEL := Dataset601_PhantomLV/nnUNetTrainerEchoDemo__nnUNetPlans__2d
+
+demo-weights-nnunet: $(STAMP)
+	$(PY) -m echogains make-phantom $(DEMO_DATA) --layout nnunet --n_patients 60 --seed 1000 --labels lv,myo --overwrite
+	$(NNUNET_DEMO_ENV) $(VENV)/bin/nnUNetv2_plan_and_preprocess -d 601 -c 2d -np 1 -npfp 1 --verify_dataset_integrity
+	$(NNUNET_DEMO_ENV) $(VENV)/bin/nnUNetv2_train 601 2d 0 -tr nnUNetTrainerEchoDemo -device cpu
+	mkdir -p nnunet_ext/demo_model/$(NNUNET_DEMO_MODEL)/fold_0
+	cp build/demo_train/nnUNet_results/$(NNUNET_DEMO_MODEL)/plans.json build/demo_train/nnUNet_results/$(NNUNET_DEMO_MODEL)/dataset.json \
+		nnunet_ext/demo_model/$(NNUNET_DEMO_MODEL)/
+	cp build/demo_train/nnUNet_results/$(NNUNET_DEMO_MODEL)/fold_0/checkpoint_final.pth \
+		build/demo_train/nnUNet_results/$(NNUNET_DEMO_MODEL)/fold_0/validation/summary.json nnunet_ext/demo_model/$(NNUNET_DEMO_MODEL)/fold_0/
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -5,11 +5,12 @@
 2. Echo-DND segmentation of the test cases with the bundle's demo weights, run as users run it:
    ``python -m monai.bundle run inference --config_file bundles/echo_dnd/configs/inference.json ...``;
    masks and uncertainty maps in the input geometry.
-3. nnU-Net on the same training split, run beside step 2 (one core each), as users run it:
-   ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity``, ``nnUNetv2_train -tr nnUNetTrainerEchoSmoke``
-   (2 iterations: the demo checks the nnU-Net path; ``--nnunet_trainer nnUNetTrainerEchoQuick`` trains for real,
-   in tens of CPU minutes; ``experiments/echo_dnd_tables.py`` compares trained models) and ``nnUNetv2_predict``
-   on the same test cases.
+3. nnU-Net on the same test cases: the committed demo model (``nnUNetTrainerEchoDemo``, trained by
+   ``make demo-weights-nnunet`` on the Echo-DND demo weights' phantom data) through
+   ``nnUNetv2_predict_from_modelfolder``; with ``--nnunet_trainer nnUNetTrainerEchoSmoke`` / ``...Quick`` it is
+   planned and trained here instead, beside step 2 (``experiments/echo_dnd_tables.py`` compares trained models).
+   Beside step 2 too: ``echogains analyze`` of one phantom patient's A2C + A4C ultrasound DICOM loops (every frame
+   segmented by Echo-DND, ED/ES per beat, Simpson biplane EF with its interval, overlay videos).
 4. ``evaluate`` of both with the same evaluator: Dice, HD/MSD in mm, Simpson-biplane EF against the phantom's
    analytic reference, Bland-Altman, overlays, HTML report.
 5. EchoGAINS: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM (fast RePaint sampler),
@@ -38,6 +39,20 @@ log = get_logger("echogains.demo")
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "echo_dnd"
+#: the committed demo nnU-Net (``make demo-weights-nnunet``), used unless another trainer is asked for
+DEMO_NNUNET_TRAINER = "nnUNetTrainerEchoDemo"
+DEMO_NNUNET_WHAT = "demo weights (small U-Net, 16 x 25 iterations on another phantom seed; make demo-weights-nnunet)"
+
+
+def demo_nnunet_model() -> Path:
+    """The committed demo nnU-Net model folder (located through the plugin's package, which is not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nnunet_ext")
+    if spec is None or not spec.submodule_search_locations:
+        raise EchoDataError(None, "the nnunet_ext package is not installed (pip install -e . in this repository)")
+    base = Path(list(spec.submodule_search_locations)[0]) / "demo_model"
+    return base / "Dataset601_PhantomLV" / f"{DEMO_NNUNET_TRAINER}__nnUNetPlans__2d"
 
 
 def _run(cmd: list[str]) -> None:
@@ -73,13 +88,33 @@ def _models_table(rows: list[tuple[str, str, dict | None]]) -> str:
             f"<th>EF bias (points)</th><th>EF limits of agreement</th></tr>{body}</table>")
 
 
+def _loops_section(root: Path, record: dict | None) -> str:
+    """index.html section of the ``analyze`` run: EF per patient, curves, links to the overlay videos."""
+    if not record:
+        return ""
+    parts = []
+    for r in record.get("results", []):
+        loop = r["loop"]
+        interval = ("–" if loop.get("ef_low_pct") is None
+                    else f"{loop['ef_low_pct']:.1f} .. {loop['ef_high_pct']:.1f}")
+        videos = " ".join(f'<a href="analyze/{html.escape(v["overlay_video"])}">{html.escape(view)} overlay video</a>'
+                          for view, v in r["loops"].items() if v.get("overlay_video"))
+        imgs = "".join(f'<img src="analyze/{html.escape(v["curves_png"])}" style="max-width:440px">' for v in r["loops"].values())
+        parts.append(f"<p>{html.escape(r['patient'])}: {html.escape(r['method'])}, {loop['n_beats']} beat(s), EF "
+                     f"{loop['ef_pct']:.1f} % (95 % interval from the diffusion samples {interval}); {videos}</p>{imgs}")
+    return ("<h2>Echo loops: <code>echogains analyze</code></h2><p>One phantom patient's A2C and A4C multi-frame ultrasound "
+            "DICOM loops, every frame segmented by Echo-DND, ED/ES per beat from the volume curve, Simpson biplane EF. "
+            '<a href="analyze/report.html">analyze report</a> (masks, curves, overlay videos).</p>' + "".join(parts))
+
+
 def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Path | None,
-           nnunet: tuple[str, dict | None] | None = None) -> Path:
+           nnunet: tuple[str, dict | None] | None = None, loops: dict | None = None) -> Path:
     models = [("Echo-DND", ("demo weights (tiny, 64 px, 3000 steps on another phantom seed); 10 DDIM steps",
                             "report/report.html"), summary)]
     if nnunet is not None:
         trainer, nn_summary = nnunet
         what = ("2 iterations: checks the nnU-Net path, not a trained model" if trainer.endswith("Smoke")
+                else DEMO_NNUNET_WHAT if trainer == DEMO_NNUNET_TRAINER
                 else "nnU-Net 2d, trained here on the same training split")
         models.append((f"nnU-Net ({trainer})", (what, "report_nnunet/report.html"), nn_summary))
     seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
@@ -103,12 +138,35 @@ HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full eva
 <h2>Uncertainty maps</h2><p>Echo-DND's uncertainty maps as written, drawn by <code>evaluate</code> (colour scale:
 0 = every sample agrees, 1 = the samples split evenly; <a href="report/report.html">report</a>).</p>
 <img src="report/uncertainty.png" style="max-width:900px">
+{_loops_section(root, loops)}
 {aug}
 <h2>Timings (s)</h2><table>{rows}</table></body></html>
 """
     path = root / "index.html"
     atomic_write_text(path, text)
     return path
+
+
+def _predict_demo_nnunet(nn, images: Path, out: Path) -> float:
+    """``nnUNetv2_predict_from_modelfolder`` with the committed demo model (``-f 0``, the plugin's trainers)."""
+    from echogains.nnunet_runner import nnunet_command
+
+    model = demo_nnunet_model()
+    if not (model / "fold_0" / "checkpoint_final.pth").is_file():
+        raise EchoDataError(model, "demo nnU-Net weights missing (make demo-weights-nnunet trains them)")
+    args = [*nnunet_command("nnUNetv2_predict_from_modelfolder"), "-i", str(images), "-o", str(out), "-m", str(model),
+            "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    return nn.run(args, "predict_demo_nnunet")
+
+
+def _analyze_loops(root: Path, seed: int, progress: bool) -> dict:
+    """One phantom patient's A2C + A4C ultrasound DICOM loops (2 beats at 30 fps), analysed with Echo-DND."""
+    from echogains.analysis import analyze
+    from echogains.data.phantom import make_phantom
+
+    loops = make_phantom(root / "phantom_dicom", n_patients=1, layout="dicom", seed=seed + 11, cycle_frames=24,
+                         fps=30.0, n_beats=2, progress=False)
+    return analyze(loops / "dicom", root / "analyze", bundle_root=str(BUNDLE), progress=progress)
 
 
 def run_demo(
@@ -119,7 +177,8 @@ def run_demo(
     ensemble: int = 3,
     augment: bool = True,
     nnunet: bool = True,
-    nnunet_trainer: str = "nnUNetTrainerEchoSmoke",
+    nnunet_trainer: str = DEMO_NNUNET_TRAINER,
+    loops: bool = True,
     progress: bool = True,
 ) -> str:
     """Run the demo chain and write ``out/index.html``.
@@ -131,10 +190,12 @@ def run_demo(
         num_steps: Echo-DND sampling steps.
         ensemble: Echo-DND samples per image (the uncertainty map needs more than one).
         augment: also run the EchoGAINS expansion and its report.
-        nnunet: also train and evaluate nnU-Net (``nnunet_trainer``) on the same data, beside Echo-DND inference.
-        nnunet_trainer: ``nnUNetTrainerEchoSmoke`` (2 iterations: checks the nnU-Net path within the demo's time)
-            or ``nnUNetTrainerEchoQuick`` (15 epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on
-            a loaded 2-core machine).
+        nnunet: also evaluate nnU-Net on the same test cases with the same evaluator.
+        nnunet_trainer: ``nnUNetTrainerEchoDemo``: the committed demo model (``make demo-weights-nnunet``), predicted
+            with ``nnUNetv2_predict_from_modelfolder``; any other trainer is planned and trained here, beside Echo-DND
+            inference: ``nnUNetTrainerEchoSmoke`` (2 iterations: checks the path) or ``nnUNetTrainerEchoQuick`` (15
+            epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on a loaded 2-core machine).
+        loops: also ``echogains analyze`` one phantom patient's A2C + A4C DICOM loops (beside Echo-DND inference).
         progress: show progress bars.
     """
     from echogains.augment.expand import expand_dataset
@@ -173,19 +234,25 @@ def run_demo(
         raise SystemExit(report.summary())
     nn = nn_thread = None
     nn_error: list[BaseException] = []
+    loop_record: dict = {}
+    trains_nnunet = nnunet and nnunet_trainer != DEMO_NNUNET_TRAINER
     if nnunet:
         from echogains.nnunet_runner import NnUNet
 
         nn = NnUNet(raw=root / "nnUNet_raw", device="cpu", threads=1, log_dir=root / "logs")
+    if trains_nnunet or loops:
 
-        def nnunet_train() -> None:  # beside Echo-DND inference: one core each
+        def beside() -> None:  # beside Echo-DND inference: one core each
             try:
-                stage("nnU-Net plan_and_preprocess", nn.plan_and_preprocess, dataset, verify=True)
-                stage(f"nnU-Net train ({nnunet_trainer})", nn.train, dataset, nnunet_trainer, 0)
+                if trains_nnunet:
+                    stage("nnU-Net plan_and_preprocess", nn.plan_and_preprocess, dataset, verify=True)
+                    stage(f"nnU-Net train ({nnunet_trainer})", nn.train, dataset, nnunet_trainer, 0)
+                if loops:
+                    loop_record.update(stage("analyze (DICOM loops)", _analyze_loops, root, seed, progress))
             except BaseException as err:  # re-raised in the main thread
                 nn_error.append(err)
 
-        nn_thread = threading.Thread(target=nnunet_train, name="nnunet", daemon=True)
+        nn_thread = threading.Thread(target=beside, name="beside", daemon=True)
         nn_thread.start()
     preds = root / "predictions" / "echo_dnd"
     stage("echo-dnd inference", _run, [
@@ -196,14 +263,18 @@ def run_demo(
         "--progress", str(bool(progress)).lower()])
     summary = stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
     nn_summary = None
-    if nn is not None and nn_thread is not None:
+    if nn_thread is not None:
         t0 = time.perf_counter()
         nn_thread.join()
-        timings["wait for nnU-Net training"] = round(time.perf_counter() - t0, 2)
+        timings["wait for nnU-Net training / analyze"] = round(time.perf_counter() - t0, 2)
         if nn_error:
             raise SystemExit(f"demo step failed: {nn_error[0]}")
+    if nn is not None:
         nn_preds = root / "predictions" / "nnunet"
-        stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, nnunet_trainer, 0)
+        if trains_nnunet:
+            stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, nnunet_trainer, 0)
+        else:
+            stage("nnU-Net predict (demo weights)", _predict_demo_nnunet, nn, dataset / "imagesTs", nn_preds)
         nn_summary = stage("evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts",
                            progress=progress)
     aug_report = None
@@ -219,7 +290,7 @@ def run_demo(
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
     index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report,
-                   (nnunet_trainer, nn_summary) if nnunet else None)
+                   (nnunet_trainer, nn_summary) if nnunet else None, loop_record)
     print(f"demo finished in {timings['total']:.1f} s; open {index}")
     return str(index)
 

@@ -4,7 +4,9 @@
   patient from ``cases.json``), validation on original cases only (overrides ``do_split``). They read the raw
   dataset from ``$nnUNet_raw`` and refuse to train without it (nnU-Net's random split would leak augmented copies).
 - ``nnUNetTrainerEcho``: the paper's setting, 500 epochs, on those folds (overrides ``num_epochs``).
-- ``nnUNetTrainerEchoSmoke``: 1 epoch of 2 iterations and 1 validation iteration, for CPU tests and the demo.
+- ``nnUNetTrainerEchoSmoke``: 1 epoch of 2 iterations and 1 validation iteration, for CPU tests.
+- ``nnUNetTrainerEchoDemo``: the demo's committed model (``make demo-weights-nnunet``): a small network, 16 epochs of
+  25 iterations, a final checkpoint without optimizer state (overrides the architecture, schedule and final save).
 
 nnU-Net imports this module by file from ``nnUNet_extTrainer``; imports below are therefore absolute.
 """
@@ -110,3 +112,50 @@ class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
         self.num_epochs = 15
         self.num_iterations_per_epoch = 25
         self.num_val_iterations_per_epoch = 5
+
+
+class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
+    """The demo's committed nnU-Net (``make demo-weights``): a small network that CPU training can afford.
+
+    Overrides the architecture (the plans' U-Net with at most ``MAX_FEATURES`` features per stage, starting at
+    ``BASE_FEATURES``: a few MB instead of nnU-Net's ~80 MB), the schedule (``num_epochs`` x 25 iterations) and the
+    final checkpoint, which keeps only what ``nnUNetPredictor`` reads (weights in half precision, trainer name, init
+    arguments, mirroring axes; no optimizer state), so that it can be committed. Inference rebuilds the same network
+    through :meth:`build_network_architecture`, so predicting needs ``nnUNet_extTrainer`` set (``echogains nnunet-env``).
+    """
+
+    BASE_FEATURES = 16
+    MAX_FEATURES = 96
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 16
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 5
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision: bool = True):
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+        kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        n_stages = int(kwargs["n_stages"])
+        base, top = nnUNetTrainerEchoDemo.BASE_FEATURES, nnUNetTrainerEchoDemo.MAX_FEATURES
+        kwargs["features_per_stage"] = [min(base * 2**i, top) for i in range(n_stages)]
+        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+    def save_checkpoint(self, filename: str) -> None:
+        if not str(filename).endswith("checkpoint_final.pth"):
+            return super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return None
+        module = self.network.module if self.is_ddp else self.network
+        module = getattr(module, "_orig_mod", module)
+        weights = {k: (v.half() if v.is_floating_point() else v) for k, v in module.state_dict().items()}
+        torch.save({"network_weights": weights, "init_args": self.my_init_kwargs, "trainer_name": self.__class__.__name__,
+                    "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+                    "current_epoch": self.current_epoch + 1}, filename)
+        return None

@@ -230,3 +230,25 @@ def test_demo_echo_dnd_weights_on_a_phantom_echonet_avi(tmp_path: Path) -> None:
     for name in ("results.csv", "results.json", "report.html"):
         assert (tmp_path / "out" / name).is_file()
     assert "overlay.avi" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_committed_demo_nnunet_on_phantom_dicom_loops(tmp_path: Path) -> None:
+    """``--model nnunet`` with the committed demo model folder (nnUNetPredictor, the plugin's trainer found by path)."""
+    from echogains.demo import demo_nnunet_model
+
+    model = demo_nnunet_model()
+    data = make_phantom(tmp_path / "d", n_patients=1, layout="dicom", cycle_frames=12, fps=25.0, n_beats=2,
+                        progress=False)
+    record = analyze(data / "dicom", tmp_path / "out", model="nnunet", model_path=str(model), progress=False,
+                     overlay=False)
+    result = record["results"][0]
+    assert record["settings"]["model"]["model"] == "nnunet" and result["method"] == "simpson biplane"
+    truth = json.loads((data / "phantom_curves.json").read_text())["loops"]
+    for view, loop in result["loops"].items():
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / loop["mask"]))) > 0
+        labels = simulate_cycle(1, "camus-like", 0, image_size=(128, 96), anisotropy=0.5, cycle_frames=12, fps=25.0,
+                                n_beats=2, view=view, render_images=False).labels == 1
+        assert mask.shape == labels.shape and mask.shape[0] == truth[f"patient0001_{view}"]["n_frames"]
+        assert 2 * (mask & labels).sum() / (mask.sum() + labels.sum()) > 0.85  # a trained model, every frame
+    assert result["loop"]["n_beats"] >= 1 and 5.0 < result["loop"]["ef_pct"] < 90.0
+    assert result["loop"]["n_samples"] == 0  # a deterministic model: no interval
