@@ -1,0 +1,65 @@
+"""Smoke test of ``benchmarks/train_memory.py`` (issue 16) at its smallest size (``--scale tiny``): the per-sample
+arithmetic, the memory guard (estimate and kill), the derived table and its markdown. Never a timed test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_memory.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_memory_benchmark_script", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_sample_arithmetic(bench):
+    fixed, per_sample = bench.fit_line([(1, 7.0), (2, 9.5)])
+    assert fixed == pytest.approx(4.5) and per_sample == pytest.approx(2.5)
+    assert bench.largest_batch(4.5, 2.5, 24) == 7  # 4.5 + 7 x 2.5 = 22 <= 24 < 24.5
+    assert bench.largest_batch(4.5, 2.5, 4.0) == 0
+    assert bench.fit_line([(1, 7.0)]) is None
+    # what grows with the batch is bounded by the peak above the built trainer and its gradients
+    first = {"vm_hwm_gb": 7.0, "rss_after_build_gb": 3.0, "gradients_gb": 1.0, "batch": 1}
+    assert bench._estimate_gb(first, 3, "cpu") == pytest.approx(7.0 + 2 * 3.0)
+
+
+def test_tiny_run_table_guard_and_markdown(bench, tmp_path):
+    out = tmp_path / "tm.json"
+    config = "checkpointing+bf16+acc"
+    results = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1, 2], threads=1, steps=1,
+                        max_gb=9.0, scale="tiny", cite=[f"ddpm/{config}/batch_4=3.0@a test's number"])
+    assert json.loads(out.read_text())["how"]["scale"] == "tiny"
+    for batch in (1, 2):
+        record = results["measurements"][f"ddpm/{config}/batch_{batch}"]
+        assert "error" not in record, record
+        assert 0 < record["rss_after_build_gb"] <= record["vm_hwm_gb"]
+        # the child's own peak; ru_maxrss may also hold the parent's (pytest's) high-water mark at the exec
+        assert record["ru_maxrss_gb"] >= 0.99 * record["vm_hwm_gb"]
+        assert len(record["step_seconds"]) == 1
+    row = results["table"]["ddpm"][config]
+    assert row["options"] == {"precision": "bf16", "checkpointing": True, "accumulate": 2}
+    assert set(row["fits_gb"]) == {"24", "40", "80"} and row["fits_gb"]["24"] <= row["fits_gb"]["80"]
+    assert row["sources"] == {"1": "measured", "2": "measured", "4": "cited: a test's number"}
+    table = bench.markdown(results)
+    assert f"| ddpm | {config} | 1: " in table and "4: 3.00*" in table and "(2 x 32)" in table
+    # the guard: an estimate above --max_gb is not run, a child above it is killed (and recorded as such)
+    guarded = bench.run(str(tmp_path / "guard.json"), models=["ddpm"], configurations=["baseline"], batches=[1],
+                        threads=1, steps=1, max_gb=0.2, scale="tiny")
+    assert "resident memory above 0.2 GB" in guarded["measurements"]["ddpm/baseline/batch_1"]["error"]
+    resumed = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1, 2, 4096], threads=1, steps=1,
+                        max_gb=2.0, scale="tiny", resume=True)  # nothing new is run: batch 4096 is estimated too big
+    assert "is above --max_gb 2" in resumed["skipped"][f"ddpm/{config}/batch_4096"]
+    assert resumed["measurements"].keys() == results["measurements"].keys()  # kept (as written: floats rounded)
+    for key, record in results["measurements"].items():
+        assert resumed["measurements"][key]["vm_hwm_gb"] == pytest.approx(record["vm_hwm_gb"], rel=1e-6)
