@@ -34,13 +34,15 @@ that fits 24, 40 and 80 GB follows from them (``fits_gb``). With accumulation th
 x processes at the memory of the micro-batch.
 
 Memory safety on a shared machine: a measurement whose estimated peak (the configuration's batch-1 peak times the
-batch: the batch-1 peak plus, per further sample, that peak less the process after building (weights, EMA, moments)
-and less the gradients) exceeds ``--max_gb`` is not run but recorded as ``skipped`` with the reason; the parent also polls the
+batch: the batch-1 peak plus, per further sample, that peak less the process after building: weights, EMA, moments)
+exceeds ``--max_gb`` is not run but recorded as ``skipped`` with the reason; the parent also polls the
 child's resident memory every 0.25 s and kills it above ``--max_gb`` (recorded as ``error``: the peak is then known
 to exceed that limit). ``--cite`` adds numbers
 measured elsewhere (e.g. the issue's Echo-DND baseline at batch 2), kept apart under ``cited`` and marked as such in
-the derived table. Results are written after every measurement (atomically); ``--resume`` keeps those already in
-``--out``.
+the derived table. ``--lean`` measures in slope mode (SGD without moments and no EMA copy, under ``lean``): the same
+activations at a smaller fixed part, for configurations whose second batch would not fit ``--max_gb`` with the real
+trainer; the derived table then takes the per-sample part from the lean runs and the fixed part from the real one.
+Results are written after every measurement (atomically); ``--resume`` keeps those already in ``--out``.
 """
 
 from __future__ import annotations
@@ -133,10 +135,16 @@ def _echo_dnd_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN
     trainer._build()
     loss_fn = EchoDNDLoss()
 
+    lean = bool(spec.get("lean"))
+    if lean:  # slope mode: no EMA copy, SGD without moments (what grows with the batch is the same)
+        trainer.ema = None
+        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1e-6)
+
     def step(k: int) -> None:
         trainer.train_step(loss_fn)
         trainer.step += 1
-        trainer._update_ema()
+        if not lean:
+            trainer._update_ema()
 
     _prime(trainer.model, trainer.optimizer)
     params = sum(p.numel() for p in trainer.model.parameters())
@@ -168,6 +176,15 @@ def _ddpm_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN202
                              max_narrowing_deg=0.0, sample_every=0, checkpoint_every=10**9, n_samples=1,
                              sample_steps=1, **opts)
     trainer = DDPMTrainer(images, out, cfg, settings, device=device, verbose=False)
+    if spec.get("lean"):  # slope mode: no EMA copy, SGD without moments (what grows with the batch is the same)
+        import torch
+
+        class _NoEMA:
+            def update_parameters(self, model) -> None:  # noqa: ANN001
+                pass
+
+        trainer.ema = _NoEMA()
+        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1e-6)
 
     def step(k: int) -> None:
         trainer.train_step(k)
@@ -336,6 +353,14 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
                         sources[batch] = f"cited: {value['source']}"
             entry: dict[str, Any] = {"options": opts, "peak_gb": {str(b): m for b, m in sorted(points)},
                                      "sources": {str(b): s for b, s in sorted(sources.items())}}
+            above = {str(int(k.rsplit("_", 1)[1])): float(measured[k]["error"].split("above ")[1].split(" GB")[0])
+                     for k in keys if "resident memory above" in measured[k].get("error", "")}
+            if above:  # killed by the guard: the peak is known to exceed the limit
+                entry["peak_above_gb"] = above
+            lean = {int(k.rsplit("_", 1)[1]): _peak_gb(v, device) for k, v in results.get("lean", {}).items()
+                    if k.startswith(f"{model}/{configuration}/batch_") and _peak_gb(v, device) is not None}
+            if lean:
+                entry["lean_peak_gb"] = {str(b): m for b, m in sorted(lean.items())}
             if per_sample_s:
                 entry["seconds_per_sample"] = min(per_sample_s)
                 if configuration == "baseline":
@@ -343,6 +368,13 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
                 elif base_seconds:
                     entry["time_vs_baseline"] = entry["seconds_per_sample"] / base_seconds
             line = fit_line(points)
+            if line is None and points and fit_line(list(lean.items())) is not None:
+                # the slope from the lean runs (same options, SGD without moments, no EMA: the same activations),
+                # the fixed part from the real trainer's smallest measured batch
+                per_sample = fit_line(list(lean.items()))[1]
+                b0, m0 = min(points)
+                line = (m0 - per_sample * b0, per_sample)
+                entry["per_sample_from"] = "lean"
             if line is None and len(points) == 1 and opts["accumulate"] > 1:
                 # accumulation measured at one micro-batch: the memory per micro-batch sample is that of the same
                 # options without accumulation (same micro-batch, same arithmetic); the fixed part is this one's
@@ -365,8 +397,9 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
 def _estimate_gb(first: dict[str, Any] | None, batch: int, device: str) -> float | None:
     """An upper bound of the peak at ``batch`` from a measurement at a smaller batch (``None``: no measurement).
 
-    What grows with the batch is at most what the smaller batch needed above the built trainer (weights, EMA,
-    optimiser moments: resident memory, or CUDA allocation, after building) and its gradients.
+    What grows with the batch is taken as all the smaller batch needed above the built trainer (weights, EMA,
+    optimiser moments: resident memory, or CUDA allocation, after building), its gradients included: an overestimate
+    by the gradients where the allocator returned their memory after building, and none where it kept it.
     """
     if first is None:
         return None
@@ -374,7 +407,7 @@ def _estimate_gb(first: dict[str, Any] | None, batch: int, device: str) -> float
     if peak is None:
         return None
     built = first.get("cuda_after_build_gb" if device.startswith("cuda") else "rss_after_build_gb") or 0.0
-    per_sample = max(0.0, peak - built - first.get("gradients_gb", 0.0)) / first["batch"]
+    per_sample = max(0.0, peak - built) / first["batch"]
     return peak + (batch - first["batch"]) * per_sample
 
 
@@ -437,14 +470,19 @@ def _available_gb() -> float:
 def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequence[str] = DEFAULT_CONFIGURATIONS,
         batches: Sequence[int] = (1, 2), device: str = "cpu", threads: int = 2, steps: int = 2, max_gb: float = 9.0,
         timeout_s: float = 900.0, resume: bool = False, cite: Sequence[str] = (), skip: Sequence[str] = (),
-        scale: str = "paper") -> dict[str, Any]:
-    """Measure every (model, configuration, batch) not yet in ``out`` (with ``resume``), then write the table."""
+        scale: str = "paper", lean: bool = False) -> dict[str, Any]:
+    """Measure every (model, configuration, batch) not yet in ``out`` (with ``resume``), then write the table.
+
+    ``lean``: measure in slope mode (SGD without moments, no EMA copy; kept under ``lean``), for configurations whose
+    second batch does not fit ``max_gb`` with the real trainer: the per-sample part is the same, the fixed part less.
+    """
     from echogains.utils import atomic_write_json
 
     path = Path(out)
     results: dict[str, Any] = json.loads(path.read_text()) if resume and path.is_file() else {}
     results.setdefault("measurements", {})
     results.setdefault("skipped", {})
+    bucket = results.setdefault("lean", {}) if lean else results["measurements"]
     for item in cite:  # "model/configuration/batch_B=PEAK_GB@source text"
         key, rest = item.split("=", 1)
         peak, source = rest.split("@", 1)
@@ -462,8 +500,8 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
             first: dict[str, Any] | None = None  # the smallest batch's record
             for batch in sorted(batches):
                 key = _key(model, configuration, batch)
-                if key in results["measurements"] and "error" not in results["measurements"][key]:
-                    first = first or {**results["measurements"][key], "batch": batch}
+                if key in bucket and "error" not in bucket[key]:
+                    first = first or {**bucket[key], "batch": batch}
                     continue
                 reason = None
                 estimate = _estimate_gb(first, batch, device)
@@ -471,21 +509,22 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
                     reason = "skipped on request (--skip)"
                 elif estimate is not None and estimate > max_gb:
                     reason = (f"estimated peak {estimate:.1f} GB (from batch {first['batch']}: its peak plus, per "
-                              f"further sample, its peak above the built trainer and its gradients) is above "
+                              f"further sample, its peak above the built trainer) is above "
                               f"--max_gb {max_gb:g}")
                 elif not device.startswith("cuda") and _available_gb() < max_gb + 2:
                     reason = f"only {_available_gb():.1f} GB available now, below --max_gb + 2 GB"
+                key_skip = f"{key} (lean)" if lean else key
                 if reason:
-                    results["skipped"][key] = reason
+                    results["skipped"][key_skip] = reason
                     print(f"skip {key}: {reason}", flush=True)
                     continue
                 spec = {"model": model, "configuration": configuration, "batch": batch, "device": device,
-                        "threads": threads, "steps": steps, "scale": scale}
+                        "threads": threads, "steps": steps, "scale": scale, "lean": lean}
                 print(f"measure {key} ...", flush=True)
                 record = measure(spec, kill_gb=max_gb, timeout_s=timeout_s)
                 record["available_gb_before"] = _available_gb()
-                results["measurements"][key] = record
-                results["skipped"].pop(key, None)
+                bucket[key] = record
+                results["skipped"].pop(key_skip, None)
                 peak = _peak_gb(record, device)
                 if peak is not None:
                     first = first or {**record, "batch": batch}
@@ -517,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cite", action="append", default=[],
                         help="MODEL/CONFIGURATION/batch_B=PEAK_GB@SOURCE: a peak measured elsewhere (marked as cited)")
     parser.add_argument("--skip", action="append", default=[], help="MODEL/CONFIGURATION/batch_B not to measure")
+    parser.add_argument("--lean", action="store_true",
+                        help="slope mode: SGD without moments and no EMA (the per-sample part at a smaller fixed part)")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))), flush=True)
@@ -526,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     run(args.out, [m for m in args.models.split(",") if m], [c for c in args.configurations.split(",") if c],
         [int(b) for b in args.batches.split(",")], args.device, args.threads, args.steps, args.max_gb,
-        args.timeout_s, args.resume, args.cite, args.skip, args.scale)
+        args.timeout_s, args.resume, args.cite, args.skip, args.scale, args.lean)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ def test_per_sample_arithmetic(bench):
     assert bench.largest_batch(4.5, 2.5, 24) == 7  # 4.5 + 7 x 2.5 = 22 <= 24 < 24.5
     assert bench.largest_batch(4.5, 2.5, 4.0) == 0
     assert bench.fit_line([(1, 7.0)]) is None
-    # what grows with the batch is bounded by the peak above the built trainer and its gradients
+    # what grows with the batch is taken as all of the peak above the built trainer (gradients included)
     first = {"vm_hwm_gb": 7.0, "rss_after_build_gb": 3.0, "gradients_gb": 1.0, "batch": 1}
-    assert bench._estimate_gb(first, 3, "cpu") == pytest.approx(7.0 + 2 * 3.0)
+    assert bench._estimate_gb(first, 3, "cpu") == pytest.approx(7.0 + 2 * 4.0)
 
 
 def test_tiny_run_table_guard_and_markdown(bench, tmp_path):
@@ -57,9 +57,29 @@ def test_tiny_run_table_guard_and_markdown(bench, tmp_path):
     guarded = bench.run(str(tmp_path / "guard.json"), models=["ddpm"], configurations=["baseline"], batches=[1],
                         threads=1, steps=1, max_gb=0.2, scale="tiny")
     assert "resident memory above 0.2 GB" in guarded["measurements"]["ddpm/baseline/batch_1"]["error"]
+    lean = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1], threads=1, steps=1, max_gb=9.0,
+                     scale="tiny", resume=True, lean=True)  # the slope mode's child runs (SGD, no EMA)
+    assert lean["lean"][f"ddpm/{config}/batch_1"]["vm_hwm_gb"] > 0
+    assert lean["table"]["ddpm"][config]["lean_peak_gb"].keys() == {"1"}
     resumed = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1, 2, 4096], threads=1, steps=1,
                         max_gb=2.0, scale="tiny", resume=True)  # nothing new is run: batch 4096 is estimated too big
     assert "is above --max_gb 2" in resumed["skipped"][f"ddpm/{config}/batch_4096"]
     assert resumed["measurements"].keys() == results["measurements"].keys()  # kept (as written: floats rounded)
     for key, record in results["measurements"].items():
         assert resumed["measurements"][key]["vm_hwm_gb"] == pytest.approx(record["vm_hwm_gb"], rel=1e-6)
+
+
+def test_derive_takes_the_slope_from_lean_runs_and_keeps_guard_kills(bench):
+    results = {
+        "measurements": {
+            "echo_dnd/checkpointing/batch_1": {"vm_hwm_gb": 7.5, "step_seconds": [200.0]},
+            "echo_dnd/checkpointing/batch_2": {"error": "resident memory above 9.0 GB"},
+            "echo_dnd/baseline/batch_1": {"vm_hwm_gb": 8.0, "step_seconds": [100.0]},
+        },
+        "lean": {"echo_dnd/checkpointing/batch_1": {"vm_hwm_gb": 4.5}, "echo_dnd/checkpointing/batch_2": {"vm_hwm_gb": 6.5}},
+    }
+    row = bench.derive(results, "cpu")["echo_dnd"]["checkpointing"]
+    assert row["per_sample_from"] == "lean" and row["per_sample_gb"] == pytest.approx(2.0)
+    assert row["fixed_gb"] == pytest.approx(5.5) and row["fits_gb"]["24"] == 9
+    assert row["peak_above_gb"] == {"2": 9.0} and row["time_vs_baseline"] == pytest.approx(2.0)
+    assert "fixed_gb" not in bench.derive(results, "cpu")["echo_dnd"]["baseline"]  # one point, no slope

@@ -6,8 +6,9 @@ GroupNorm, SiLU, average-pooling down- and nearest-neighbour up-sampling (MONAI'
 learned variance (2 output channels), cosine schedule with T = 4000, Adam lr 1e-4, batch 64, 500k steps.
 MONAI's blocks have no scale-shift norm, so this network has 42.2M parameters against the paper's 44.1M.
 
-:func:`build_network` returns a ``DDPMUNet`` (:func:`ddpm_unet_class`), MONAI's network with the same weights and outputs plus two training
-options: activation checkpointing of its blocks (``gradient_checkpointing``) and float32 outputs under autocast.
+:func:`build_network` returns a ``DDPMUNet`` (:func:`ddpm_unet_class`), MONAI's network with the same weights and
+outputs plus two training options: activation checkpointing of its blocks (``gradient_checkpointing``) and float32
+outputs under autocast.
 
 ``tiny()`` is the CPU demo configuration (64x64, 1.4M parameters, < 6 MB of weights) and ``micro()`` the one of
 the unit tests (32x32).
