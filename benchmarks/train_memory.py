@@ -384,6 +384,18 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
                     per_sample = other["per_sample_gb"]
                     line = (points[0][1] - per_sample * points[0][0], per_sample)
                     entry["per_sample_from"] = plain
+            if line is None and len(points) == 1 and sources[points[0][0]] == "measured":
+                # one batch only: the built trainer (weights, EMA, moments) stays resident, so the fixed part is at
+                # least that and the per-sample part at most (peak - built) / batch; a batch b is then sure to fit
+                # G when peak + (b - batch) x that bound <= G
+                b0, m0 = points[0]
+                record = measured[_key(model, configuration, b0)]
+                built = record.get("cuda_after_build_gb" if device.startswith("cuda") else "rss_after_build_gb")
+                if built is not None:
+                    bound = max(0.0, m0 - built) / b0
+                    entry.update(per_sample_gb_at_most=bound,
+                                 fits_gb_at_least={str(g): largest_batch(m0 - b0 * bound, bound, g) if m0 <= g else 0
+                                                   for g in BUDGETS_GB})
             if line is not None:
                 fixed, per_sample = line
                 entry.update(fixed_gb=fixed, per_sample_gb=per_sample,
@@ -414,7 +426,8 @@ def _estimate_gb(first: dict[str, Any] | None, batch: int, device: str) -> float
 def markdown(results: dict[str, Any]) -> str:
     """The README table of ``results["table"]``: per model and configuration what one sample costs and what fits.
 
-    A peak marked ``*`` was measured elsewhere (``cited``); ``-``: not measured.
+    A peak marked ``*`` was measured elsewhere (``cited``), ``> x`` is a measurement the guard stopped at x GB;
+    ``<=`` / ``>=``: bounds from a single measured batch; ``-``: not measured.
     """
     device = results.get("how", {}).get("device", "cpu")
     unit = "peak allocated" if device.startswith("cuda") else "peak resident"
@@ -428,12 +441,16 @@ def markdown(results: dict[str, Any]) -> str:
 
     for model, rows in results.get("table", {}).items():
         for configuration, e in rows.items():
-            peaks = ", ".join(f"{b}: {v:.2f}{'' if e['sources'][b] == 'measured' else '*'}"
-                              for b, v in e["peak_gb"].items())
+            peaks = [f"{b}: {v:.2f}{'' if e['sources'][b] == 'measured' else '*'}" for b, v in e["peak_gb"].items()]
+            peaks += [f"{b}: > {v:.1f}" for b, v in e.get("peak_above_gb", {}).items()]
+            peaks = ", ".join(peaks)
             per_sample = num(e.get("per_sample_gb"), 2)
             if "per_sample_from" in e:
-                per_sample += f" (of {e['per_sample_from']})"
+                per_sample += f" (slope of {e['per_sample_from']})"
             fits = " / ".join(str(e["fits_gb"][str(g)]) for g in BUDGETS_GB) if "fits_gb" in e else "-"
+            if "per_sample_gb_at_most" in e:  # one batch measured: bounds
+                per_sample = f"<= {e['per_sample_gb_at_most']:.2f}"
+                fits = " / ".join(f">= {e['fits_gb_at_least'][str(g)]}" for g in BUDGETS_GB)
             acc = e["options"]["accumulate"]
             need = num(e.get("paper_batch_gb"), 1)
             if acc > 1 and "paper_batch_gb" in e:

@@ -83,3 +83,11 @@ def test_derive_takes_the_slope_from_lean_runs_and_keeps_guard_kills(bench):
     assert row["fixed_gb"] == pytest.approx(5.5) and row["fits_gb"]["24"] == 9
     assert row["peak_above_gb"] == {"2": 9.0} and row["time_vs_baseline"] == pytest.approx(2.0)
     assert "fixed_gb" not in bench.derive(results, "cpu")["echo_dnd"]["baseline"]  # one point, no slope
+    # one point and the built trainer's size: bounds (the built part stays resident, so at most peak - built grows)
+    results["measurements"]["echo_dnd/baseline/batch_1"]["rss_after_build_gb"] = 5.0
+    base = bench.derive(results, "cpu")["echo_dnd"]["baseline"]
+    assert base["per_sample_gb_at_most"] == pytest.approx(3.0)
+    assert base["fits_gb_at_least"] == {"24": 6, "40": 11, "80": 25}  # 8 + 5 x 3 = 23 <= 24
+    table = bench.markdown({"table": bench.derive(results, "cpu")})
+    assert "| echo_dnd | checkpointing | 1: 7.50, 2: > 9.0 | 5.50 | 2.00 (slope of lean) |" in table
+    assert "<= 3.00" in table and ">= 6 / >= 11 / >= 25" in table
