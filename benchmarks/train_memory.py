@@ -361,6 +361,10 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
                     if k.startswith(f"{model}/{configuration}/batch_") and _peak_gb(v, device) is not None}
             if lean:
                 entry["lean_peak_gb"] = {str(b): m for b, m in sorted(lean.items())}
+            timed = results.get("timing", {}).get(_key(model, configuration, 1), {})
+            if "step_seconds" in timed:  # the timing pass: all configurations back to back
+                per_sample_s = [timed["step_seconds"][-1] / opts["accumulate"]]
+                entry["seconds_from"] = "timing pass"
             if per_sample_s:
                 entry["seconds_per_sample"] = min(per_sample_s)
                 if configuration == "baseline":
@@ -441,9 +445,10 @@ def markdown(results: dict[str, Any]) -> str:
 
     for model, rows in results.get("table", {}).items():
         for configuration, e in rows.items():
-            peaks = [f"{b}: {v:.2f}{'' if e['sources'][b] == 'measured' else '*'}" for b, v in e["peak_gb"].items()]
+            peaks = [f"{b}: {v:.2f}" for b, v in e["peak_gb"].items() if e["sources"][b] == "measured"]
             peaks += [f"{b}: > {v:.1f}" for b, v in e.get("peak_above_gb", {}).items()]
-            peaks = ", ".join(peaks)
+            cited = [f"{b}: {v:.2f}*" for b, v in e["peak_gb"].items() if e["sources"][b] != "measured"]
+            peaks = ", ".join(peaks) + ("; cited " + ", ".join(cited) if cited else "")
             per_sample = num(e.get("per_sample_gb"), 2)
             if "per_sample_from" in e:
                 per_sample += f" (slope of {e['per_sample_from']})"
@@ -487,11 +492,13 @@ def _available_gb() -> float:
 def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequence[str] = DEFAULT_CONFIGURATIONS,
         batches: Sequence[int] = (1, 2), device: str = "cpu", threads: int = 2, steps: int = 2, max_gb: float = 9.0,
         timeout_s: float = 900.0, resume: bool = False, cite: Sequence[str] = (), skip: Sequence[str] = (),
-        scale: str = "paper", lean: bool = False) -> dict[str, Any]:
+        scale: str = "paper", lean: bool = False, timing: bool = False) -> dict[str, Any]:
     """Measure every (model, configuration, batch) not yet in ``out`` (with ``resume``), then write the table.
 
     ``lean``: measure in slope mode (SGD without moments, no EMA copy; kept under ``lean``), for configurations whose
     second batch does not fit ``max_gb`` with the real trainer: the per-sample part is the same, the fixed part less.
+    ``timing``: the same slope mode, kept under ``timing``: one pass over the configurations back to back, whose step
+    times the table prefers (on a shared machine the load moves; one pass keeps the configurations comparable).
     """
     from echogains.utils import atomic_write_json
 
@@ -499,7 +506,8 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
     results: dict[str, Any] = json.loads(path.read_text()) if resume and path.is_file() else {}
     results.setdefault("measurements", {})
     results.setdefault("skipped", {})
-    bucket = results.setdefault("lean", {}) if lean else results["measurements"]
+    lean = lean or timing
+    bucket = results.setdefault("timing" if timing else "lean", {}) if lean else results["measurements"]
     for item in cite:  # "model/configuration/batch_B=PEAK_GB@source text"
         key, rest = item.split("=", 1)
         peak, source = rest.split("@", 1)
@@ -530,7 +538,7 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
                               f"--max_gb {max_gb:g}")
                 elif not device.startswith("cuda") and _available_gb() < max_gb + 2:
                     reason = f"only {_available_gb():.1f} GB available now, below --max_gb + 2 GB"
-                key_skip = f"{key} (lean)" if lean else key
+                key_skip = f"{key} ({'timing' if timing else 'lean'})" if lean else key
                 if reason:
                     results["skipped"][key_skip] = reason
                     print(f"skip {key}: {reason}", flush=True)
@@ -573,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cite", action="append", default=[],
                         help="MODEL/CONFIGURATION/batch_B=PEAK_GB@SOURCE: a peak measured elsewhere (marked as cited)")
     parser.add_argument("--skip", action="append", default=[], help="MODEL/CONFIGURATION/batch_B not to measure")
+    parser.add_argument("--timing", action="store_true",
+                        help="one timing pass in slope mode at batch 1, all configurations back to back")
     parser.add_argument("--lean", action="store_true",
                         help="slope mode: SGD without moments and no EMA (the per-sample part at a smaller fixed part)")
     args = parser.parse_args(argv)
@@ -584,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     run(args.out, [m for m in args.models.split(",") if m], [c for c in args.configurations.split(",") if c],
         [int(b) for b in args.batches.split(",")], args.device, args.threads, args.steps, args.max_gb,
-        args.timeout_s, args.resume, args.cite, args.skip, args.scale, args.lean)
+        args.timeout_s, args.resume, args.cite, args.skip, args.scale, args.lean, args.timing)
 
 
 if __name__ == "__main__":

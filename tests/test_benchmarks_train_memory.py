@@ -91,3 +91,8 @@ def test_derive_takes_the_slope_from_lean_runs_and_keeps_guard_kills(bench):
     table = bench.markdown({"table": bench.derive(results, "cpu")})
     assert "| echo_dnd | checkpointing | 1: 7.50, 2: > 9.0 | 5.50 | 2.00 (slope of lean) |" in table
     assert "<= 3.00" in table and ">= 6 / >= 11 / >= 25" in table
+    # a timing pass (all configurations back to back) is preferred for the seconds
+    results["timing"] = {"echo_dnd/checkpointing/batch_1": {"step_seconds": [30.0]},
+                         "echo_dnd/baseline/batch_1": {"step_seconds": [20.0]}}
+    row = bench.derive(results, "cpu")["echo_dnd"]["checkpointing"]
+    assert row["seconds_from"] == "timing pass" and row["time_vs_baseline"] == pytest.approx(1.5)
