@@ -114,10 +114,10 @@ def test_bf16_loss_is_close_to_fp32():
     x0, t, noise = _fixed_batch(4)
     torch.manual_seed(0)
     net = _perturb(build_network(CFG))
-    loss32 = float(diffusion.training_losses(net, x0, t, noise, vlb_weight=CFG.vlb_weight)["loss"].mean())
+    loss32 = float(diffusion.training_losses(net, x0, t, noise, vlb_weight=CFG.vlb_weight)["loss"].mean().detach())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x0, t)
-        loss16 = float(diffusion.training_losses(net, x0, t, noise, vlb_weight=CFG.vlb_weight)["loss"].mean())
+        loss16 = float(diffusion.training_losses(net, x0, t, noise, vlb_weight=CFG.vlb_weight)["loss"].mean().detach())
     assert out.dtype == torch.float32  # the network hands the loss float32 outputs
     assert loss16 != loss32  # bf16 arithmetic did run
     assert abs(loss16 - loss32) <= BF16_LOSS_RTOL * abs(loss32), (loss16, loss32)
