@@ -216,8 +216,9 @@ class EchoGains:
             vb_weighting: ``rescaled`` (L_simple + 0.001 T L_t, improved DDPM's rescaled loss; default) or ``unit``
                 (L_simple + L_t, the EchoGAINS public configuration).
             accumulate: gradient accumulation: N micro-batches of ``--batch_size`` per step, effective batch
-                batch_size x N, the memory of batch_size (the paper's 64 on one 40 GB GPU: ``--batch_size 32 --accumulate 2``,
-                24.5 GB measured by benchmarks/train_memory.py on the CPU; see the README).
+                batch_size x N, the memory of batch_size (the paper's 64 on one 40 GB GPU:
+                ``--batch_size 32 --accumulate 2``, 24.5 GB measured by benchmarks/train_memory.py on the CPU; see the
+                README).
             precision: ``auto`` (bf16 autocast on a GPU with bf16, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``
                 (with a gradient scaler).
             checkpointing: activation checkpointing of the U-Net blocks, ``true``/``false``/``auto`` (on at 256 px).

@@ -760,7 +760,8 @@ def train_ddpm(
             :meth:`echogains.ddpm.diffusion.GaussianDiffusion.training_losses`.
         accumulate: micro-batches of ``batch_size`` per optimisation step (gradient accumulation): the effective
             batch is ``batch_size x accumulate`` (``batch_size`` is split over the DDP processes), the memory that of
-            ``batch_size``. E.g. the paper's 64 on one 40 GB GPU as ``batch_size=32, accumulate=2`` (README, "Training memory").
+            ``batch_size``. E.g. the paper's 64 on one 40 GB GPU as ``batch_size=32, accumulate=2`` (README,
+            "Training memory").
         precision: ``auto`` (bf16 autocast on a GPU with bf16, fp32 elsewhere; default), ``fp32``, ``bf16`` (also on
             CPU) or ``fp16`` (autocast with a gradient scaler).
         checkpointing: activation checkpointing of the U-Net blocks: ``True``, ``False`` or ``"auto"`` / ``None``
