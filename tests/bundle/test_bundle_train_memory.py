@@ -23,6 +23,7 @@ from scripts import EchoDND, EchoDNDConfig
 from scripts.common import EchoDataError
 from scripts.losses import EchoDNDLoss, draw_noise
 from scripts.train import EchoDNDTrainer
+from tests.faults import fail_on_call
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 #: bf16 autocast vs fp32 on the fixed batch of test_bf16_loss_is_close_to_fp32: the total loss's relative difference
@@ -142,15 +143,7 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
     EchoDNDTrainer(output_dir=str(tmp_path / "a"), **kw).run()
 
     real = EchoDNDLoss.forward
-    calls = [0]
-
-    def dying(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] == 6:  # the second micro-batch of step 3: killed inside the cycle
-            raise RuntimeError("killed")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(EchoDNDLoss, "forward", dying)
+    fail_on_call(monkeypatch, EchoDNDLoss, "forward", 6)  # the second micro-batch of step 3: killed inside the cycle
     with pytest.raises(RuntimeError, match="killed"):
         EchoDNDTrainer(output_dir=str(tmp_path / "b"), **kw).run()
     assert _state(tmp_path / "b" / "checkpoint.pt")["step"] == 2

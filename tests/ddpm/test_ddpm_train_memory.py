@@ -17,6 +17,7 @@ import torch
 from echogains.ddpm.model import build_diffusion, build_network, get_config
 from echogains.ddpm.train import DDPMTrainer, TrainingImages, TrainSettings, train_ddpm
 from echogains.utils import EchoDataError
+from tests.faults import fail_on_call
 
 CFG = get_config("micro", num_timesteps=1000)
 #: bf16 autocast vs fp32 on the fixed batch of test_bf16_loss_is_close_to_fp32: the loss's relative difference may be
@@ -148,15 +149,7 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
 
     diffusion_cls = type(build_diffusion(CFG))
     real = diffusion_cls.training_losses
-    calls = [0]
-
-    def dying(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] == 6:  # the second micro-batch of step 3: killed inside the cycle
-            raise RuntimeError("killed")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(diffusion_cls, "training_losses", dying)
+    fail_on_call(monkeypatch, diffusion_cls, "training_losses", 6)  # the second micro-batch of step 3: killed inside the cycle
     with pytest.raises(RuntimeError, match="killed"):
         train_ddpm(folder, tmp_path / "b", **kw)
     assert _state(tmp_path / "b" / "checkpoint.pt")["step"] == 2
