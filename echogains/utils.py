@@ -28,7 +28,9 @@ __all__ = [
     "round_float",
     "FLOAT_DIGITS",
     "check_int",
+    "check_output_dir",
     "resolve_device",
+    "atomic_torch_save",
 ]
 
 #: Significant digits of every float written as text (JSON metadata, CSV metrics). The last digits of a float
@@ -53,6 +55,33 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
         wanted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
         raise EchoDataError(None, f"--{name}: expected {wanted}, got {value!r}")
     return int(value)
+
+
+def check_output_dir(out: Any, overwrite: bool = False, *, source: str | os.PathLike | None = None,
+                     allow_nonempty: bool = False, what: str = "out") -> Path:
+    """The one output-folder check, made before anything is read or written; :class:`EchoDataError` otherwise.
+
+    Refuses a path that is not a folder, a non-empty folder without ``overwrite`` (unless ``allow_nonempty``, for
+    commands that resume or merge into their own earlier output), a folder that already holds a complete nnU-Net
+    dataset (its ``dataset.json``) without ``overwrite``, and, when ``source`` is given, the input folder itself or
+    (with ``overwrite``) a folder inside it.
+    """
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise EchoDataError(None, f"{what}: expected a folder path, got {out!r}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise EchoDataError(path, "output path exists and is not a folder")
+    if source is not None:
+        src, dst = Path(source).resolve(), path.resolve()
+        if dst == src or (overwrite and src.is_dir() and src in dst.parents):
+            raise EchoDataError(path, "the output folder must not be the input folder")
+    if overwrite or allow_nonempty or not path.is_dir():
+        return path
+    if (path / "dataset.json").exists():
+        raise EchoDataError(path, "a complete dataset already exists here; pass overwrite=True (--overwrite)")
+    if any(path.iterdir()):
+        raise EchoDataError(path, "folder exists and is not empty; choose a new folder or pass --overwrite")
+    return path
 
 
 def resolve_device(device: Any = None, local_rank: int | None = None) -> str:
@@ -144,6 +173,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_path`: the checkpoint at ``path`` is the old one or the whole new one."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
