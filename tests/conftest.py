@@ -44,3 +44,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
     # stable sort, the same order on every worker: the slow ones first, longest first, then the rest as collected
     items.sort(key=lambda item: rank.get(item.nodeid.split("[")[0], len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts with one torch thread, whatever the test before it set (benchmarks take ``--threads``)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 from echogains.augment.repaint import FAST_SCHEDULE, schedule_counts
 from echogains.data.nnunet import RawDataset
@@ -29,14 +28,6 @@ def bench() -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look the module up while the class is created
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: more threads only contend
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,6 @@ def ro() -> ModuleType:
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_pair_conditional_is_the_issues_toy(ro):
     model = ro.pair_model()
     cond = ro.conditioning(model, 1, 0)

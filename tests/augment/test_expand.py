@@ -43,14 +43,6 @@ K = 2
 SCHEDULE = (4, 2, 2)  # 6 network evaluations per image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: more threads only contend
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def src(tmp_path_factory) -> Path:
     """3 phantom patients (train, val, test), 48 x 40 px, labels LV, MYO, LA."""

@@ -18,14 +18,6 @@ from echogains.ddpm.model import build_network, get_config, save_weights
 from echogains.utils import EchoDataError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # --- seam score ------------------------------------------------------------------------------------------------
 
 

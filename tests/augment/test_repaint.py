@@ -21,14 +21,6 @@ from echogains.utils import EchoDataError
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def net() -> torch.nn.Module:
     """A small random network (MONAI's zero-initialised output conv re-drawn so both outputs vary)."""

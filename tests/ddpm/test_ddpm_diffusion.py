@@ -18,14 +18,6 @@ from echogains.ddpm.diffusion import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # Golden values of Eq. 17 with T = 4000, s = 0.008 (computed with Python's math module, float64).
 GOLDEN_BETAS = {
     0: 9.865818813681315e-06,

@@ -20,14 +20,6 @@ from echogains.ddpm.model import (
 from echogains.utils import EchoDataError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_paper_config_follows_table_1():
     cfg = paper()
     assert cfg.image_size == 256 and cfg.num_res_blocks == 3 and cfg.num_heads == 4

@@ -30,14 +30,6 @@ from echogains.utils import EchoDataError
 CFG = get_config("micro", num_timesteps=1000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _sector_image(
     size: int,
     rng: np.random.Generator,

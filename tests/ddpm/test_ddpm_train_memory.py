@@ -25,14 +25,6 @@ CFG = get_config("micro", num_timesteps=1000)
 BF16_LOSS_RTOL = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _images(n: int = 6, size: int = 32) -> TrainingImages:
     rng = np.random.default_rng(0)
     return TrainingImages(rng.integers(0, 256, (n, size, size), dtype=np.uint8), [None] * n, [f"i{k}" for k in range(n)])
