@@ -29,16 +29,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fire
 
+from echogains.analysis import analyze
+from echogains.augment.expand import expand_dataset
+from echogains.augment.quality import augmentation_report
+from echogains.data.camus import convert_camus
+from echogains.data.phantom import make_phantom
+from echogains.data.verify import verify_dataset
+from echogains.ddpm import DEMO_WEIGHTS
+from echogains.evaluation.evaluate import evaluate
+from echogains.locate import find_bundle, nnunet_ext_dir
+from echogains.nnunet_runner import NnUNet, nnunet_command
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, set_progress
 
 log = get_logger("echogains.demo")
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundles" / "echo_dnd"
 #: the committed demo nnU-Net (``make demo-weights-nnunet``), used unless another trainer is asked for
 DEMO_NNUNET_TRAINER = "nnUNetTrainerEchoDemo"
 DEMO_NNUNET_WHAT = "demo weights (small U-Net, 16 x 25 iterations on another phantom seed; make demo-weights-nnunet)"
@@ -46,12 +56,7 @@ DEMO_NNUNET_WHAT = "demo weights (small U-Net, 16 x 25 iterations on another pha
 
 def demo_nnunet_model() -> Path:
     """The committed demo nnU-Net model folder (located through the plugin's package, which is not imported)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("nnunet_ext")
-    if spec is None or not spec.submodule_search_locations:
-        raise EchoDataError(None, "the nnunet_ext package is not installed (pip install -e . in this repository)")
-    base = Path(list(spec.submodule_search_locations)[0]) / "demo_model"
+    base = nnunet_ext_dir() / "demo_model"
     return base / "Dataset601_PhantomLV" / f"{DEMO_NNUNET_TRAINER}__nnUNetPlans__2d"
 
 
@@ -147,10 +152,8 @@ HD {hd if hd is None else f"{hd:.2f}"} mm. <a href="report/report.html">Full eva
     return path
 
 
-def _predict_demo_nnunet(nn, images: Path, out: Path) -> float:
+def _predict_demo_nnunet(nn: NnUNet, images: Path, out: Path) -> float:
     """``nnUNetv2_predict_from_modelfolder`` with the committed demo model (``-f 0``, the plugin's trainers)."""
-    from echogains.nnunet_runner import nnunet_command
-
     model = demo_nnunet_model()
     if not (model / "fold_0" / "checkpoint_final.pth").is_file():
         raise EchoDataError(model, "demo nnU-Net weights missing (make demo-weights-nnunet trains them)")
@@ -159,14 +162,97 @@ def _predict_demo_nnunet(nn, images: Path, out: Path) -> float:
     return nn.run(args, "predict_demo_nnunet")
 
 
-def _analyze_loops(root: Path, seed: int, progress: bool) -> dict:
+def _analyze_loops(root: Path, seed: int, progress: bool, bundle: Path) -> dict:
     """One phantom patient's A2C + A4C ultrasound DICOM loops (2 beats at 30 fps), analysed with Echo-DND."""
-    from echogains.analysis import analyze
-    from echogains.data.phantom import make_phantom
-
     loops = make_phantom(root / "phantom_dicom", n_patients=1, layout="dicom", seed=seed + 11, cycle_frames=24,
                          fps=30.0, n_beats=2, progress=False)
-    return analyze(loops / "dicom", root / "analyze", bundle_root=str(BUNDLE), progress=progress)
+    return analyze(loops / "dicom", root / "analyze", bundle_root=str(bundle), progress=progress)
+
+
+class _Stages:
+    """Runs the demo's steps, logging each and recording its wall time in seconds (``timings``)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        log.info("demo: %s", name)
+        result = fn(*args, **kwargs)
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        return result
+
+
+def _phantom_dataset(stage: _Stages, root: Path, n_patients: int, seed: int, progress: bool) -> Path:
+    """Step 1: phantom (CAMUS NIfTI layout) -> nnU-Net raw dataset, verified."""
+    camus = root / "phantom_camus"
+    dataset = root / "nnUNet_raw" / "Dataset501_PhantomCAMUS"
+    stage("make-phantom", make_phantom, camus, n_patients=n_patients, preset="camus-like", layout="camus-nifti",
+          seed=seed, progress=progress)
+    stage("convert-camus", convert_camus, camus, dataset, labels="lv,myo,la", progress=progress)
+    report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
+    if not report.ok:
+        raise SystemExit(report.summary())
+    return dataset
+
+
+def _start_beside(stage: _Stages, nn: NnUNet | None, dataset: Path, trainer: str | None, analyze_loops: tuple | None,
+                  loop_record: dict, errors: list[BaseException]) -> threading.Thread | None:
+    """Start nnU-Net planning + training (when ``trainer``) and the loop analysis (``(root, seed, progress, bundle)``)
+    in a thread beside Echo-DND inference (one core each); errors are kept in ``errors`` for the main thread."""
+    if trainer is None and analyze_loops is None:
+        return None
+
+    def beside() -> None:
+        try:
+            if trainer is not None and nn is not None:
+                stage("nnU-Net plan_and_preprocess", nn.plan_and_preprocess, dataset, verify=True)
+                stage(f"nnU-Net train ({trainer})", nn.train, dataset, trainer, 0)
+            if analyze_loops is not None:
+                loop_record.update(stage("analyze (DICOM loops)", _analyze_loops, *analyze_loops))
+        except BaseException as err:  # re-raised in the main thread
+            errors.append(err)
+
+    thread = threading.Thread(target=beside, name="beside", daemon=True)
+    thread.start()
+    return thread
+
+
+def _echo_dnd(stage: _Stages, bundle: Path, dataset: Path, root: Path, num_steps: int, ensemble: int,
+              progress: bool) -> Any:
+    """Step 2 and its evaluation: the bundle's inference as users run it, then ``evaluate``."""
+    preds = root / "predictions" / "echo_dnd"
+    stage("echo-dnd inference", _run, [
+        sys.executable, "-m", "monai.bundle", "run", "inference",
+        "--config_file", str(bundle / "configs" / "inference.json"),
+        "--dataset_dir", str(dataset), "--output_dir", str(preds), "--subset", "Ts",
+        "--num_steps", str(num_steps), "--ensemble", str(ensemble), "--device", "cpu",
+        "--progress", str(bool(progress)).lower()])
+    return stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
+
+
+def _nnunet(stage: _Stages, nn: NnUNet, dataset: Path, root: Path, trainer: str, trained_here: bool,
+            progress: bool) -> Any:
+    """Step 3's predictions (the trained or the committed model) and their evaluation."""
+    nn_preds = root / "predictions" / "nnunet"
+    if trained_here:
+        stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, trainer, 0)
+    else:
+        stage("nnU-Net predict (demo weights)", _predict_demo_nnunet, nn, dataset / "imagesTs", nn_preds)
+    return stage("evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts",
+                 progress=progress)
+
+
+def _augment(stage: _Stages, root: Path, seed: int, progress: bool) -> Path:
+    """Step 5: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM, then its report."""
+    small = root / "nnUNet_raw" / "Dataset502_PhantomLVFocused"
+    stage("make-phantom lv-focused", make_phantom, small, n_patients=4, preset="lv-focused", layout="nnunet",
+          labels="lv,myo", seed=seed + 7, progress=progress)
+    expanded = root / "nnUNet_raw" / "Dataset503_PhantomLVFocusedAug"
+    stage("expand-dataset", expand_dataset, small, expanded, model=DEMO_WEIGHTS, augment="combination", k=2,
+          sampler="fast", seed=seed, device="cpu", progress=progress)
+    return stage("augmentation-report", augmentation_report, expanded, root / "augmentation", model=DEMO_WEIGHTS,
+                 n_samples=8, device="cpu", progress=progress)
 
 
 def run_demo(
@@ -180,6 +266,7 @@ def run_demo(
     nnunet_trainer: str = DEMO_NNUNET_TRAINER,
     loops: bool = True,
     progress: bool = True,
+    bundle_root: str | None = None,
 ) -> str:
     """Run the demo chain and write ``out/index.html``.
 
@@ -197,96 +284,36 @@ def run_demo(
             epochs of 25 iterations, batch 10 at 128 x 80: 78 s per epoch measured on a loaded 2-core machine).
         loops: also ``echogains analyze`` one phantom patient's A2C + A4C DICOM loops (beside Echo-DND inference).
         progress: show progress bars.
+        bundle_root: the Echo-DND bundle folder (default: ``$ECHOGAINS_ECHO_DND_BUNDLE``, else the repository's
+            ``bundles/echo_dnd``; :func:`echogains.locate.find_bundle`).
     """
-    from echogains.augment.expand import expand_dataset
-    from echogains.augment.quality import augmentation_report
-    from echogains.data.camus import convert_camus
-    from echogains.data.phantom import make_phantom
-    from echogains.data.verify import verify_dataset
-    from echogains.ddpm import DEMO_WEIGHTS
-    from echogains.evaluation.evaluate import evaluate
-
     set_progress(progress)
-    weights = BUNDLE / "models" / "model.pt"
-    for path in (weights, *([DEMO_WEIGHTS] if augment else [])):
+    bundle = find_bundle(bundle_root)
+    for path in (bundle / "models" / "model.pt", *([DEMO_WEIGHTS] if augment else [])):
         if not path.is_file():
             raise EchoDataError(path, "demo weights missing (make demo-weights trains them)")
     root = Path(out).resolve()
     if root.exists():
         shutil.rmtree(root)
-    timings: dict[str, float] = {}
+    stage = _Stages()
     start = time.perf_counter()
-
-    def stage(name: str, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        log.info("demo: %s", name)
-        result = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - t0, 2)
-        return result
-
-    camus = root / "phantom_camus"
-    dataset = root / "nnUNet_raw" / "Dataset501_PhantomCAMUS"
-    stage("make-phantom", make_phantom, camus, n_patients=n_patients, preset="camus-like", layout="camus-nifti",
-          seed=seed, progress=progress)
-    stage("convert-camus", convert_camus, camus, dataset, labels="lv,myo,la", progress=progress)
-    report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
-    if not report.ok:
-        raise SystemExit(report.summary())
-    nn = nn_thread = None
-    nn_error: list[BaseException] = []
-    loop_record: dict = {}
+    dataset = _phantom_dataset(stage, root, n_patients, seed, progress)
     trains_nnunet = nnunet and nnunet_trainer != DEMO_NNUNET_TRAINER
-    if nnunet:
-        from echogains.nnunet_runner import NnUNet
-
-        nn = NnUNet(raw=root / "nnUNet_raw", device="cpu", threads=1, log_dir=root / "logs")
-    if trains_nnunet or loops:
-
-        def beside() -> None:  # beside Echo-DND inference: one core each
-            try:
-                if trains_nnunet:
-                    stage("nnU-Net plan_and_preprocess", nn.plan_and_preprocess, dataset, verify=True)
-                    stage(f"nnU-Net train ({nnunet_trainer})", nn.train, dataset, nnunet_trainer, 0)
-                if loops:
-                    loop_record.update(stage("analyze (DICOM loops)", _analyze_loops, root, seed, progress))
-            except BaseException as err:  # re-raised in the main thread
-                nn_error.append(err)
-
-        nn_thread = threading.Thread(target=beside, name="beside", daemon=True)
-        nn_thread.start()
-    preds = root / "predictions" / "echo_dnd"
-    stage("echo-dnd inference", _run, [
-        sys.executable, "-m", "monai.bundle", "run", "inference",
-        "--config_file", str(BUNDLE / "configs" / "inference.json"),
-        "--dataset_dir", str(dataset), "--output_dir", str(preds), "--subset", "Ts",
-        "--num_steps", str(num_steps), "--ensemble", str(ensemble), "--device", "cpu",
-        "--progress", str(bool(progress)).lower()])
-    summary = stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
-    nn_summary = None
+    nn = NnUNet(raw=root / "nnUNet_raw", device="cpu", threads=1, log_dir=root / "logs") if nnunet else None
+    loop_record: dict = {}
+    nn_error: list[BaseException] = []
+    nn_thread = _start_beside(stage, nn, dataset, nnunet_trainer if trains_nnunet else None,
+                              (root, seed, progress, bundle) if loops else None, loop_record, nn_error)
+    summary = _echo_dnd(stage, bundle, dataset, root, num_steps, ensemble, progress)
     if nn_thread is not None:
         t0 = time.perf_counter()
         nn_thread.join()
-        timings["wait for nnU-Net training / analyze"] = round(time.perf_counter() - t0, 2)
+        stage.timings["wait for nnU-Net training / analyze"] = round(time.perf_counter() - t0, 2)
         if nn_error:
             raise SystemExit(f"demo step failed: {nn_error[0]}")
-    if nn is not None:
-        nn_preds = root / "predictions" / "nnunet"
-        if trains_nnunet:
-            stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, nnunet_trainer, 0)
-        else:
-            stage("nnU-Net predict (demo weights)", _predict_demo_nnunet, nn, dataset / "imagesTs", nn_preds)
-        nn_summary = stage("evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts",
-                           progress=progress)
-    aug_report = None
-    if augment:
-        small = root / "nnUNet_raw" / "Dataset502_PhantomLVFocused"
-        stage("make-phantom lv-focused", make_phantom, small, n_patients=4, preset="lv-focused", layout="nnunet",
-              labels="lv,myo", seed=seed + 7, progress=progress)
-        expanded = root / "nnUNet_raw" / "Dataset503_PhantomLVFocusedAug"
-        stage("expand-dataset", expand_dataset, small, expanded, model=DEMO_WEIGHTS, augment="combination", k=2,
-              sampler="fast", seed=seed, device="cpu", progress=progress)
-        aug_report = stage("augmentation-report", augmentation_report, expanded, root / "augmentation",
-                           model=DEMO_WEIGHTS, n_samples=8, device="cpu", progress=progress)
+    nn_summary = _nnunet(stage, nn, dataset, root, nnunet_trainer, trains_nnunet, progress) if nn else None
+    aug_report = _augment(stage, root, seed, progress) if augment else None
+    timings = stage.timings
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
     index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report,

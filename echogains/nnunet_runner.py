@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from echogains.locate import nnunet_trainer_dir
 from echogains.utils import EchoDataError, get_logger
 
 log = get_logger("echogains.nnunet")
@@ -101,11 +102,13 @@ class NnUNet:
         self.log_dir = Path(self.log_dir or self.results / "logs").resolve()
 
     def environ(self) -> dict[str, str]:
-        """The environment nnU-Net's commands get."""
-        from nnunet_ext import TRAINER_DIR
+        """The environment nnU-Net's commands get (``nnUNet_extTrainer``: the installed plugin's trainers).
 
+        Raises:
+            EchoDataError: the ``nnunet_ext`` plugin is not installed.
+        """
         env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-               "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(TRAINER_DIR),
+               "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunet_trainer_dir()),
                "nnUNet_def_n_proc": str(self.processes)}
         # data-augmentation workers per training: nnU-Net's default is tuned for its own GPU servers
         env.setdefault("nnUNet_n_proc_DA", str(max(1, self.processes)))

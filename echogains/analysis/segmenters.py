@@ -33,13 +33,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from echogains.locate import BUNDLE_VARIABLE, find_bundle, nnunet_trainer_dir
 from echogains.utils import EchoDataError, get_logger, progress
 
 __all__ = ["Segmentation", "Segmenter", "EchoDNDSegmenter", "NnUNetSegmenter", "default_bundle_root", "load_bundle_scripts"]
 
 log = get_logger("echogains.analysis")
 
-BUNDLE_VARIABLE = "ECHOGAINS_ECHO_DND_BUNDLE"
 
 
 @dataclass
@@ -68,13 +68,11 @@ class Segmenter(Protocol):
 
 
 def default_bundle_root() -> Path:
-    """``$ECHOGAINS_ECHO_DND_BUNDLE``, else ``bundles/echo_dnd`` of the repository holding the installed package."""
-    env = os.environ.get(BUNDLE_VARIABLE)
-    if env:
-        return Path(env)
-    import echogains
+    """``$ECHOGAINS_ECHO_DND_BUNDLE``, else ``bundles/echo_dnd`` of the repository holding the installed package.
 
-    return Path(echogains.__file__).resolve().parents[1] / "bundles" / "echo_dnd"
+    :func:`echogains.locate.find_bundle` without an argument (it raises when neither exists).
+    """
+    return find_bundle()
 
 
 def load_bundle_scripts(bundle_root: str | os.PathLike) -> ModuleType:
@@ -175,9 +173,10 @@ def _ensure_trainer_path() -> None:
     """Point ``nnUNet_extTrainer`` at the installed plugin's trainers when it is unset (no import of the plugin)."""
     if os.environ.get("nnUNet_extTrainer"):
         return
-    spec = importlib.util.find_spec("nnunet_ext")
-    if spec is not None and spec.origin:
-        os.environ["nnUNet_extTrainer"] = str(Path(spec.origin).parent / "trainers")
+    try:
+        os.environ["nnUNet_extTrainer"] = str(nnunet_trainer_dir())
+    except EchoDataError:  # no plugin: nnU-Net's own trainers only
+        pass
 
 
 class NnUNetSegmenter:
