@@ -4,17 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean demo-weights demo-weights-nnunet
+.PHONY: demo test lint install clean demo-weights demo-weights-nnunet
 
 # The committed demo weights were made by this target (CPU, one thread, about an hour each on 2 cores).
 # Echo-DND: the legacy loss settings they were trained with are pinned (Adam, i.e. weight decay 0, and the
 # variational-bound KL form); the bundle's defaults are now AdamW decay 1e-2 and the paper's prior-form KL.
 DEMO_DATA := build/demo_train/Dataset601_PhantomLV
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt: the tested versions of every direct dependency (pyproject.toml keeps the ranges).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -c constraints.txt -e ".[test,lint]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +23,13 @@ install: $(STAMP)
 # -n auto: one pytest worker per core (each runs torch with one thread, see tests/conftest.py)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto tests
+
+# Lint (ruff), format check (ruff format) and types (mypy on the modules listed in pyproject.toml [tool.mypy] files).
+# CI (.ci/run) runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(PY) -m echogains.demo --out demo_output
