@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from echogains.data.frames import to_grey
 from echogains.utils import EchoDataError, atomic_path
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
 US_MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"
 #: ``PhysicalUnits{X,Y}Direction`` code for centimetres.
 UNITS_CM = 3
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 _VIEW_PATTERNS = (
     ("2CH", re.compile(r"(?<![0-9a-z])(a2c|ap2|2ch|2-?chamber|two[ -]?chamber|apical[ _-]?2)(?![a-z])", re.I)),
     ("4CH", re.compile(r"(?<![0-9a-z])(a4c|ap4|4ch|4-?chamber|four[ -]?chamber|apical[ _-]?4)(?![a-z])", re.I)),
@@ -167,7 +167,11 @@ def _view_of(ds: Any) -> str | None:
 
 
 def _to_grey(pixels: np.ndarray, ds: Any, path: Path) -> np.ndarray:
-    """Decoded pixel data as ``(T, H, W)`` float32 grey."""
+    """Decoded pixel data as ``(T, H, W)`` float32 grey.
+
+    DICOM's own cases stay here (frame count, ``SamplesPerPixel``, MONOCHROME1 inverted); colour goes through the
+    shared :func:`echogains.data.frames.to_grey` (BT.601 luma, in float: no rounding to 8 bits).
+    """
     samples = int(getattr(ds, "SamplesPerPixel", 1))
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     array = np.asarray(pixels)
@@ -175,7 +179,7 @@ def _to_grey(pixels: np.ndarray, ds: Any, path: Path) -> np.ndarray:
         array = array[None] if array.ndim == 3 else array
         if array.ndim != 4 or array.shape[-1] != 3:
             raise EchoDataError(path, f"unexpected colour pixel array of shape {array.shape}")
-        array = array.astype(np.float64) @ _LUMA
+        array = to_grey(array.astype(np.float64), "luma", "RGB", str(path))  # decoded YBR is RGB by now
     elif samples == 1:
         array = array[None] if array.ndim == 2 else array
         if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":

@@ -53,6 +53,7 @@ from echogains.data.camus import (
     validate_cases,
     write_skip_report,
 )
+from echogains.data.frames import to_grey
 from echogains.data.nnunet import CASE_ID_PATTERN, RawDatasetWriter
 from echogains.utils import EchoDataError, get_logger
 from echogains.utils import progress as progress_bar
@@ -249,11 +250,10 @@ def rasterise_tracing(rows: Sequence[Sequence[float]], shape: tuple[int, int]) -
 
 
 def _to_grey(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
+    """A decoded video frame (OpenCV: BGR) as grey ``uint8``: BT.601 luma (:func:`echogains.data.frames.to_grey`)."""
     if frame.ndim == 2:
         return frame
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return to_grey(frame, "luma", "BGR")
 
 
 def read_video_frames(

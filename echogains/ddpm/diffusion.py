@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from echogains.utils import progress as progress_bar
+
 __all__ = [
     "cosine_alpha_bar",
     "cosine_betas",
@@ -328,14 +330,12 @@ class GaussianDiffusion(nn.Module):
         shape: Sequence[int],
         generator: GeneratorLike,
         device: torch.device | str = "cpu",
-        verbose: bool = False,
+        progress: bool = False,
     ) -> torch.Tensor:
         """Unconditional ancestral sampling from x_T ~ N(0, I) over all steps of this (possibly respaced) process."""
-        from echogains.utils import progress
-
         x = randn_tensor(shape, generator, device)
         steps = range(self.num_timesteps - 1, -1, -1)
-        for t in progress(steps, total=self.num_timesteps, desc="sampling", leave=False) if verbose else steps:
+        for t in progress_bar(steps, total=self.num_timesteps, desc="sampling", leave=False) if progress else steps:
             x = self.p_sample(model, x, t, generator)
         return x
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from echogains.ddpm.diffusion import GaussianDiffusion
-from echogains.utils import EchoDataError
+from echogains.utils import EchoDataError, atomic_torch_save
 
 __all__ = [
     "DDPMConfig",
@@ -281,12 +281,9 @@ def save_weights(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a weights-only file (config + network state) atomically; what :func:`load_ddpm` and the demo read."""
-    from echogains.utils import atomic_path
-
     payload = {"format": WEIGHTS_FORMAT, "config": config.to_dict(), "state_dict": dict(state_dict)}
     payload.update(extra or {})
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(payload, path)
     return Path(path)
 
 

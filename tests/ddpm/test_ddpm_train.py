@@ -13,6 +13,7 @@ import torch
 from scipy import ndimage
 
 from echogains.data.nnunet import RawDatasetWriter, make_image, write_image
+from echogains.ddpm import images as images_mod
 from echogains.ddpm import train as train_mod
 from echogains.ddpm.model import get_config, load_ddpm
 from echogains.ddpm.train import (
@@ -116,11 +117,11 @@ def test_camus_test_patients_never_reach_the_ddpm(tmp_path):
     assert patients(map(str, with_val)) == {"patient0001", "patient0002", "patient0003"}
     # the whole training run: only the training patients' images are read, recorded in config.json
     read: list[str] = []
-    real = train_mod._read_frames
+    real = images_mod._read_frames
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "_read_frames", lambda path, *a: (read.append(str(path)), real(path, *a))[1])
+        mp.setattr(images_mod, "_read_frames", lambda path, *a: (read.append(str(path)), real(path, *a))[1])
         train_ddpm(root, tmp_path / "run", config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1,
-                   verbose=False, max_narrowing_deg=0.0)
+                   progress=False, max_narrowing_deg=0.0)
     assert read and patients(read) == {"patient0001", "patient0002"}
     record = train_mod.read_json(tmp_path / "run" / "config.json")
     assert record["selection"] == {"fold": 0, "include_validation": False, "all_patients": False, "files": len(read)}
@@ -187,7 +188,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
     data = _png_folder(tmp_path / "pngs")
-    kw = dict(config=CFG, steps=4, batch_size=2, seed=1, checkpoint_every=2, sample_every=0, verbose=False)
+    kw = dict(config=CFG, steps=4, batch_size=2, seed=1, checkpoint_every=2, sample_every=0, progress=False)
     ref = train_ddpm(data, tmp_path / "a", **kw)
     assert ref.name == "ddpm_ema.pt" and (tmp_path / "a" / "checkpoint.pt").is_file()
 
@@ -218,7 +219,7 @@ def test_sample_grid_and_history(tmp_path):
 
     data = _png_folder(tmp_path / "pngs")
     out = tmp_path / "run"
-    train_ddpm(data, out, config=CFG, steps=2, batch_size=2, sample_every=2, n_samples=4, sample_steps=3, verbose=False)
+    train_ddpm(data, out, config=CFG, steps=2, batch_size=2, sample_every=2, n_samples=4, sample_steps=3, progress=False)
     grid = cv2.imread(str(out / "samples" / "step_0000002.png"), cv2.IMREAD_UNCHANGED)
     assert grid.shape == (2 * 34, 2 * 34) and grid.dtype == np.uint8
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
@@ -228,11 +229,11 @@ def test_sample_grid_and_history(tmp_path):
 
 def test_bad_inputs_raise_before_writing(tmp_path):
     with pytest.raises(EchoDataError, match="not found"):
-        train_ddpm(tmp_path / "nope", tmp_path / "out", config=CFG, steps=1, verbose=False)
+        train_ddpm(tmp_path / "nope", tmp_path / "out", config=CFG, steps=1, progress=False)
     data = _png_folder(tmp_path / "pngs")
     (data / "broken.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(EchoDataError, match="broken.png"):
-        train_ddpm(data, tmp_path / "out", config=CFG, steps=1, verbose=False)
+        train_ddpm(data, tmp_path / "out", config=CFG, steps=1, progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -258,7 +259,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     )
     torch.set_num_threads(1)
     images = load_training_images(data, CFG.image_size, seed=0)
-    trainer = DDPMTrainer(images, out, CFG, _ddp_settings(), device="cpu", verbose=False)
+    trainer = DDPMTrainer(images, out, CFG, _ddp_settings(), device="cpu", progress=False)
     trainer.run()
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, Path(out).parent / f"rank{rank}.pt")
 
@@ -277,13 +278,13 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
     assert ckpt["step"] == 2 and ckpt["world_size"] == 2
     assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
     images = load_training_images(data, CFG.image_size)
-    init = DDPMTrainer(images, tmp_path / "x", CFG, _ddp_settings(), "cpu", verbose=False)
+    init = DDPMTrainer(images, tmp_path / "x", CFG, _ddp_settings(), "cpu", progress=False)
     assert any(not torch.equal(init.model.state_dict()[k], w0[k]) for k in w0)  # the ranks trained
 
 
 def test_vb_weighting_unit_is_the_public_configs_weight_one(tmp_path):
     data = _png_folder(tmp_path / "pngs")
-    kw = dict(config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1, verbose=False)
+    kw = dict(config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1, progress=False)
     train_ddpm(data, tmp_path / "unit", vb_weighting="unit", **kw)
     cfg = train_mod.read_json(tmp_path / "unit" / "config.json")["config"]
     assert cfg["vlb_weight"] * cfg["num_timesteps"] == pytest.approx(1.0)  # loss = L_simple + 1 x L_t

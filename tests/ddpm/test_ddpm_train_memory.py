@@ -88,7 +88,7 @@ def test_accumulation_equals_one_big_batch():
     grads, losses = [], []
     for batch_size, accumulate in ((4, 1), (2, 2), (1, 4)):
         trainer = DDPMTrainer(images, "unused", CFG, _settings(batch_size=batch_size, accumulate=accumulate),
-                              device="cpu", verbose=False)
+                              device="cpu", progress=False)
         _perturb(trainer.model)
         losses.append(trainer.train_step(0))
         grads.append(_grads(trainer.model))
@@ -115,8 +115,8 @@ def test_bf16_loss_is_close_to_fp32():
     assert loss16 != loss32  # bf16 arithmetic did run
     assert abs(loss16 - loss32) <= BF16_LOSS_RTOL * abs(loss32), (loss16, loss32)
     # the trainer's bf16 step: the same loss as the autocast forward above gives, up to the same tolerance
-    trainer = DDPMTrainer(_images(), "unused", CFG, _settings(precision="bf16"), device="cpu", verbose=False)
-    ref = DDPMTrainer(_images(), "unused", CFG, _settings(precision="fp32"), device="cpu", verbose=False)
+    trainer = DDPMTrainer(_images(), "unused", CFG, _settings(precision="bf16"), device="cpu", progress=False)
+    ref = DDPMTrainer(_images(), "unused", CFG, _settings(precision="fp32"), device="cpu", progress=False)
     _perturb(trainer.model), _perturb(ref.model)
     a, b = trainer.train_step(0), ref.train_step(0)
     assert a != b and abs(a - b) <= BF16_LOSS_RTOL * abs(b)
@@ -136,7 +136,7 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
     for k, img in enumerate(_images(4).images):
         cv2.imwrite(str(folder / f"img{k}.png"), img)
     kw = dict(config=CFG, steps=3, batch_size=2, accumulate=2, precision=precision, checkpointing=True, seed=1,
-              checkpoint_every=1, sample_every=0, max_narrowing_deg=0.0, verbose=False)
+              checkpoint_every=1, sample_every=0, max_narrowing_deg=0.0, progress=False)
     train_ddpm(folder, tmp_path / "a", **kw)
 
     diffusion_cls = type(build_diffusion(CFG))

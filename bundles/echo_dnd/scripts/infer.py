@@ -45,6 +45,7 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from echogains.data.frames import to_grey
 from echogains.data.nnunet import RawDataset, read_image, write_image
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress
 
@@ -180,7 +181,7 @@ def _grey_array(image: sitk.Image, path: Path) -> np.ndarray:
     array = sitk.GetArrayFromImage(image)
     components = image.GetNumberOfComponentsPerPixel()
     if components in (3, 4):
-        array = array[..., :3].astype(np.float32).mean(axis=-1)
+        array = to_grey(array, "mean", source=str(path))
     elif components != 1:
         raise EchoDataError(path, f"expected a grey or RGB image, got {components} components per pixel")
     return array.astype(np.float32)

@@ -75,7 +75,7 @@ class EchoDNDSampler:
         postprocess: keep the largest component and fill holes in the fused mask.
         threshold: on the STAPLE probability for the fused mask.
         staple_max_iterations: EM iterations at most (masks of a trained model agree and converge in tens).
-        verbose: show a tqdm progress bar over the steps.
+        progress: show a tqdm progress bar over the steps.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class EchoDNDSampler:
         postprocess: bool = True,
         threshold: float = 0.5,
         staple_max_iterations: int = 1000,
-        verbose: bool = False,
+        progress: bool = False,
     ) -> None:
         if num_steps < 1 or ensemble < 1:
             raise ValueError(f"num_steps and ensemble must be >= 1, got {num_steps}, {ensemble}")
@@ -98,7 +98,7 @@ class EchoDNDSampler:
         self.postprocess = postprocess
         self.threshold = threshold
         self.staple_max_iterations = staple_max_iterations
-        self.verbose = verbose
+        self.progress = progress
         self._processes: tuple[EchoDNDConfig, GaussianDiffusion, BernoulliDiffusion] | None = None
 
     def _get_processes(self, config: EchoDNDConfig) -> tuple[GaussianDiffusion, BernoulliDiffusion]:
@@ -107,7 +107,7 @@ class EchoDNDSampler:
         return self._processes[1], self._processes[2]
 
     def _steps(self, pairs: list[tuple[int, int]]) -> Any:
-        if not self.verbose:
+        if not self.progress:
             return pairs
         from tqdm.auto import tqdm
 

@@ -20,7 +20,8 @@ cycle's start and continues exactly.
 
 Files in ``output_dir``: ``checkpoint.pt`` (full state: model, EMA, optimizer, step, generator states, config),
 ``model.pt`` (deployable: ``{"config", "state_dict"}`` of the EMA weights), ``metrics.csv`` (step, loss terms,
-validation Dice). Both ``.pt`` files are written atomically.
+validation Dice). Both ``.pt`` files are written atomically (:func:`echogains.utils.atomic_torch_save`, re-exported
+here); ``PRECISIONS`` and ``resolve_precision`` are the toolkit's (:mod:`echogains.precision`), shared with the DDPM.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import io
 import logging
 import os
 import random
@@ -41,6 +41,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from echogains.precision import PRECISIONS, autocast, resolve_precision
+from echogains.utils import atomic_torch_save
+
 from .config import ABLATIONS, LOSS_TERMS, EchoDNDConfig
 from .data import augment_batch, load_lv_cases
 from .losses import EchoDNDLoss, draw_noise
@@ -50,29 +53,10 @@ from .sampler import EchoDNDSampler
 __all__ = ["EchoDNDTrainer", "atomic_torch_save", "check_ablation", "load_model", "dice_score", "resolve_precision",
            "PRECISIONS", "OOM_HINT"]
 
-#: ``precision`` values: ``auto`` is bf16 on a CUDA device that supports it and fp32 elsewhere (so CPU runs, e.g. the
-#: demo weights' training, stay in fp32); ``fp16`` uses a gradient scaler.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: What to try when a process runs out of memory (the kernel kills it with signal 9).
 OOM_HINT = "probably out of memory; try --accumulate or a smaller --batch_size"
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger("echo_dnd.train")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> EchoDND:
@@ -122,25 +106,6 @@ def check_ablation(name: str) -> str:
     name = str(name).strip()
     if name not in ABLATIONS:
         raise EchoDataError("ablation", f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
-    return name
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for ``precision`` (one of :data:`PRECISIONS`) on ``device``.
-
-    Raises:
-        EchoDataError: an unknown value, or bf16 asked for on a GPU without it.
-    """
-    from .common import EchoDataError
-
-    name = str(precision).strip().lower()
-    if name not in PRECISIONS:
-        raise EchoDataError(None, f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if name == "auto":
-        return "bf16" if cuda_bf16 else "fp32"
-    if name == "bf16" and device.type == "cuda" and not cuda_bf16:
-        raise EchoDataError(None, "--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
     return name
 
 
@@ -462,9 +427,7 @@ class EchoDNDTrainer:
 
     # --- loop ----------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+        return autocast(self.precision, self.device)
 
     def train_step(self, loss_fn: EchoDNDLoss) -> dict[str, float]:
         """One optimiser step: ``accumulate`` micro-batches, their gradients summed, then AdamW; returns the means.
