@@ -175,7 +175,7 @@ def _ddpm_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN202
     settings = TrainSettings(steps=spec["steps"], batch_size=spec["batch"], lr=cfg.lr, ema=cfg.ema, seed=0,
                              max_narrowing_deg=0.0, sample_every=0, checkpoint_every=10**9, n_samples=1,
                              sample_steps=1, **opts)
-    trainer = DDPMTrainer(images, out, cfg, settings, device=device, verbose=False)
+    trainer = DDPMTrainer(images, out, cfg, settings, device=device, progress=False)
     if spec.get("lean"):  # slope mode: no EMA copy, SGD without moments (what grows with the batch is the same)
         import torch
 
