@@ -1,401 +1,312 @@
-"""The ``echogains`` command (python-fire). Each command is a thin call into a module below.
+"""The ``echogains`` command (python-fire): each command is a library function, shown with its own docstring.
 
-Run ``echogains --help`` or ``echogains COMMAND --help``. Bad input ends with a one-line error naming the
-file and the problem, and exit status 2.
+Run ``echogains --help`` or ``echogains COMMAND --help``. Bad input ends with a one-line error naming the file and
+the problem, and exit status 2.
+
+A command's options, defaults and help are those of the library function it runs (:func:`command` reads its
+signature and Google-style docstring), so they cannot drift apart. What the command line needs beyond the function is
+declared per command: option names that differ (``--out`` for ``out_dir``), keyword arguments that are not options
+(objects such as ``policy``), options that build such an object (``--depth_mode``), what is printed at the end. The
+library module is imported when its command is used (importing all of them costs seconds; one command's, under one).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from echogains.locate import nnunet_trainer_dir
 from echogains.utils import EchoDataError, get_logger, set_progress
 
 log = get_logger("echogains.cli")
+
+Function = Callable[..., Any]
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+#: Older names of the progress switch; the command line calls it ``--progress`` whatever the function says.
+_PROGRESS_ALIASES = ("show_progress", "verbose")
+_ARG_ENTRY = re.compile(r"^    (\*{0,2}\w+):\s?(.*)$")
+
+
+def arg_docs(doc: str | None) -> dict[str, str]:
+    """The entries of a Google-style ``Args:`` section: name -> text (continuation lines joined by spaces)."""
+    entries: dict[str, str] = {}
+    name = None
+    in_args = False
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+        elif in_args and line and not line.startswith(" "):
+            break  # the next section
+        elif in_args and (match := _ARG_ENTRY.match(line)):
+            name = match[1].lstrip("*")
+            entries[name] = match[2]
+        elif in_args and name and line.strip():
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def rewrite_doc(doc: str | None, rename: Mapping[str, str], hide: Sequence[str], extra: Mapping[str, str]) -> str:
+    """The function's docstring as the command's: options renamed, hidden arguments' entries dropped, ``extra``
+    entries added at the end of ``Args:``, each entry on one line (fire's parser would take a continuation line with
+    a colon, ``(EchoNet-Dynamic: AVI ...``, for a new argument)."""
+    entries = {rename.get(name, name): text for name, text in arg_docs(doc).items() if name not in hide}
+    entries.update(extra)
+    out: list[str] = []
+    in_args = False
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+            out.append(line)
+            out.extend(f"    {name}: {text}" for name, text in entries.items())
+            continue
+        if in_args:
+            if line.strip() and line.startswith(" "):
+                continue  # an entry (or its continuation), written above
+            in_args = False  # a blank line or the next section
+        out.append(line)
+    text = "\n".join(out)
+    for old, new in rename.items():
+        text = re.sub(rf"``{old}\b", f"``{new}", text)
+    return text
+
+
+def _cli_annotation(annotation: Any) -> Any:
+    """Path arguments take a string on the command line: ``str | os.PathLike`` is shown as ``str``."""
+    return annotation.replace(" | os.PathLike", "") if isinstance(annotation, str) else annotation
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option that the library function does not have (it is turned into an argument by ``adapt``)."""
+
+    name: str
+    default: Any
+    doc: str
+    annotation: Any = inspect.Parameter.empty
+    #: a hidden function argument whose place the option takes (else it goes before ``--progress``)
+    at: str | None = None
+
+
+def borrowed(owner: Function, *names: str) -> list[Option]:
+    """Options with the defaults and docs of ``owner``'s arguments (e.g. the fields of a dataclass)."""
+    params, docs = inspect.signature(owner).parameters, arg_docs(owner.__doc__)
+    return [Option(name, params[name].default, docs[name], params[name].annotation) for name in names]
+
+
+def _printed(value: Any, _: dict[str, Any]) -> str:
+    return str(value)  # fire would show the help of an object it cannot print (a Path)
+
+
+@dataclass
+class Command:
+    """How one library function becomes one command. ``loader`` imports and returns the function.
+
+    Args:
+        rename: function argument -> option name (the progress switch is always ``--progress``).
+        hide: keyword arguments that are not options (they keep the function's default).
+        options: extra options, added before ``--progress``; ``adapt`` must turn them into function arguments.
+        adapt: values by option name -> keyword arguments by function name (after renaming), e.g. building an object.
+        result: turns the function's return value (and the option values) into what the command prints.
+        sets_progress: also switch the package's progress bars (:func:`echogains.utils.set_progress`).
+    """
+
+    loader: Callable[[], Function]
+    rename: Mapping[str, str] = field(default_factory=dict)
+    hide: Sequence[str] = ()
+    options: Callable[[], list[Option]] = list
+    adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    result: Callable[[Any, dict[str, Any]], Any] = _printed
+    sets_progress: bool = True
+    _built: Function | None = field(default=None, init=False, repr=False)
+
+    def build(self) -> Function:
+        """The command: the function's signature and docstring, adapted as declared."""
+        func = self.loader()
+        params = inspect.signature(func).parameters
+        rename = dict(self.rename)
+        rename.update(
+            {alias: "progress" for alias in _PROGRESS_ALIASES if alias in params and "progress" not in params}
+        )
+        hide = set(self.hide)
+        options = self.options()
+        option_params = {
+            o.name: inspect.Parameter(o.name, _POSITIONAL, default=o.default, annotation=o.annotation) for o in options
+        }
+        placed = {o.at: option_params.pop(o.name) for o in options if o.at is not None}
+        cli_params = []
+        for p in params.values():
+            if p.name in placed:
+                cli_params.append(placed[p.name])
+            elif p.name not in hide and p.kind is not _VAR_KEYWORD:
+                cli_params.append(
+                    p.replace(
+                        name=rename.get(p.name, p.name), kind=_POSITIONAL, annotation=_cli_annotation(p.annotation)
+                    )
+                )
+        cli_params += option_params.values()
+        cli_params.sort(key=lambda p: p.name == "progress")  # stable: the progress switch last, as it always was
+        cli_params += [p for p in params.values() if p.kind is _VAR_KEYWORD]
+        signature = inspect.Signature(cli_params, return_annotation=str)
+        back = {new: old for old, new in rename.items()}
+        var_keyword = next((p.name for p in params.values() if p.kind is _VAR_KEYWORD), None)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+            if self.sets_progress:
+                set_progress(values["progress"])
+            extra = values.pop(var_keyword, {}) if var_keyword else {}
+            arguments = self.adapt(dict(values)) if self.adapt else dict(values)
+            library = self.loader()  # looked up at each call (cheap once imported; a test may have patched it)
+            return self.result(
+                library(**{back.get(name, name): value for name, value in arguments.items()}, **extra), values
+            )
+
+        run.__name__ = run.__qualname__ = func.__name__
+        run.__doc__ = rewrite_doc(func.__doc__, rename, sorted(hide), {o.name: o.doc for o in options})
+        run.__signature__ = signature  # type: ignore[attr-defined]  # read by inspect.signature and so by fire
+        return run
+
+    def __get__(self, obj: object, owner: type | None = None) -> Function:
+        """The command (built on first access: that imports the library module)."""
+        if self._built is None:
+            self._built = self.build()
+        return self._built
+
+
+# --- per-command adaptations ----------------------------------------------------------------------------------------
+def _report_html(_: Any, values: dict[str, Any]) -> str:
+    return str(Path(values["out"]) / "report.html")
+
+
+def _joined_labels(values: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(values["labels"], (tuple, list)):  # fire turns --labels LV,MYO into a tuple
+        values["labels"] = ",".join(str(x) for x in values["labels"])
+    return values
+
+
+def _verify_result(report: Any, _: dict[str, Any]) -> str:
+    """Print the report; exit status 1 when any error was found."""
+    print(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+    return "OK"
+
+
+def _expand_options() -> list[Option]:
+    from echogains.augment.expand import expand_dataset
+    from echogains.augment.transforms import TransformPolicy
+
+    repaint = arg_docs(expand_dataset.__doc__)["repaint"]
+    return [
+        Option("no_repaint", False, f"the opposite of ``repaint`` ({repaint})", "bool", at="repaint"),
+        *borrowed(TransformPolicy, "depth_mode", "kept_region"),
+    ]
+
+
+def _expand_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    from echogains.augment.transforms import TransformPolicy
+
+    values["repaint"] = not values.pop("no_repaint")
+    values["policy"] = TransformPolicy(depth_mode=values.pop("depth_mode"), kept_region=values.pop("kept_region"))
+    return values
+
+
+# --- the library functions, imported on first use ------------------------------------------------------------------
+def _make_phantom() -> Function:
+    from echogains.data.phantom import make_phantom
+
+    return make_phantom
+
+
+def _convert_camus() -> Function:
+    from echogains.data.camus import convert_camus
+
+    return convert_camus
+
+
+def _convert_echonet() -> Function:
+    from echogains.data.echonet import convert_echonet
+
+    return convert_echonet
+
+
+def _verify_dataset() -> Function:
+    from echogains.data.verify import verify_dataset
+
+    return verify_dataset
+
+
+def _evaluate() -> Function:
+    from echogains.evaluation.evaluate import evaluate
+
+    return evaluate
+
+
+def _train_ddpm() -> Function:
+    from echogains.ddpm.train import train_ddpm
+
+    return train_ddpm
+
+
+def _expand_dataset() -> Function:
+    from echogains.augment.expand import expand_dataset
+
+    return expand_dataset
+
+
+def _augmentation_report() -> Function:
+    from echogains.augment.quality import augmentation_report
+
+    return augmentation_report
+
+
+def _analyze() -> Function:
+    from echogains.analysis import analyze
+
+    return analyze
 
 
 class EchoGains:
     """Echocardiography LV segmentation toolkit: data, augmentation, evaluation."""
 
-    def make_phantom(
-        self,
-        out: str,
-        n_patients: int = 10,
-        preset: str = "camus-like",
-        layout: str = "camus-nifti",
-        seed: int = 0,
-        sequence: bool = False,
-        labels: str = "lv,myo,la",
-        image_size: int | None = None,
-        overwrite: bool = False,
-        progress: bool = True,
-        **overrides,
-    ) -> str:
-        """Write a synthetic echo phantom.
+    make_phantom = Command(_make_phantom, rename={"out_dir": "out"})
+    convert_camus = Command(_convert_camus)
+    convert_echonet = Command(_convert_echonet)
+    verify_dataset = Command(_verify_dataset, rename={"root": "dataset"}, result=_verify_result, sets_progress=False)
+    evaluate = Command(
+        _evaluate,
+        rename={"pred_dir": "pred", "dataset_dir": "dataset", "out_dir": "out"},
+        hide=("fold",),
+        adapt=_joined_labels,
+        result=_report_html,
+    )
+    train_ddpm = Command(_train_ddpm, rename={"out_dir": "out"}, hide=("frame_step", "n_samples", "sample_steps"))
+    expand_dataset = Command(
+        _expand_dataset,
+        hide=("repaint", "frame_size", "schedule", "border", "policy"),
+        options=_expand_options,
+        adapt=_expand_arguments,
+    )
+    augmentation_report = Command(_augmentation_report, hide=("sample_steps", "max_training", "top"))
+    analyze = Command(_analyze, hide=("segmenter",), result=_report_html)
 
-        Args:
-            out: output folder.
-            n_patients: number of patients (each gives 2CH and 4CH views at ED and ES).
-            preset: ``camus-like`` (varied depth, angle, position) or ``lv-focused`` (HUNT4-like).
-            layout: ``camus-nifti``, ``camus-mhd``, ``echonet``, ``nnunet`` (an nnU-Net raw dataset) or ``dicom``
-                (multi-frame ultrasound DICOM loops of both views).
-            seed: random seed; the same seed gives the same bytes.
-            sequence: also write ED->ES half sequences (CAMUS layouts).
-            labels: labels kept in the ``nnunet`` layout, from ``lv,myo,la``.
-            image_size: override the preset's image size (pixels).
-            overwrite: replace a non-empty output folder.
-            progress: show a progress bar.
-            overrides: phantom parameters, a value or a ``(low, high)`` range: ``depth_mm``, ``opening_deg``,
-                ``tilt_deg``, ``apex_depth_mm``, ``heart_angle_deg``, ``axis_angle_deg``, ``ef_percent``,
-                ``n_frames``, ``quality``, ``anisotropy``, ``spacing``, ``cycle_frames``, ``fps``, ``n_beats``.
-        """
-        from echogains.data.phantom import make_phantom
-
-        set_progress(progress)
-        return str(make_phantom(out, n_patients=n_patients, preset=preset, layout=layout, seed=seed, sequence=sequence,
-                                labels=labels, image_size=image_size, overwrite=overwrite, progress=progress,
-                                **overrides))
-
-    def convert_camus(
-        self,
-        src: str,
-        out: str,
-        labels: str = "lv,myo,la",
-        views: str = "2CH,4CH",
-        phases: str = "ED,ES",
-        n_folds: int = 5,
-        seed: int = 0,
-        overwrite: bool = False,
-        skip_bad: bool = False,
-        progress: bool = True,
-    ) -> str:
-        """Convert CAMUS (original mhd or NIfTI release) into an nnU-Net raw dataset.
-
-        Args:
-            src: the CAMUS folder (holding ``training/`` or ``database_nifti/``).
-            out: output dataset folder, e.g. ``$nnUNet_raw/Dataset501_CAMUS``.
-            labels: labels to keep, from ``lv,myo,la``.
-            views: views to convert.
-            phases: phases to convert.
-            n_folds: patient-grouped folds when the official split files are absent.
-            seed: seed of the fold assignment.
-            overwrite: replace an existing dataset.
-            skip_bad: skip bad cases and write a report instead of stopping at the first.
-            progress: show a progress bar.
-        """
-        from echogains.data.camus import convert_camus
-
-        set_progress(progress)
-        return str(convert_camus(src, out, labels=labels, views=views, phases=phases, n_folds=n_folds, seed=seed,
-                                 overwrite=overwrite, skip_bad=skip_bad, progress=progress))
-
-    def convert_echonet(
-        self,
-        src: str,
-        out: str,
-        skip_bad: bool = False,
-        limit: int | None = None,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> str:
-        """Convert EchoNet-Dynamic (Videos/, FileList.csv, VolumeTracings.csv) into an nnU-Net raw dataset.
-
-        Args:
-            src: the EchoNet-Dynamic folder.
-            out: output dataset folder.
-            skip_bad: skip bad videos and write a report instead of stopping at the first.
-            limit: convert only the first N videos (for a quick look).
-            overwrite: replace an existing dataset.
-            progress: show a progress bar.
-        """
-        from echogains.data.echonet import convert_echonet
-
-        set_progress(progress)
-        return str(convert_echonet(src, out, skip_bad=skip_bad, limit=limit, overwrite=overwrite, progress=progress))
-
-    def verify_dataset(self, dataset: str, nnunet_check: bool = True, num_processes: int = 1, progress: bool = True) -> str:
-        """Verify an nnU-Net raw dataset: nnU-Net's integrity check plus empty masks, NaN, geometry, labels, splits.
-
-        Args:
-            dataset: the dataset folder.
-            nnunet_check: also run nnU-Net's own ``verify_dataset_integrity``.
-            num_processes: worker processes for nnU-Net's check.
-            progress: show a progress bar.
-
-        Exit status 1 when any error is found.
-        """
-        from echogains.data.verify import verify_dataset
-
-        report = verify_dataset(dataset, nnunet_check=nnunet_check, num_processes=num_processes, show_progress=progress)
-        print(report.summary())
-        if not report.ok:
-            raise SystemExit(1)
-        return "OK"
-
-    def evaluate(
-        self,
-        pred: str,
-        dataset: str,
-        out: str,
-        subset: str = "Ts",
-        labels: str | None = None,
-        overlays: bool = True,
-        progress: bool = True,
-    ) -> str:
-        """Evaluate predictions against a labelled nnU-Net raw dataset: Dice, HD and MSD in mm, Simpson EF.
-
-        Args:
-            pred: folder of predicted masks ``{case}.nii.gz`` (nnU-Net or Echo-DND output).
-            dataset: the nnU-Net raw dataset with the reference labels.
-            out: report folder (CSV, JSON, PNG plots, report.html).
-            subset: which cases: ``Ts`` (imagesTs), ``Tr``, ``all``.
-            labels: label names to score, e.g. ``LV`` or ``LV,MYO`` (default: the labels the predictions contain,
-                or those their folder's nnU-Net ``dataset.json`` declares).
-            overlays: write contour overlay PNGs.
-            progress: show a progress bar.
-        """
-        from echogains.evaluation.evaluate import evaluate
-
-        set_progress(progress)
-        if isinstance(labels, (tuple, list)):  # fire turns --labels LV,MYO into a tuple
-            labels = ",".join(str(x) for x in labels)
-        evaluate(pred, dataset, out, subset=subset, labels=labels, overlays=overlays, progress=progress)
-        return str(Path(out) / "report.html")
-
-    def train_ddpm(
-        self,
-        data: str,
-        out: str,
-        config: str = "tiny",
-        steps: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-        ema: float | None = None,
-        seed: int = 0,
-        resume: bool = True,
-        sample_every: int = 1000,
-        checkpoint_every: int = 1000,
-        device: str | None = None,
-        max_narrowing_deg: float = 20.0,
-        fold: int = 0,
-        include_validation: bool = False,
-        all_patients: bool = False,
-        vb_weighting: str = "rescaled",
-        accumulate: int = 1,
-        precision: str = "auto",
-        checkpointing: str = "auto",
-        progress: bool = True,
-    ) -> str:
-        """Train the unconditional improved DDPM (EchoGAINS) on echo images; resumes from ``out/checkpoint.pt``.
-
-        Never on test patients: from a dataset only the training half of ``--fold`` (``imagesTs`` never), from a CAMUS
-        folder only the ``database_split/subgroup_training.txt`` patients; validation cases are left out unless
-        ``--include_validation``.
-
-        Args:
-            data: an nnU-Net raw dataset, a CAMUS folder (sequences, every N-th frame, N in 8..12) or a folder of images.
-            out: output folder (checkpoint, EMA weights ``ddpm_ema.pt``, sample grids).
-            config: ``paper`` (256 px, T = 4000, batch 64, 500k steps), ``tiny`` (64 px demo) or ``micro`` (tests).
-            steps: optimisation steps (default: the config's).
-            batch_size: global batch size over all processes (default: the config's).
-            lr: Adam learning rate (default 1e-4).
-            ema: EMA decay (default 0.9999).
-            seed: seed of every random draw.
-            resume: continue from an existing checkpoint.
-            sample_every: write a sample grid every this many steps.
-            checkpoint_every: write the full-state checkpoint every this many steps.
-            device: ``cuda`` or ``cpu`` (default: cuda when available). Multi-GPU: launch with ``torchrun``.
-            max_narrowing_deg: random sector narrowing before training (paper: up to 20 degrees).
-            fold: fold of the dataset's ``splits_final.json`` whose training cases are used (the one expand-dataset
-                augments).
-            include_validation: also train on the fold's validation cases (CAMUS: the ``subgroup_validation`` patients).
-            all_patients: accept a CAMUS folder without split files: every patient, its test patients included.
-            vb_weighting: ``rescaled`` (L_simple + 0.001 T L_t, improved DDPM's rescaled loss; default) or ``unit``
-                (L_simple + L_t, the EchoGAINS public configuration).
-            accumulate: gradient accumulation: N micro-batches of ``--batch_size`` per step, effective batch
-                batch_size x N, the memory of batch_size (the paper's 64 on one 40 GB GPU:
-                ``--batch_size 32 --accumulate 2``, 24.5 GB measured by benchmarks/train_memory.py on the CPU; see the
-                README).
-            precision: ``auto`` (bf16 autocast on a GPU with bf16, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``
-                (with a gradient scaler).
-            checkpointing: activation checkpointing of the U-Net blocks, ``true``/``false``/``auto`` (on at 256 px).
-            progress: show progress bars.
-        """
-        from echogains.ddpm.train import train_ddpm
-
-        set_progress(progress)
-        return str(train_ddpm(data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, ema=ema, seed=seed,
-                              resume=resume, sample_every=sample_every, checkpoint_every=checkpoint_every,
-                              device=device, max_narrowing_deg=max_narrowing_deg, verbose=progress, fold=fold,
-                              include_validation=include_validation, all_patients=all_patients,
-                              vb_weighting=vb_weighting, accumulate=accumulate, precision=precision,
-                              checkpointing=checkpointing))
-
-    def expand_dataset(
-        self,
-        src: str,
-        out: str,
-        model: str | None = None,
-        augment: str = "combination",
-        k: int = 5,
-        labels: str = "lv,myo",
-        no_repaint: bool = False,
-        sampler: str = "fast",
-        seed: int = 0,
-        fold: int = 0,
-        shard: str | None = None,
-        batch_size: int = 8,
-        device: str | None = None,
-        overwrite: bool = False,
-        merge_only: bool = False,
-        augment_validation: bool = False,
-        depth_mode: str = "zoom",
-        kept_region: str = "original_sector",
-        progress: bool = True,
-    ) -> str:
-        """EchoGAINS generative augmentation: write a new nnU-Net raw dataset with K repainted copies per case.
-
-        Args:
-            src: source nnU-Net raw dataset.
-            out: output dataset folder (``DatasetXXX_Name``).
-            model: DDPM weights (``echogains train-ddpm`` output); not needed with ``--no_repaint``.
-            augment: ``depth`` (isotropic zoom-out about the apex, 0-150 px; spacing scaled), ``tilt`` (-30..30 deg
-                about the apex), ``width`` (image width x 0.5-1.5, the paper's deliberate distortion),
-                ``sector_angle`` (opening angle x 0.5-1.5, not in the paper), ``translation`` (0-50 px) or
-                ``combination`` (the paper's four: depth, tilt, width, translation, each with probability 0.5).
-            k: augmented copies per training case (paper: 5).
-            labels: labels kept, from ``lv,myo,la`` (paper: LV + MYO).
-            no_repaint: the paper's baseline: transformed, black outside the kept content.
-            sampler: ``fast`` (<= 100 network evaluations per image) or ``repaint`` (250 steps, jumps 10 x 10).
-            seed: augmentation seed; with (case, k) it fixes every random choice.
-            fold: fold of the source ``splits_final.json`` whose training cases are augmented.
-            shard: ``i/N`` to write part i of N (default: RANK/WORLD_SIZE under torchrun); the last shard merges.
-            batch_size: images per network call.
-            device: ``cuda`` or ``cpu`` (default: cuda when available).
-            overwrite: replace an existing output dataset.
-            merge_only: only merge finished shards into ``dataset.json``.
-            augment_validation: also augment the fold's validation cases, validated on with the originals (the
-                paper's setting, Sec. 2.6); default: validation on original cases only.
-            depth_mode: ``zoom`` (default) or ``rows`` (the paper's literal "add rows, then resize": squeezes the
-                anatomy vertically).
-            kept_region: ``original_sector`` (the paper, Fig. 8: outside the original sector is repainted) or
-                ``transformed_sector`` (keep all transformed content).
-            progress: show a progress bar.
-        """
-        from echogains.augment.expand import expand_dataset
-        from echogains.augment.transforms import TransformPolicy
-
-        set_progress(progress)
-        return str(expand_dataset(src, out, model=model, augment=augment, k=k, labels=labels, repaint=not no_repaint,
-                                  sampler=sampler, seed=seed, fold=fold, shard=shard, batch_size=batch_size,
-                                  device=device, overwrite=overwrite, progress=progress, merge_only=merge_only,
-                                  augment_validation=augment_validation,
-                                  policy=TransformPolicy(depth_mode=depth_mode, kept_region=kept_region)))
-
-    def augmentation_report(
-        self,
-        dataset: str,
-        out: str,
-        model: str | None = None,
-        n_samples: int = 8,
-        max_cases: int = 50,
-        seed: int = 0,
-        device: str | None = None,
-        progress: bool = True,
-    ) -> str:
-        """Quality checks of an expanded dataset: gallery PNG, SSIM nearest neighbours (memorisation), seam scores.
-
-        Args:
-            dataset: the ``expand-dataset`` output.
-            out: report folder.
-            model: DDPM weights: also compare unconditional samples with the training images.
-            n_samples: unconditional samples drawn.
-            max_cases: augmented cases checked.
-            seed: sampling seed.
-            device: ``cuda`` or ``cpu``.
-            progress: show a progress bar.
-        """
-        from echogains.augment.quality import augmentation_report
-
-        set_progress(progress)
-        return str(augmentation_report(dataset, out, model=model, n_samples=n_samples, max_cases=max_cases, seed=seed,
-                                       device=device, progress=progress))
-
-    def analyze(
-        self,
-        input: str,
-        out: str,
-        model: str = "echo_dnd",
-        model_path: str | None = None,
-        bundle_root: str | None = None,
-        views: str = "auto",
-        skip_bad: bool = False,
-        require_spacing: bool = False,
-        fps: float | None = None,
-        spacing_mm: str | None = None,
-        num_steps: int = 5,
-        ensemble: int = 2,
-        batch_size: int = 8,
-        seed: int = 0,
-        fold: int = 0,
-        checkpoint: str = "checkpoint_final.pth",
-        tta: bool = False,
-        device: str = "cpu",
-        min_beat_s: float = 0.3,
-        overlay: bool = True,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> str:
-        """Segment echo loops (video, ultrasound DICOM, 2D+t NIfTI/mhd, or a folder) and measure LV volumes and EF per beat.
-
-        Args:
-            input: a video (.avi/.mp4), a DICOM cine loop, a 2D+t NIfTI/mhd sequence, or a folder of them.
-            out: output folder: masks (NIfTI), curves (CSV, PNG), beats, overlay videos, results.csv, report.html.
-            model: ``echo_dnd`` (the bundle's weights) or ``nnunet`` (a trained nnU-Net: ``--model_path``).
-            model_path: Echo-DND weights (default: the bundle's models/model.pt) or the nnU-Net model folder.
-            bundle_root: Echo-DND bundle folder (default: $ECHOGAINS_ECHO_DND_BUNDLE or the repository's).
-            views: ``auto`` (DICOM tags, file names ``{patient}_{2CH|4CH}...``) or the views to use, e.g. ``2CH,4CH``.
-            skip_bad: skip bad loops and patients, listed in skipped.csv.
-            require_spacing: fail on a loop without physical pixel spacing (default: pixel units, with a warning).
-            fps: frame rate for loops that give none.
-            spacing_mm: ``sx,sy`` pixel spacing in mm for loops without calibration.
-            num_steps: Echo-DND sampling steps per chain.
-            ensemble: Echo-DND samples per chain (the EF interval comes from all samples of both chains).
-            batch_size: frames per Echo-DND sampler call.
-            seed: Echo-DND sampling seed.
-            fold: nnU-Net fold.
-            checkpoint: nnU-Net checkpoint file name.
-            tta: nnU-Net mirroring test-time augmentation.
-            device: ``cpu`` or ``cuda``.
-            min_beat_s: shortest beat in seconds (ED/ES detection).
-            overlay: write the overlay videos.
-            overwrite: write into a non-empty output folder.
-            progress: show a progress bar per loop.
-        """
-        from echogains.analysis import analyze
-
-        set_progress(progress)
-        analyze(input, out, model=model, model_path=model_path, bundle_root=bundle_root, views=views, skip_bad=skip_bad,
-                require_spacing=require_spacing, fps=fps, spacing_mm=spacing_mm, num_steps=num_steps, ensemble=ensemble,
-                batch_size=batch_size, seed=seed, fold=fold, checkpoint=checkpoint, tta=tta, device=device,
-                min_beat_s=min_beat_s, overlay=overlay, overwrite=overwrite, progress=progress)
-        return str(Path(out) / "report.html")
-
-    def nnunet_env(self, shell: str = "bash") -> str:
+    @staticmethod
+    def nnunet_env(shell: str = "bash") -> str:
         """Print the line that makes nnU-Net find this project's trainers (``-tr nnUNetTrainerEcho``).
 
         Args:
             shell: ``bash`` (also zsh/sh) or ``fish``.
         """
-        import importlib.util
-
-        spec = importlib.util.find_spec("nnunet_ext")  # located, not imported: echogains does not depend on it
-        if spec is None or not spec.submodule_search_locations:
-            raise EchoDataError(None, "the nnunet_ext package is not installed (pip install -e . in this repository)")
-        trainers = Path(list(spec.submodule_search_locations)[0]) / "trainers"
+        trainers = nnunet_trainer_dir()  # located, not imported: echogains does not depend on the plugin
         if shell == "fish":
             return f"set -gx nnUNet_extTrainer {trainers}"
         if shell not in ("bash", "zsh", "sh"):
