@@ -62,14 +62,28 @@ def test_metadata_schema_rejects_missing_fields(tmp_path: Path) -> None:
 
 
 def test_verify_net_in_out_on_wrapper(tmp_path: Path) -> None:
+    """MONAI's check passes, the output is what the metadata promises, and the check fails on wrong metadata."""
     from monai.bundle import verify_net_in_out
 
     meta = json.loads((CONFIGS / "metadata.json").read_text())
-    size = meta["network_data_format"]["inputs"]["image"]["spatial_shape"][0]
-    weights = save_tiny_weights(tmp_path / "model.pt", int(size))
-    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
-                      config_file=str(CONFIGS / "inference.json"), device="cpu",
-                      model_path=str(weights), num_steps=2)
+    size = int(meta["network_data_format"]["inputs"]["image"]["spatial_shape"][0])
+    weights = save_tiny_weights(tmp_path / "model.pt", size)
+    run = {"net_id": "network_def", "config_file": str(CONFIGS / "inference.json"), "device": "cpu",
+           "model_path": str(weights), "num_steps": 2}
+    verify_net_in_out(meta_file=str(CONFIGS / "metadata.json"), **run)
+    # what verify_net_in_out leaves unchecked (it compares channels and dtype only): shape, value range, binary
+    net = _parse(str(CONFIGS / "inference.json"), model_path=str(weights), num_steps=2).get_parsed_content(
+        "network_def")
+    with torch.no_grad():
+        out = net.eval()(torch.rand(1, 1, size, size))
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert tuple(out.shape) == (1, pred["num_channels"], *pred["spatial_shape"]) and out.dtype == torch.float32
+    assert pred["is_binary"] and set(torch.unique(out).tolist()) <= set(map(float, pred["value_range"]))
+    # the oracle: metadata promising another number of output channels is refused
+    meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="output channel"):
+        verify_net_in_out(meta_file=str(tmp_path / "metadata.json"), **run)
 
 
 def _parse(config_file: str | list[str], **overrides):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -89,7 +90,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
 
 
 def test_tables_from_perfect_predictions(evaluated) -> None:
-    _, evaluation, summary = evaluated
+    ds, evaluation, summary = evaluated
     rows = et.table3_rows({"none": summary, "combination": summary})
     assert [r["arm"] for r in rows] == ["no augmentation", "combination"]
     assert rows[0]["lv_dice_mean"] == pytest.approx(1.0) and rows[0]["lv_hd_mean"] == pytest.approx(0.0)
@@ -98,10 +99,18 @@ def test_tables_from_perfect_predictions(evaluated) -> None:
     subsets = et.subset_rows(evaluation / "metrics_per_case.csv", 150.0, 70.0)
     # same cut-offs as the evaluator's own Table 4 groups -> same subset sizes
     seg = summary["segmentation"]
-    for name in ("depth<150mm", "depth>=150mm", "angle<70deg", "angle>=70deg"):
-        # the evaluator leaves empty groups out of its summary
-        assert subsets[name]["n"] == (seg[name]["LV"]["n_cases"] if name in seg else 0)
-        if subsets[name]["n"]:
+    # the oracle: group sizes from the phantom's own sector records (cases.json), not from the evaluator's CSV
+    sectors = [record["sector"] for record in json.loads((ds / "cases.json").read_text()).values()]
+    expected = {"depth<150mm": sum(s["depth_mm"] < 150 for s in sectors),
+                "depth>=150mm": sum(s["depth_mm"] >= 150 for s in sectors),
+                "angle<70deg": sum(s["opening_deg"] < 70 for s in sectors),
+                "angle>=70deg": sum(s["opening_deg"] >= 70 for s in sectors)}
+    assert expected["depth<150mm"] and expected["depth>=150mm"] and expected["angle>=70deg"]  # the data span the cuts
+    for name, n in expected.items():
+        assert subsets[name]["n"] == n, name
+        assert (name in seg) == (n > 0), name  # the evaluator's summary lists exactly the non-empty groups
+        if n:
+            assert seg[name]["LV"]["n_cases"] == n, name
             assert subsets[name]["dice"]["mean"] == pytest.approx(1.0)
     assert subsets["depth<150mm"]["n"] + subsets["depth>=150mm"]["n"] == 24
     t4, columns = et.table4_rows({"none": subsets})
