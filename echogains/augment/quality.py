@@ -33,9 +33,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from echogains.augment.expand import frame_keep_mask, frame_transform, from_unit, original_pixels, resize, to_unit
+from echogains.augment.cases import frame_keep_mask, frame_transform, original_pixels
+from echogains.augment.imaging import from_unit, resize, to_unit
 from echogains.augment.transforms import TRANSFORM_TYPES, TransformPolicy, apply_transforms
 from echogains.data.nnunet import RawDataset
+from echogains.ddpm.model import load_ddpm
 from echogains.geometry import Sector
 from echogains.utils import (
     EchoDataError,
@@ -45,6 +47,7 @@ from echogains.utils import (
     check_int,
     get_logger,
     resolve_device,
+    set_progress,
 )
 from echogains.utils import progress as progress_bar
 
@@ -374,9 +377,6 @@ def augmentation_report(
     Returns:
         Path of ``report.json``.
     """
-    from echogains.ddpm.model import load_ddpm
-    from echogains.utils import set_progress
-
     set_progress(progress)
     for name, value in (("n_samples", n_samples), ("sample_steps", sample_steps), ("max_cases", max_cases),
                         ("max_training", max_training), ("top", top)):

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from echogains.ddpm.diffusion import GaussianDiffusion, GeneratorLike, randn_tensor
-from echogains.utils import EchoDataError, progress
+from echogains.utils import EchoDataError
+from echogains.utils import progress as progress_bar
 
 __all__ = [
     "PAPER_SCHEDULE",
@@ -176,7 +177,7 @@ def repaint(
     schedule: Sequence[int] | None = None,
     border: int = 10,
     sampler: str = "repaint",
-    verbose: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Inpaint the unknown pixels of a batch of images with an unconditional DDPM (RePaint, Algorithm 1).
 
@@ -191,7 +192,7 @@ def repaint(
             :data:`FAST_SCHEDULE` for ``"fast"`` (which must stay within 100 network evaluations).
         border: the unknown region is dilated by this many pixels for the diffusion (seam band); 10 at 256 px.
         sampler: ``"repaint"`` (full schedule) or ``"fast"``.
-        verbose: progress bar over the transitions.
+        progress: progress bar over the transitions.
 
     Returns:
         (B, 1, H, W) images: the pixels of :func:`repaint_mask` (known, outside the seam band) bit-identical to
@@ -212,7 +213,7 @@ def repaint(
     x = _combine(process, keep, x0, x, t_T - 1, generator)
     times = jump_schedule(t_T, jump_length, jump_n_sample)
     pairs = list(zip(times[:-1], times[1:]))
-    for t_last, t_cur in progress(pairs, total=len(pairs), desc="repaint", leave=False) if verbose else pairs:
+    for t_last, t_cur in progress_bar(pairs, total=len(pairs), desc="repaint", leave=False) if progress else pairs:
         if t_cur < t_last:
             # unknown: x_{t-1} ~ p_theta(x_{t-1} | x_t) (one network evaluation; no noise at the last step)
             x_unknown = process.p_sample(model, x, t_last, generator)

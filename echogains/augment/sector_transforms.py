@@ -73,7 +73,8 @@ class Depth(SectorTransform):
         shrinks by c: p_out = a + (p_in - a) / c, both axes (isotropic in pixels is isotropic in mm too: a diagonal
         pixel-to-mm map commutes with a uniform scaling).
     (2) The output's pixels are c times larger in mm: the new sector has the same angles and radii in mm, its apex
-        at the same pixel, and spacing c times the input's (:func:`~echogains.augment.coordinates.scale_sector` of the pixel footprint).
+        at the same pixel, and spacing c times the input's
+        (:func:`~echogains.augment.coordinates.scale_sector` of the pixel footprint).
     """
 
     rows_added: float

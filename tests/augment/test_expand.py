@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import echogains.augment.expand as expand_mod
+import echogains.augment.shard as shard_mod
 from echogains.augment.expand import (
     RECORDS_DIR,
     expand_dataset,
@@ -35,7 +35,7 @@ from echogains.augment.expand import (
 from echogains.augment.transforms import TransformPolicy, apply_transforms
 from echogains.data.nnunet import RawDataset
 from echogains.data.phantom import make_phantom
-from echogains.ddpm.model import get_config, build_network, load_ddpm, save_weights
+from echogains.ddpm.model import build_network, get_config, load_ddpm, save_weights
 from echogains.geometry import Sector
 from echogains.utils import EchoDataError
 
@@ -161,7 +161,7 @@ def test_results_do_not_depend_on_the_batch_size(base, src, model, tmp_path):
 
 def test_resume_after_a_kill_finishes_without_redoing_or_duplicating(base, src, model, tmp_path, monkeypatch):
     out = tmp_path / "Dataset901_Aug"
-    real = expand_mod._write_augmented
+    real = shard_mod.write_augmented
     calls: list[str] = []
 
     def dying(ctx, item):
@@ -170,13 +170,13 @@ def test_resume_after_a_kill_finishes_without_redoing_or_duplicating(base, src, 
         calls.append(item.case_id)
         real(ctx, item)
 
-    monkeypatch.setattr(expand_mod, "_write_augmented", dying)
+    monkeypatch.setattr(shard_mod, "write_augmented", dying)
     with pytest.raises(RuntimeError, match="killed"):
         _run(src, out, model)
     assert not (out / "dataset.json").exists()
     finished = list(calls)
     calls.clear()
-    monkeypatch.setattr(expand_mod, "_write_augmented", lambda ctx, item: (calls.append(item.case_id), real(ctx, item)))
+    monkeypatch.setattr(shard_mod, "write_augmented", lambda ctx, item: (calls.append(item.case_id), real(ctx, item)))
     _run(src, out, model)
     assert not set(calls) & set(finished) and len(calls) == 2 * K * 2 - 3  # only the missing ones were written
     assert _files(out) == _files(base)
@@ -187,7 +187,7 @@ def test_resume_after_a_kill_finishes_without_redoing_or_duplicating(base, src, 
 
 def test_resume_with_other_arguments_is_refused(src, model, tmp_path, monkeypatch):
     out = tmp_path / "Dataset901_Aug"
-    monkeypatch.setattr(expand_mod, "_write_augmented", lambda ctx, item: (_ for _ in ()).throw(RuntimeError("killed")))
+    monkeypatch.setattr(shard_mod, "write_augmented", lambda ctx, item: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError):
         _run(src, out, model)
     monkeypatch.undo()
