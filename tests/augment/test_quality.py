@@ -118,9 +118,16 @@ def test_report_of_a_repainted_dataset(setup):
     path = augmentation_report(setup["rep"], out, model=setup["model"], n_samples=2, sample_steps=3, top=2,
                                progress=False)
     report = json.loads(path.read_text())
-    for name in ("gallery.png", "nearest_neighbours.csv", "nearest_neighbours.json", "nearest_neighbours.png",
-                 "seam_scores.csv"):
-        assert (out / name).read_bytes()[:4] in (b"\x89PNG",) or name.endswith((".csv", ".json"))
+    for name in ("gallery.png", "nearest_neighbours.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
+    headers = {"nearest_neighbours.csv": "generated,kind,rank,training_case,ssim,same_patient",
+               "seam_scores.csv": "case,kind,seam_written,seam_no_repaint,ratio"}
+    for name, header in headers.items():
+        lines = (out / name).read_text().splitlines()
+        assert lines and lines[0] == header and len(lines) > 1, f"{name}: wrong header or no rows"
+    table = json.loads((out / "nearest_neighbours.json").read_text())  # the CSV's rows, as JSON
+    assert isinstance(table, list) and len(table) == len(_read_csv(out / "nearest_neighbours.csv"))
+    assert table[0].keys() == set(headers["nearest_neighbours.csv"].split(","))
     assert report["augmented_cases"] == 12 and report["repaint"] is True
     assert report["baseline_recomputed_exactly"]  # the kept content in the files is the recomputed transform
     rows = report["gallery_rows"]
