@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import multiprocessing
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, read_json, to_jsonable
+import numpy as np
+
+from echogains.utils import (EchoDataError, atomic_write_json, atomic_write_text, get_logger, progress, read_json,
+                             to_jsonable)
 
 log = get_logger("experiments")
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "write_results", "positive_int", "check_resume",
-           "spawn_context", "bootstrap_mean_ci", "describe_failure"]
+__all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "StepTimer", "write_results", "positive_int",
+           "check_resume", "spawn_context", "run_arms", "bootstrap_mean_ci", "describe_failure"]
 
 
 def describe_failure(exc: BaseException) -> str:
     """One arm's failure in words; a worker process that died (``BrokenProcessPool``) is said to be so, with what
     usually killed it (the kernel's out-of-memory killer, signal 9) and what to try."""
-    from concurrent.futures.process import BrokenProcessPool
-
     if isinstance(exc, BrokenProcessPool):
         return ("BrokenProcessPool: an arm's worker process died abruptly, most often killed by signal 9: probably "
                 "out of memory; try --jobs 1, --accumulate or a smaller --batch_size")
@@ -64,7 +69,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | M
 
 def machine() -> dict[str, Any]:
     """What ran the experiment: CPU count, torch threads, Python, git commit."""
-    import torch
+    import torch  # here, not at the top: the arm workers pin OMP_NUM_THREADS before torch loads
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -93,6 +98,25 @@ class Stopwatch:
 
     def total(self) -> float:
         return round(time.perf_counter() - self.start, 2)
+
+
+class StepTimer:
+    """The timed steps of one arm, kept across a kill: ``step("train", fn)`` runs ``fn`` and returns its value.
+
+    Each step's wall seconds go into ``timings`` and are written to ``path`` (``timings.json``) after the step, so a
+    resumed run starts from the timings of the steps an earlier run finished.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.timings: dict[str, float] = dict(read_json(path)) if path.is_file() else {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(self.path, self.timings)
+        return value
 
 
 def write_results(out: Path, name: str, table_md: str, results: Mapping[str, Any], command: str) -> Path:
@@ -133,9 +157,29 @@ def check_resume(work: Path, settings: Mapping[str, Any], overwrite: bool) -> No
 
 def spawn_context() -> Any:
     """The ``spawn`` multiprocessing context for arm workers (fresh interpreters: one torch thread each, no fork)."""
-    import multiprocessing
-
     return multiprocessing.get_context("spawn")
+
+
+def run_arms(fn: Callable[..., dict[str, Any]], tasks: Mapping[Hashable, Sequence[Any]], jobs: int,
+             name: Callable[[Any], str], logger: logging.Logger) -> tuple[dict[Any, dict[str, Any]], dict[str, str]]:
+    """``fn(*args)`` for every ``{key: args}`` of ``tasks`` in ``jobs`` spawned worker processes, in that order.
+
+    Every arm runs even when others fail: returns ``({key: record}, {name(key): failure in words})``, the caller
+    reports both and then fails. A progress bar counts the finished arms; each arm's end is logged on ``logger``.
+    """
+    records: dict[Any, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn_context()) as pool:
+        futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
+        for future in progress(as_completed(futures), total=len(futures), desc="arms"):
+            key = futures[future]
+            try:
+                records[key] = future.result()
+                logger.info("arm %s done: %s", name(key), records[key]["timings"])
+            except Exception as exc:  # noqa: BLE001 - report every arm's failure, then fail
+                errors[name(key)] = describe_failure(exc)
+                logger.error("arm %s failed: %s", name(key), exc)
+    return records, errors
 
 
 def bootstrap_mean_ci(values: Any, groups: Sequence[Any], n_boot: int = 2000, level: float = 0.95,
@@ -151,8 +195,6 @@ def bootstrap_mean_ci(values: Any, groups: Sequence[Any], n_boot: int = 2000, le
     Returns:
         ``(mean, lower, upper)``; NaN cells (undefined metrics) are left out of every mean.
     """
-    import numpy as np
-
     data = np.asarray(values, dtype=np.float64)
     if data.ndim != 2 or data.shape[1] != len(groups) or data.size == 0:
         raise ValueError(f"values must be [n_seeds, n_cases] with n_cases = {len(groups)}, got {data.shape}")
