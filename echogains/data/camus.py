@@ -1,6 +1,6 @@
 """CAMUS converter: both public releases into one nnU-Net raw dataset (``echogains convert-camus``).
 
-Releases recognised from the folder structure (FACTS.md "Formats"):
+Releases recognised from the folder structure (CAMUS, Leclerc et al., IEEE TMI 2019):
 
 * original (MetaImage): ``training/patientXXXX/patientXXXX_{2CH,4CH}_{ED,ES}.mhd`` (+ ``.raw``),
   ``..._gt.mhd`` labels 0..3 and ``Info_{2CH,4CH}.cfg``;

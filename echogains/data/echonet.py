@@ -1,6 +1,6 @@
 """EchoNet-Dynamic converter: traced ED/ES frames of each video into an nnU-Net raw dataset (``echogains convert-echonet``).
 
-Source layout (FACTS.md "Formats")::
+Source layout (the EchoNet-Dynamic release, Ouyang et al., Nature 2020)::
 
     src/FileList.csv          FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split
     src/VolumeTracings.csv    FileName, X1, Y1, X2, Y2, Frame

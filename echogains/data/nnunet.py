@@ -1,6 +1,6 @@
 """nnU-Net v2 raw datasets: the single interchange format of the toolkit.
 
-Layout written (DESIGN.md)::
+Layout written (nnU-Net v2's raw dataset format, nnU-Net's documentation/dataset_format.md)::
 
     DatasetXXX_Name/
       imagesTr/{case}_0000.nii.gz   labelsTr/{case}.nii.gz     (training + validation cases)

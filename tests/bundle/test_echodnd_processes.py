@@ -55,7 +55,7 @@ def test_bernoulli_background_flips_at_large_t(paper_processes) -> None:
 
 # --- Bernoulli: posterior --------------------------------------------------------------------------------
 def test_bernoulli_posterior_hand_values() -> None:
-    """T = 2, betas (0.1, 0.3): alpha_2 = 0.7, abar_1 = 0.9; theta_1, theta_2 of FACTS.md by hand."""
+    """T = 2, betas (0.1, 0.3): alpha_2 = 0.7, abar_1 = 0.9; theta_1, theta_2 of the Bernoulli posterior by hand."""
     bern = BernoulliDiffusion(num_train_timesteps=2, schedule="linear_beta", beta_start=0.1, beta_end=0.3)
     x_t = torch.tensor([1.0, 1.0, 0.0, 0.0]).reshape(4, 1)
     x0 = torch.tensor([1.0, 0.0, 1.0, 0.0]).reshape(4, 1)

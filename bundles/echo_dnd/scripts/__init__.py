@@ -1,4 +1,4 @@
-"""Echo-DND model code (seeds/echo-dnd-paper.txt): networks, diffusion processes, loss, sampler and STAPLE.
+"""Echo-DND model code (Rahman et al., Echo-DND, 2025): networks, diffusion processes, loss, sampler and STAPLE.
 
 Importable on its own (the bundle root on ``sys.path``): ``import scripts``.
 """

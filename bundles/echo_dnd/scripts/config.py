@@ -1,6 +1,6 @@
 """Echo-DND configuration: the paper's network (C = 128 at 256 x 256) and a tiny one for CPU tests and the demo.
 
-Settings from the paper (seeds/echo-dnd-paper.txt, Sect. 4-5): GNEM and BNEM are diffusion U-Nets with multi-head
+Settings from the paper (Rahman et al., Echo-DND, 2025, Sect. 4-5): GNEM and BNEM are diffusion U-Nets with multi-head
 self-attention at 16 x 16 (GNEM) and 8 x 8 (BNEM), sinusoidal timestep embeddings, C = 128; T = 1000;
 loss weights lambda_1 = lambda_2 = 1, lambda_3 = lambda_4 = 0.01, lambda_5 = 0.1 (eq. 13). The U-Net layout
 (channels 128, 128, 256, 256, 512, 512; two residual blocks per level) is the improved-DDPM / MedSegDiff layout

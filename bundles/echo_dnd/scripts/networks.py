@@ -6,7 +6,8 @@ lowest level always has attention). Their input is the image concatenated with t
 adds one thing: at the input of every encoder level i, the conditional features F^i of the MFCM are fused into
 the U-Net's features (and into the skip connection of that scale), as the paper's Sect. 4.2 describes.
 
-Fusion per scale (where attention sits decides the speed, FACTS.md "Peers"):
+Fusion per scale (where attention sits decides the speed: MONAI's DiffusionModelUNet shaped like the paper's U-Net
+reaches 73 % of this CPU's fp32 matmul peak with attention at 16 x 16 only, 32 % with attention at 64 x 64 and 32 x 32):
 - ``CrossAttentionFusion`` where the scale has at most ``fusion_attention_max_tokens`` pixels (64 x 64, 32 x 32,
   16 x 16 and 8 x 8 in the paper configuration, the paper's Sect. 4.2): queries from the U-Net features, keys and
   values from F^i, fixed 2-D sinusoidal position codes on both sides so that attention knows where a token lies,
