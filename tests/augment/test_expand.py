@@ -3,6 +3,7 @@ resume after a kill, shards + merge, the no-repaint baseline, skipped draws and 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,12 +33,13 @@ from echogains.augment.expand import (
     repaint_frames,
     to_unit,
 )
+from echogains.augment.settings import ExpansionSettings
 from echogains.augment.transforms import TransformPolicy, apply_transforms
 from echogains.data.nnunet import RawDataset
 from echogains.data.phantom import make_phantom
 from echogains.ddpm.model import build_network, get_config, load_ddpm, save_weights
 from echogains.geometry import Sector
-from echogains.utils import EchoDataError
+from echogains.utils import EchoDataError, to_jsonable
 
 K = 2
 SCHEDULE = (4, 2, 2)  # 6 network evaluations per image
@@ -301,6 +303,24 @@ def test_bad_output_folders_are_refused(src, model, tmp_path):
     with pytest.raises(EchoDataError, match="not an interrupted expansion"):
         _run(src, foreign, model)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    a_file = tmp_path / "Dataset908_File"
+    a_file.write_text("mine")
+    with pytest.raises(EchoDataError, match="not a folder"):  # the shared output-folder check
+        _run(src, a_file, model)
+    assert a_file.read_text() == "mine"
+
+
+def test_settings_round_trip_through_the_plan_in_the_written_order(base):
+    saved = json.loads((base / RECORDS_DIR / "_plan.json").read_text())
+    assert list(saved["settings"]) == ["source", "augment", "k", "labels", "repaint", "sampler", "model", "seed", "fold",
+                                       "batch_size", "frame_size", "policy"]  # the JSON form stays byte-identical
+    assert list(saved["settings"]["sampler"]) == ["name", "schedule", "network_evaluations", "border_px"]
+    assert list(saved["settings"]["model"]) == ["file", "sha256", "config", "image_size"]
+    settings = ExpansionSettings.from_dict(saved["settings"])
+    assert json.loads(json.dumps(to_jsonable(settings.to_dict()))) == saved["settings"]
+    assert settings.sampler.schedule == SCHEDULE and settings.k == K and settings.labels == ("lv", "myo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.k = K + 1  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------------------------------------------------------
