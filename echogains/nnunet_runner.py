@@ -5,7 +5,8 @@ command line, run in a subprocess with the environment nnU-Net needs (``nnUNet_r
 ``nnUNet_results``, ``nnUNet_extTrainer`` for this project's trainers). Output of each command goes to a log file;
 a failing command raises with the log's tail, so the cause is visible.
 
-On CPU: ``device="cpu"``, one worker process (``nnUNet_def_n_proc=1``: nnU-Net's default 8 spawned workers made validation 3.6x slower on 2 cores), one torch thread by default.
+On CPU: ``device="cpu"``, one worker process (``nnUNet_def_n_proc=1``: nnU-Net's default 8 spawned workers made
+validation 3.6x slower on 2 cores), one torch thread by default.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 What is exact stays exact: integer images (label masks), strings, integers, the set of files and the JSON structure.
 Floats (NIfTI intensities and geometry, numbers in JSON and CSV) are compared with a relative tolerance, because the
-last digits of a float depend on the CPU's summation order and SIMD kernels (measured: the same seeded phantom gave ``edv_ml`` 124.30271422165558
+last digits of a float depend on the CPU's summation order and SIMD kernels (measured: the same seeded phantom gave
+``edv_ml`` 124.30271422165558
 and 124.30271422165553 on two CPUs).
 """
 

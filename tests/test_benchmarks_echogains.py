@@ -41,7 +41,8 @@ def test_counting_wrapper_finds_the_jump_schedule_golden_values(bench):
     diffusion = build_diffusion(get_config("micro"))
     full = bench.count_evaluations(diffusion, "repaint", 8)
     fast = bench.count_evaluations(diffusion, "fast", 8)
-    # RePaint's jump schedule (Lugmayr et al. 2022): (250, 10, 10) has 4,570 transitions, 2,410 network evaluations and 2,160 undo steps.
+    # RePaint's jump schedule (Lugmayr et al. 2022): (250, 10, 10) has 4,570 transitions, 2,410 network evaluations and
+    # 2,160 undo steps.
     assert (full["network_evaluations_per_image"], full["undo_steps"], full["transitions"]) == (2410, 2160, 4570)
     n_fast = schedule_counts(*FAST_SCHEDULE).evaluations  # the fast default (benchmarks/repaint_oracle.py)
     assert fast["schedule"] == list(FAST_SCHEDULE) and fast["network_evaluations_per_image"] == n_fast <= 100

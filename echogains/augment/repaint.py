@@ -6,7 +6,8 @@ network can harmonise both regions (resampling). The pixels the diffusion regene
 dilated by ``border`` pixels (a seam band, :func:`repaint_mask`), and they stay generated: the band is where the
 generated content meets the original, so the original/generated border lies ``border`` pixels inside the kept
 content, where the model has harmonised both. At the end the pixels outside the band (``repaint_mask``) are pasted
-back so that they are bit-identical to the input (the public RePaint code of Lugmayr et al., CVPR 2022, omits this paste).
+back so that they are bit-identical to the input (the public RePaint code of Lugmayr et al., CVPR 2022, omits this
+paste).
 
 Schedules run on a respaced process: the T = 4000 model is respaced to ``t_T`` steps (250 for the paper's
 setting), which is what makes 250-step RePaint and the fast mode possible. A whole batch (several augmentations
@@ -107,7 +108,8 @@ def jump_schedule(t_T: int, jump_length: int, jump_n_sample: int) -> list[int]:
 def schedule_counts(t_T: int, jump_length: int, jump_n_sample: int) -> ScheduleCounts:
     """Transitions, network evaluations and undo steps of :func:`jump_schedule`.
 
-    E.g. (250, 10, 10): 4,570 transitions, 2,410 network evaluations, 2,160 undo steps (RePaint's resampling schedule, Lugmayr et al.
+    E.g. (250, 10, 10): 4,570 transitions, 2,410 network evaluations, 2,160 undo steps (RePaint's resampling schedule,
+    Lugmayr et al.
     2022, Sec. 4.2; asserted in tests/augment/test_repaint.py).
     """
     times = jump_schedule(t_T, jump_length, jump_n_sample)

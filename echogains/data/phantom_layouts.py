@@ -1,6 +1,7 @@
 """Writers of the phantom's dataset layouts, and the validation of ``make_phantom``'s arguments.
 
-Layouts (as released: CAMUS, Leclerc et al., IEEE TMI 2019; EchoNet-Dynamic, Ouyang et al., Nature 2020), so that the real converters are exercised on the phantom:
+Layouts (as released: CAMUS, Leclerc et al., IEEE TMI 2019; EchoNet-Dynamic, Ouyang et al., Nature 2020), so that the
+real converters are exercised on the phantom:
 
 ``camus-nifti`` (CAMUS NIfTI release)::
 

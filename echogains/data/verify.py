@@ -1,7 +1,8 @@
 """Verify an nnU-Net raw dataset: nnU-Net's own integrity check plus what it misses.
 
 Checks added on top of ``nnunetv2.experiment_planning.verify_dataset_integrity`` (which, among other things,
-never flags an all-background mask: that check is dead code in nnunetv2 2.8): empty masks, NaN/Inf, image/label geometry (size, spacing,
+never flags an all-background mask: that check is dead code in nnunetv2 2.8): empty masks, NaN/Inf, image/label geometry
+(size, spacing,
 origin, direction), labels outside ``dataset.json``, multi-channel images, duplicate case ids, disagreement
 between ``cases.json``, ``splits_final.json``, ``dataset.json`` and the files, and patients leaking across the
 train/val halves of a fold. Every problem names the file.

@@ -1,4 +1,5 @@
-"""RePaint: jump schedule counts (golden values of Lugmayr et al.'s schedule), masks, known pixels, determinism, batching, fast mode."""
+"""RePaint: jump schedule counts (golden values of Lugmayr et al.'s schedule), masks, known pixels, determinism,
+batching, fast mode."""
 
 from __future__ import annotations
 
