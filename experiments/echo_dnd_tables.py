@@ -37,17 +37,17 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from echogains.nnunet_runner import describe_exit
-from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json
-from experiments.common import (REPO, Stopwatch, check_resume, describe_failure, fmt, machine, markdown_table,
-                                positive_int, spawn_context, write_results)
+import echogains.evaluation.evaluate as evaluation_module  # the module: tests may replace its ``evaluate``
+from echogains.data.phantom import make_phantom
+from echogains.nnunet_runner import NnUNet, describe_exit
+from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json, set_progress
+from experiments.common import (REPO, StepTimer, Stopwatch, check_resume, fmt, machine, markdown_table, positive_int,
+                                run_arms, write_results)
 
 log = get_logger("experiments.echo_dnd")
 
@@ -207,8 +207,6 @@ def prepare_dataset(work: Path, settings: Settings) -> Path:
     ds = dataset_dir(work, settings)
     if settings.dataset or (ds / "dataset.json").is_file():
         return ds
-    from echogains.data.phantom import make_phantom
-
     size = settings.phantom_size
     return make_phantom(ds, n_patients=settings.n_patients, preset="camus-like", layout="nnunet",
                         labels="lv,myo,la", image_size=(size, size), seed=settings.seed, overwrite=True,
@@ -252,7 +250,7 @@ def _echo_dnd_infer(settings: Settings, ds: Path, weights: Path, pred: Path, log
 
 
 def _weights_info(path: Path) -> dict[str, Any]:
-    import torch
+    import torch  # here: the workers import this module before they pin OMP_NUM_THREADS
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     params = sum(v.numel() for k, v in state["state_dict"].items() if v.is_floating_point())
@@ -277,26 +275,16 @@ def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
     Runs in a worker process with one torch thread. Returns the arm's record (``arms/{arm}/result.json``).
     """
     os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
+    import torch  # only now, after the thread count is pinned
 
     torch.set_num_threads(1)
-    from echogains.evaluation.evaluate import evaluate
-    from echogains.nnunet_runner import NnUNet
-
     root, cfg = Path(work), Settings(**settings)
     folder = arm_dir(root, arm)
     result_file = folder / "result.json"
     if result_file.is_file():
         return read_json(result_file)
     folder.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = dict(read_json(folder / "timings.json")) if (folder / "timings.json").is_file() else {}
-
-    def step(name: str, fn: Any) -> Any:
-        t0 = time.perf_counter()
-        value = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        atomic_write_json(folder / "timings.json", timings)
-        return value
+    step = StepTimer(folder / "timings.json")
 
     ds = dataset_dir(root, cfg)
     pred = folder / "predictions"
@@ -333,9 +321,9 @@ def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
         raise EchoDataError(None, f"unknown arm {arm!r}")
     evaluation = folder / "evaluation"
     if not (evaluation / "metrics_summary.json").is_file():
-        step("evaluate", lambda: evaluate(pred, ds, evaluation, subset="Ts", labels=_LABEL, overlays=False,
-                                          progress=False))
-    record.update(timings=timings, evaluation=str(evaluation))
+        step("evaluate", lambda: evaluation_module.evaluate(pred, ds, evaluation, subset="Ts", labels=_LABEL,
+                                                            overlays=False, progress=False))
+    record.update(timings=step.timings, evaluation=str(evaluation))
     atomic_write_json(result_file, record)
     return record
 
@@ -448,7 +436,7 @@ def _ordered(summaries: Mapping[str, Any]) -> list[str]:
 
 def dice_plot(path: Path, summaries: Mapping[str, Mapping[str, Any]]) -> Path:
     """Bar plot: LV Dice (mean ± SD over the test images) per arm, the paper's reported Dice as markers."""
-    import matplotlib
+    import matplotlib  # here: the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -572,10 +560,7 @@ def run(
     Returns:
         The markdown path.
     """
-    import torch
-
-    from echogains.utils import progress as progress_bar
-    from echogains.utils import set_progress
+    import torch  # here, not at the top: importing this module (the workers do) loads no torch
 
     torch.set_num_threads(1)
     set_progress(bool(progress))
@@ -595,21 +580,18 @@ def run(
     with sw("dataset"):
         prepare_dataset(work_dir, settings)
     ordered = sorted(arm_list, key=lambda a: -_COST.get(a, 1.0))
-    records: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
     with sw("arms"):
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn_context()) as pool:
-            futures = {pool.submit(run_arm, str(work_dir), asdict(settings), a): a for a in ordered}
-            for future in progress_bar(as_completed(futures), total=len(futures), desc="arms"):
-                arm = futures[future]
-                try:
-                    records[arm] = future.result()
-                    log.info("arm %s done: %s", arm, records[arm]["timings"])
-                except Exception as exc:  # noqa: BLE001 - report every arm's failure, then fail
-                    errors[arm] = describe_failure(exc)
-                    log.error("arm %s failed: %s", arm, exc)
+        records, errors = run_arms(run_arm, {a: (str(work_dir), asdict(settings), a) for a in ordered}, jobs,
+                                   name=str, logger=log)
     with sw("report"):
         table_md, results = build_report(out_dir, records)
+    return _finish(out_dir, settings, arm_list, note, sw, records, errors, table_md, results)
+
+
+def _finish(out_dir: Path, settings: Settings, arm_list: Sequence[str], note: str | None, sw: Stopwatch,
+            records: Mapping[str, Mapping[str, Any]], errors: Mapping[str, str], table_md: str,
+            results: dict[str, Any]) -> str:
+    """Write the markdown and JSON (with timings, machine, errors, command); then fail if an arm failed."""
     timings = {**sw.timings, "total_wall_s": sw.total(),
                "per_arm": {a: records[a]["timings"] for a in _ordered(records)}}
     results.update({"settings": asdict(settings), "arms_run": list(arm_list), "timings": timings,
@@ -626,7 +608,7 @@ def run(
 
 
 def main() -> None:
-    import fire
+    import fire  # the command line only
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     fire.Fire(run)
