@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from scipy import ndimage
 
 from echogains.augment.cases import frame_keep_mask, frame_transform, original_pixels
@@ -312,8 +313,6 @@ def _samples(loaded: tuple[Any, Any, Any], n: int, steps: int, seed: int, device
 
     ``loaded`` is what :func:`echogains.ddpm.model.load_ddpm` returned (network, process, config).
     """
-    import torch
-
     net, diffusion, config = loaded
     process = diffusion.respace(min(steps, diffusion.num_timesteps))
     gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
@@ -396,7 +395,8 @@ def augmentation_report(
     frame = int(ds.record(cases[0])["provenance"]["frame_size"])
     _gallery(_gallery_rows(rendered), out / "gallery.png")
     seams = _seam_rows(rendered)
-    atomic_write_text(out / "seam_scores.csv", _csv(seams, ["case", "kind", "seam_written", "seam_no_repaint", "ratio"]))
+    seam_columns = ["case", "kind", "seam_written", "seam_no_repaint", "ratio"]
+    atomic_write_text(out / "seam_scores.csv", _csv(seams, seam_columns))
     repainted = bool(ds.record(cases[0])["provenance"].get("repaint"))
     nn = _neighbour_check(ds, rendered, originals, frame, loaded, n_samples, sample_steps, top, seed, device, out,
                           repainted)

@@ -30,6 +30,11 @@ __all__ = [
     "make_transform",
 ]
 
+#: (rows, cols) of an image grid.
+Shape = tuple[int, int]
+#: Pixel coordinates (rows, cols), arrays of any shape.
+Coords = tuple[np.ndarray, np.ndarray]
+
 
 class SectorTransform:
     """A sector transform on an image grid of ``shape``: coordinate maps and the new sector."""
@@ -83,20 +88,20 @@ class Depth(SectorTransform):
     def _c(self, shape: tuple[int, int]) -> float:
         return (shape[0] + self.rows_added) / shape[0]
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         c, (ar, ac) = self._c(shape), _apex_px(sector)
         return ar + (rows - ar) * c, ac + (cols - ac) * c  # (1)
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         c, (ar, ac) = self._c(shape), _apex_px(sector)
         return ar + (rows - ar) / c, ac + (cols - ac) / c
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         c = self._c(shape)  # (2): same pixel apex; radii in mm kept, spacing x c
         return replace(sector, apex=(sector.apex[0] * c, sector.apex[1] * c),
                        spacing=(sector.spacing[0] * c, sector.spacing[1] * c))
 
-    def pixel_scale(self, shape):
+    def pixel_scale(self, shape: tuple[int, int]) -> float:
         return self._c(shape)
 
 
@@ -116,13 +121,13 @@ class DepthRows(SectorTransform):
     def _c(self, shape: tuple[int, int]) -> float:
         return (shape[0] + self.rows_added) / shape[0]
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return (rows + 0.5) * self._c(shape) - 0.5, cols  # (1)
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return (rows + 0.5) / self._c(shape) - 0.5, cols
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         sy = sector.spacing[1] * self._c(shape)  # (2)
         apex = (sector.apex[0], sector.apex[1] - 0.5 * (sy - sector.spacing[1]))
         return replace(sector, apex=apex, spacing=(sector.spacing[0], sy))
@@ -142,15 +147,15 @@ class Tilt(SectorTransform):
     angle_deg: float
     name: ClassVar[str] = "tilt"
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         dx, dy = _rotate(*to_mm(sector, rows, cols), -self.angle_deg)
         return to_px(sector, dx, dy)
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         dx, dy = _rotate(*to_mm(sector, rows, cols), self.angle_deg)
         return to_px(sector, dx, dy)
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         return replace(sector, theta_min=sector.theta_min + self.angle_deg, theta_max=sector.theta_max + self.angle_deg)
 
 
@@ -175,15 +180,15 @@ class Width(SectorTransform):
     def _centre(self, shape: tuple[int, int]) -> float:
         return (shape[1] - 1) / 2.0
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         xc = self._centre(shape)
         return rows, xc + (cols - xc) / self.factor  # (1)
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         xc = self._centre(shape)
         return rows, xc + (cols - xc) * self.factor
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         xc = self._centre(shape)
         sx = sector.spacing[0] / self.factor  # (2)
         apex_col = xc + self.factor * (sector.apex[0] / sector.spacing[0] - xc)
@@ -201,7 +206,9 @@ class SectorAngle(SectorTransform):
     factor: float
     name: ClassVar[str] = "sector_angle"
 
-    def _polar_map(self, rows, cols, sector, scale: float):
+    def _polar_map(
+        self, rows: np.ndarray, cols: np.ndarray, sector: Sector, scale: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         dx, dy = to_mm(sector, rows, cols)
         rho = np.hypot(dx, dy)
         b = sector.tilt_deg
@@ -209,13 +216,13 @@ class SectorAngle(SectorTransform):
         phi = np.radians(b + np.where(np.abs(rel) < 180.0, rel, np.nan))
         return to_px(sector, rho * np.sin(phi), rho * np.cos(phi))
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return self._polar_map(rows, cols, sector, 1.0 / self.factor)
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return self._polar_map(rows, cols, sector, self.factor)
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         b = sector.tilt_deg
         return replace(sector, theta_min=b + self.factor * (sector.theta_min - b),
                        theta_max=b + self.factor * (sector.theta_max - b))
@@ -229,13 +236,13 @@ class Translation(SectorTransform):
     dy_px: float
     name: ClassVar[str] = "translation"
 
-    def inverse(self, rows, cols, sector, shape):
+    def inverse(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return rows - self.dy_px, cols - self.dx_px
 
-    def forward(self, rows, cols, sector, shape):
+    def forward(self, rows: np.ndarray, cols: np.ndarray, sector: Sector, shape: Shape) -> Coords:
         return rows + self.dy_px, cols + self.dx_px
 
-    def new_sector(self, sector, shape):
+    def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         apex = (sector.apex[0] + self.dx_px * sector.spacing[0], sector.apex[1] + self.dy_px * sector.spacing[1])
         return replace(sector, apex=apex)
 

@@ -312,8 +312,9 @@ def test_bad_output_folders_are_refused(src, model, tmp_path):
 
 def test_settings_round_trip_through_the_plan_in_the_written_order(base):
     saved = json.loads((base / RECORDS_DIR / "_plan.json").read_text())
-    assert list(saved["settings"]) == ["source", "augment", "k", "labels", "repaint", "sampler", "model", "seed", "fold",
-                                       "batch_size", "frame_size", "policy"]  # the JSON form stays byte-identical
+    # the JSON form stays byte-identical: the keys in the order they were always written
+    assert list(saved["settings"]) == ["source", "augment", "k", "labels", "repaint", "sampler", "model", "seed",
+                                       "fold", "batch_size", "frame_size", "policy"]
     assert list(saved["settings"]["sampler"]) == ["name", "schedule", "network_evaluations", "border_px"]
     assert list(saved["settings"]["model"]) == ["file", "sha256", "config", "image_size"]
     settings = ExpansionSettings.from_dict(saved["settings"])
@@ -438,7 +439,8 @@ def test_two_runs_with_other_arguments_at_the_same_instant_do_not_mix(src, plain
     procs = []
     try:
         for seed in (0, 1):  # seed 0 writes its plan slowly: the other one is then sure to come while it does
-            procs.append(_child(tmp_path, f"seed{seed}", src=src, out=out, seed=seed, go=go, slow_plan=0.5 * (1 - seed)))
+            procs.append(_child(tmp_path, f"seed{seed}", src=src, out=out, seed=seed, go=go,
+                                slow_plan=0.5 * (1 - seed)))
         for _, ready in procs:
             _wait_for(ready, *(p for p, _ in procs))
         go.touch()

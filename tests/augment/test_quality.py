@@ -17,7 +17,6 @@ from echogains.data.phantom import make_phantom
 from echogains.ddpm.model import build_network, get_config, save_weights
 from echogains.utils import EchoDataError
 
-
 # --- seam score ------------------------------------------------------------------------------------------------
 
 
