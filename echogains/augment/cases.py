@@ -169,10 +169,11 @@ def prepare_augmentation(
     rng = np.random.default_rng(key)
     case_id = f"{case.case_id}_aug{k}"
     frame_shape = (frame_size, frame_size)
-    if case.sector is None:
+    sector = case.sector
+    if sector is None:
         return Prepared(case_id, case, k, [], 0, 0.0, False, torch_seed(key), key, reason=case.sector_problem)
     draw = draw_steps(augment, rng, policy, frame_size,
-                      lambda steps: label_kept_fraction(case.label, case.sector, steps, frame_shape, policy.margin_px,
+                      lambda steps: label_kept_fraction(case.label, sector, steps, frame_shape, policy.margin_px,
                                                         policy.kept_region))
     item = Prepared(case_id, case, k, draw.steps, draw.tries, draw.label_kept, draw.ok, torch_seed(key), key)
     if not draw.ok:
@@ -180,9 +181,9 @@ def prepare_augmentation(
                        f"(best {draw.label_kept:.1%})")
         return item
     unit, item.unit_range = to_unit(case.image)
-    item.full = apply_transforms(unit, case.label, case.sector, draw.steps, frame_shape, policy.margin_px,
+    item.full = apply_transforms(unit, case.label, sector, draw.steps, frame_shape, policy.margin_px,
                                  policy.kept_region)
-    item.frame = frame_transform(unit, case.sector, draw.steps, frame_size, policy)
+    item.frame = frame_transform(unit, sector, draw.steps, frame_size, policy)
     return item
 
 
@@ -190,7 +191,7 @@ def frame_transform(unit: np.ndarray, sector: Sector, steps: Sequence[Mapping[st
                     policy: TransformPolicy) -> TransformResult:
     """The transform of a unit image in the model's square frame (what RePaint sees)."""
     frame_shape = (frame_size, frame_size)
-    frame_sector = regrid_sector(sector, unit.shape, frame_shape)  # type: ignore[arg-type]
+    frame_sector = regrid_sector(sector, unit.shape, frame_shape)
     return apply_transforms(resize(unit, frame_shape), None, frame_sector, steps, None, policy.margin_px,
                             policy.kept_region)
 
@@ -209,7 +210,7 @@ def original_pixels(full_known: np.ndarray, frame_keep: np.ndarray) -> np.ndarra
     """
     shape = full_known.shape
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    fr, fc = regrid_coordinates(rows, cols, shape, frame_keep.shape)  # type: ignore[arg-type]
+    fr, fc = regrid_coordinates(rows, cols, shape, frame_keep.shape)
     fr = np.clip(np.rint(fr), 0, frame_keep.shape[0] - 1).astype(int)
     fc = np.clip(np.rint(fc), 0, frame_keep.shape[1] - 1).astype(int)
     return full_known & frame_keep[fr, fc]
@@ -253,7 +254,7 @@ def compose_output(item: Prepared) -> tuple[np.ndarray, np.ndarray]:
     assert item.full is not None
     full = item.full
     if item.repainted is not None:
-        generated = resize((item.repainted + 1.0) / 2.0, full.image.shape)  # type: ignore[arg-type]
+        generated = resize((item.repainted + 1.0) / 2.0, full.image.shape)
         keep = full.known if item.frame_keep is None else original_pixels(full.known, item.frame_keep)
         unit = np.where(keep, full.image, generated)
     else:

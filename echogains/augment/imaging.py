@@ -38,7 +38,7 @@ def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a float image to ``shape`` (field of view kept), per axis: area averaging to shrink, linear to grow."""
     import cv2
 
-    out = np.ascontiguousarray(array, dtype=np.float32)
+    out: np.ndarray = np.ascontiguousarray(array, dtype=np.float32)
     if out.shape[0] != shape[0]:
         mode = cv2.INTER_AREA if shape[0] < out.shape[0] else cv2.INTER_LINEAR
         out = cv2.resize(out, (out.shape[1], int(shape[0])), interpolation=mode)

@@ -6,7 +6,8 @@ The ranges are the paper's (Sec. 2.4) and its public release's; pixel ranges ref
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,14 @@ class TransformPolicy:
             raise EchoDataError(None, "transform policy: probability and min_label_inside must lie in [0, 1]")
         if self.max_tries < 1 or self.reference_size < 1 or self.margin_px < 0:
             raise EchoDataError(None, "transform policy: max_tries and reference_size >= 1, margin_px >= 0")
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, Any]) -> TransformPolicy:
+        """A policy from its recorded form (:meth:`to_dict`, JSON lists for the ranges); other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {key: (tuple(v) if isinstance(v, list) else v) for key, v in recorded.items()
+                                  if key in names}
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -21,7 +21,6 @@ Three checks, written to one folder:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -213,8 +212,7 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
     frame = int(prov["frame_size"])
     recorded = dict(prov.get("policy") or {})
     recorded.setdefault("kept_region", "transformed_sector")  # expansions from before the cut to the footprint
-    policy = TransformPolicy(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items()
-                                if k in {f.name for f in dataclasses.fields(TransformPolicy)}})
+    policy = TransformPolicy.from_dict(recorded)
     sector = Sector.from_dict(sector_dict)
     result = apply_transforms(unit_src, None, sector, prov["transforms"], (frame, frame), policy.margin_px,
                               policy.kept_region)
@@ -454,7 +452,7 @@ def _neighbour_check(
         source = ds.record(name).get("provenance", {}).get("source_case") if kind == "augmentation" else None
         for rank, (j, score) in enumerate(best, start=1):
             rows.append({"generated": name, "kind": kind, "rank": rank, "training_case": originals[j], "ssim": score,
-                         "same_patient": bool(source) and patients[j] == _patient(ds, source)})
+                         "same_patient": bool(source) and patients[j] == _patient(ds, str(source))})
     atomic_write_text(out / "nearest_neighbours.csv",
                       _csv(rows, ["generated", "kind", "rank", "training_case", "ssim", "same_patient"]))
     atomic_write_json(out / "nearest_neighbours.json", rows)

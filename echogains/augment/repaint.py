@@ -108,8 +108,7 @@ def schedule_counts(t_T: int, jump_length: int, jump_n_sample: int) -> ScheduleC
     """Transitions, network evaluations and undo steps of :func:`jump_schedule`.
 
     E.g. (250, 10, 10): 4,570 transitions, 2,410 network evaluations, 2,160 undo steps (RePaint's resampling schedule,
-    Lugmayr et al.
-    2022, Sec. 4.2; asserted in tests/augment/test_repaint.py).
+    Lugmayr et al. 2022, Sec. 4.2; asserted in tests/augment/test_repaint.py).
     """
     times = jump_schedule(t_T, jump_length, jump_n_sample)
     down = sum(b < a for a, b in zip(times[:-1], times[1:]))
@@ -131,7 +130,7 @@ def _resolve_schedule(sampler: str, schedule: Sequence[int] | None) -> tuple[int
     if sampler == "fast" and schedule_counts(*sched).evaluations > FAST_MAX_EVALUATIONS:
         n = schedule_counts(*sched).evaluations
         raise EchoDataError(None, f"fast schedule {sched} needs {n} network evaluations (> {FAST_MAX_EVALUATIONS})")
-    return sched  # type: ignore[return-value]
+    return sched
 
 
 def _disk(radius: int) -> torch.Tensor:

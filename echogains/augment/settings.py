@@ -125,14 +125,14 @@ class ExpansionSettings:
     def from_dict(cls, d: Mapping[str, Any]) -> ExpansionSettings:
         """The settings of a plan read back (inverse of :meth:`to_dict`)."""
         sampler, model = d.get("sampler"), d.get("model")
-        policy = {key: tuple(v) if isinstance(v, list) else v for key, v in d["policy"].items() if key != "on_failure"}
         return cls(
             source=d["source"], augment=d["augment"], k=int(d["k"]), labels=tuple(d["labels"]),
             repaint=bool(d["repaint"]),
             sampler=SamplerSettings(sampler["name"], tuple(sampler["schedule"]), int(sampler["network_evaluations"]),
                                     int(sampler["border_px"])) if sampler is not None else None,
             model=ModelInfo(**model) if model is not None else None, seed=int(d["seed"]), fold=int(d["fold"]),
-            batch_size=int(d["batch_size"]), frame_size=int(d["frame_size"]), policy=TransformPolicy(**policy),
+            batch_size=int(d["batch_size"]), frame_size=int(d["frame_size"]),
+            policy=TransformPolicy.from_dict(d["policy"]),
             augment_validation=bool(d.get("augment_validation", False)),
         )
 

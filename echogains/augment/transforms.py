@@ -176,21 +176,21 @@ def label_kept_fraction(
     """
     check_kept_region(kept_region)
     shape = tuple(label.shape)
-    frame_shape = tuple(frame_shape or shape)  # type: ignore[assignment]
+    frame_shape = tuple(frame_shape or shape)
     rows, cols = np.nonzero(label > 0)
     if rows.size == 0:
         return 0.0
-    frame_sector = regrid_sector(sector, shape, frame_shape)  # type: ignore[arg-type]
-    chain = SectorMap(steps, frame_sector, frame_shape)  # type: ignore[arg-type]
+    frame_sector = regrid_sector(sector, shape, frame_shape)
+    chain = SectorMap(steps, frame_sector, frame_shape)
     fr, fc = regrid_coordinates(
-        rows.astype(np.float64), cols.astype(np.float64), shape, frame_shape  # type: ignore[arg-type]
+        rows.astype(np.float64), cols.astype(np.float64), shape, frame_shape
     )
     orow, ocol = chain.forward(fr, fc)
     margin = _margin_mm(sector, frame_sector, margin_px)
     kept = sector_contains(sector, rows, cols, margin)
-    kept &= inside_image(orow, ocol, frame_shape)  # type: ignore[arg-type]
+    kept &= inside_image(orow, ocol, frame_shape)
     if kept_region == "original_sector":
-        out_r, out_c = regrid_coordinates(orow, ocol, frame_shape, shape)  # type: ignore[arg-type]
+        out_r, out_c = regrid_coordinates(orow, ocol, frame_shape, shape)
         kept &= sector_contains(sector, out_r, out_c, margin)
     return float(np.count_nonzero(kept) / rows.size)
 
