@@ -36,14 +36,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-BUNDLE_ROOT = REPO_ROOT / "bundles" / "echo_dnd"
-# Run as a script, this file's folder is sys.path[0], where benchmarks/echogains.py would shadow the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-for _path in (str(REPO_ROOT), str(BUNDLE_ROOT)):  # the toolkit (when not installed) and the bundle's ``scripts``
-    if _path not in sys.path:
-        sys.path.append(_path)
+try:  # imported by path (the tests): the repository root is on sys.path
+    from benchmarks import _common
+except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by path from another folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common  # takes this folder off sys.path again
+REPO_ROOT, BUNDLE_ROOT = _common.REPO_ROOT, _common.BUNDLE_ROOT
+_common.add_bundle()
 
 import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
@@ -469,15 +468,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     args = _parse(argv)
-    try:
-        result = run_benchmark(args.out, QUICK if args.quick else FULL, args.weights, args.dataset_dir, args.device,
-                               args.threads, args.phantom_seed, args.seed)
-    except EchoDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(_summary(result))
-    print(f"wrote {args.out}")
-    return 0
+    return _common.run_main(lambda: run_benchmark(args.out, QUICK if args.quick else FULL, args.weights,
+                                                  args.dataset_dir, args.device, args.threads, args.phantom_seed,
+                                                  args.seed), _summary, args.out)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-BUNDLE_ROOT = REPO_ROOT / "bundles" / "echo_dnd"
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-for _path in (str(REPO_ROOT), str(BUNDLE_ROOT), str(_HERE)):
-    if _path not in sys.path:
-        sys.path.append(_path)
+try:  # imported by path (the tests): the repository root is on sys.path
+    from benchmarks import _common
+except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by path from another folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common  # takes this folder off sys.path again
+REPO_ROOT, BUNDLE_ROOT = _common.REPO_ROOT, _common.BUNDLE_ROOT
+_common.add_bundle()
+sys.path.append(str(_common.HERE))  # echo_dnd_chains, after the packages
 
 import argparse  # noqa: E402
 import json  # noqa: E402

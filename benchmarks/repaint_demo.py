@@ -32,13 +32,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
+try:  # imported by path (the tests): the repository root is on sys.path
+    from benchmarks import _common
+except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by path from another folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common  # takes this folder off sys.path again
+REPO_ROOT = _common.REPO_ROOT
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -62,7 +64,7 @@ from echogains.augment.transforms import TransformPolicy, regrid_sector  # noqa:
 from echogains.data.nnunet import RawDataset  # noqa: E402
 from echogains.data.phantom import make_phantom  # noqa: E402
 from echogains.ddpm.model import load_ddpm  # noqa: E402
-from echogains.utils import atomic_write_json, atomic_write_text  # noqa: E402
+from echogains.utils import atomic_write_text  # noqa: E402
 
 DEMO_WEIGHTS = REPO_ROOT / "echogains" / "ddpm" / "weights" / "ddpm_tiny_phantom.pt"
 OLD_FAST = (15, 3, 7)
@@ -223,15 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown_only", action="store_true", help="only rewrite --md from the JSON in --out")
     args = parser.parse_args(argv)
     if args.markdown_only:
-        import json
-
         atomic_write_text(args.md, markdown(json.loads(Path(args.out).read_text())))
         return 0
     result = run(args)
-    result["command"] = "python benchmarks/repaint_demo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    atomic_write_json(args.out, result)
-    if args.md:
-        atomic_write_text(args.md, markdown(result))
+    _common.write_outputs(result, "repaint_demo.py", argv, args.out, args.md, markdown)
     print(f"wrote {args.out}")
     return 0
 

@@ -55,11 +55,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
+try:  # imported by path (the tests): the repository root is on sys.path
+    from benchmarks import _common
+except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by path from another folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common  # takes this folder off sys.path again
+REPO_ROOT = _common.REPO_ROOT
 
 import argparse  # noqa: E402
 import itertools  # noqa: E402
@@ -75,7 +76,7 @@ import torch  # noqa: E402
 
 from echogains.augment.repaint import jump_schedule, repaint, schedule_counts  # noqa: E402
 from echogains.ddpm.diffusion import GaussianDiffusion, cosine_betas, randn_tensor  # noqa: E402
-from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text  # noqa: E402
+from echogains.utils import EchoDataError  # noqa: E402
 
 __all__ = [
     "GaussianImageModel",
@@ -431,62 +432,69 @@ def run_benchmark(profile: Profile, seed: int = 0, log: Callable[[str], None] = 
             log(f"{name} {method} {sched}: {row['evaluations']} evals, mean {row['mean_error']:.3f}, "
                 f"var {row['var_error']:.3f} ({row['seconds']:.1f} s)")
         result["models"][name] = entry
-    first = profile.models[0]
     if profile.search:
-        model = MODELS[first]()
-        cond = conditioning(model, profile.search_images, seed)
-        rows = []
-        for method in ("repaint", "ddnm"):
-            for sched in search_grid(profile.budget, profile.max_t):
-                rows.append(_measure_one(cond, method, sched, profile.search_samples, seed, "exact", diffusion))
-        rows.sort(key=lambda r: r["mean_error"])
-        log(f"search on {first}: {len(rows)} runs; best {rows[0]['method']} {rows[0]['schedule']} "
-            f"mean {rows[0]['mean_error']:.3f}")
-        top = rows[: profile.confirm_top]
-        confirm = []
-        candidates = [(r["method"], tuple(r["schedule"])) for r in top]
-        candidates += [("repaint", REPLACEMENT_250), ("repaint", PAPER)]
-        for method, sched in candidates:
-            runs = []
-            for s in profile.confirm_seeds:
-                c = conditioning(model, profile.n_images, 1000 + s)
-                runs.append(_measure_one(c, method, sched, profile.n_samples, 1000 + s, "exact", diffusion))
-            avg = {k: float(np.mean([r[k] for r in runs])) for k in ("mean_error", "var_error", "var_ratio",
-                                                                    "cov_error", "mean_abs")}
-            confirm.append(_row(method, sched, avg, float(sum(r["seconds"] for r in runs)),
-                                seeds=[1000 + s for s in profile.confirm_seeds]))
-        within = [c for c in confirm if c["evaluations"] <= profile.budget]
-        best_any = min(within, key=lambda r: r["mean_error"])
-        # the fast sampler is RePaint on a respaced schedule: its default is the best RePaint schedule
-        best = min((c for c in within if c["method"] == "repaint"), key=lambda r: r["mean_error"])
-        ref = {tuple(c["schedule"]): c for c in confirm if c["method"] == "repaint"}
-        result["search"] = {"model": first, "seed": seed, "grid_size": len(rows), "rows": rows}
-        result["confirmation"] = {"model": first, "rows": confirm}
-        result["choice"] = {
-            "rule": f"lowest confirmed mean error among the RePaint schedules with <= {profile.budget} evaluations",
-            "best_at_budget": best,
-            "best_any_method_at_budget": best_any,
-            "replacement_250": ref[REPLACEMENT_250],
-            "paper_250_10_10": ref[PAPER],
-            "within_replacement_250": best["mean_error"] <= ref[REPLACEMENT_250]["mean_error"],
-            "within_paper": best["mean_error"] <= ref[PAPER]["mean_error"],
-        }
-        # the chosen schedule on every model, and with the fixed variances (robustness; search size)
-        for name in profile.models:
-            model = MODELS[name]()
-            cond = conditioning(model, profile.search_images, seed)
-            for variance in ("small", "large"):
-                for method, sched in ((best["method"], tuple(best["schedule"])), ("repaint", REPLACEMENT_250),
-                                      ("repaint", PAPER)):
-                    result["models"][name]["variance_modes"].append(
-                        _measure_one(cond, method, sched, profile.search_samples, seed, variance, diffusion))
-            cond = conditioning(model, profile.n_images, seed)
-            if name != first:
-                result["models"][name]["chosen"] = _measure_one(cond, best["method"], tuple(best["schedule"]),
-                                                                profile.n_samples, seed, "exact", diffusion)
+        _search(result, profile, seed, diffusion, log)
     result["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
                          "threads": torch.get_num_threads()}
     return result
+
+
+def _search(result: dict[str, Any], profile: Profile, seed: int, diffusion: GaussianDiffusion,
+            log: Callable[[str], None]) -> None:
+    """The <= budget grid on the first model, its best re-measured with fresh seeds, the choice, and the chosen
+    schedule on every model with fixed variances too; into ``result``."""
+    first = profile.models[0]
+    model = MODELS[first]()
+    cond = conditioning(model, profile.search_images, seed)
+    rows = []
+    for method in ("repaint", "ddnm"):
+        for sched in search_grid(profile.budget, profile.max_t):
+            rows.append(_measure_one(cond, method, sched, profile.search_samples, seed, "exact", diffusion))
+    rows.sort(key=lambda r: r["mean_error"])
+    log(f"search on {first}: {len(rows)} runs; best {rows[0]['method']} {rows[0]['schedule']} "
+        f"mean {rows[0]['mean_error']:.3f}")
+    top = rows[: profile.confirm_top]
+    confirm = []
+    candidates = [(r["method"], tuple(r["schedule"])) for r in top]
+    candidates += [("repaint", REPLACEMENT_250), ("repaint", PAPER)]
+    for method, sched in candidates:
+        runs = []
+        for s in profile.confirm_seeds:
+            c = conditioning(model, profile.n_images, 1000 + s)
+            runs.append(_measure_one(c, method, sched, profile.n_samples, 1000 + s, "exact", diffusion))
+        avg = {k: float(np.mean([r[k] for r in runs])) for k in ("mean_error", "var_error", "var_ratio",
+                                                                "cov_error", "mean_abs")}
+        confirm.append(_row(method, sched, avg, float(sum(r["seconds"] for r in runs)),
+                            seeds=[1000 + s for s in profile.confirm_seeds]))
+    within = [c for c in confirm if c["evaluations"] <= profile.budget]
+    best_any = min(within, key=lambda r: r["mean_error"])
+    # the fast sampler is RePaint on a respaced schedule: its default is the best RePaint schedule
+    best = min((c for c in within if c["method"] == "repaint"), key=lambda r: r["mean_error"])
+    ref = {tuple(c["schedule"]): c for c in confirm if c["method"] == "repaint"}
+    result["search"] = {"model": first, "seed": seed, "grid_size": len(rows), "rows": rows}
+    result["confirmation"] = {"model": first, "rows": confirm}
+    result["choice"] = {
+        "rule": f"lowest confirmed mean error among the RePaint schedules with <= {profile.budget} evaluations",
+        "best_at_budget": best,
+        "best_any_method_at_budget": best_any,
+        "replacement_250": ref[REPLACEMENT_250],
+        "paper_250_10_10": ref[PAPER],
+        "within_replacement_250": best["mean_error"] <= ref[REPLACEMENT_250]["mean_error"],
+        "within_paper": best["mean_error"] <= ref[PAPER]["mean_error"],
+    }
+    # the chosen schedule on every model, and with the fixed variances (robustness; search size)
+    for name in profile.models:
+        model = MODELS[name]()
+        cond = conditioning(model, profile.search_images, seed)
+        for variance in ("small", "large"):
+            for method, sched in ((best["method"], tuple(best["schedule"])), ("repaint", REPLACEMENT_250),
+                                  ("repaint", PAPER)):
+                result["models"][name]["variance_modes"].append(
+                    _measure_one(cond, method, sched, profile.search_samples, seed, variance, diffusion))
+        cond = conditioning(model, profile.n_images, seed)
+        if name != first:
+            result["models"][name]["chosen"] = _measure_one(cond, best["method"], tuple(best["schedule"]),
+                                                            profile.n_samples, seed, "exact", diffusion)
 
 
 def _fmt(row: dict) -> str:
@@ -559,11 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = run_benchmark(QUICK if args.quick else FULL, args.seed, log=lambda s: print(s, flush=True))
-    result["command"] = "python benchmarks/repaint_oracle.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result["wall_seconds"] = time.perf_counter() - start
-    atomic_write_json(args.out, result)
-    if args.md:
-        atomic_write_text(args.md, markdown(result))
+    _common.write_outputs(result, "repaint_oracle.py", argv, args.out, args.md, markdown)
     print(f"wrote {args.out} ({result['wall_seconds']:.0f} s)")
     return 0
 

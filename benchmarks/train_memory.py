@@ -50,13 +50,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-BUNDLE_ROOT = REPO_ROOT / "bundles" / "echo_dnd"
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-for _path in (str(REPO_ROOT), str(BUNDLE_ROOT)):
-    if _path not in sys.path:
-        sys.path.append(_path)
+try:  # imported by path (the tests): the repository root is on sys.path
+    from benchmarks import _common
+except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by path from another folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common  # takes this folder off sys.path again
+REPO_ROOT, BUNDLE_ROOT = _common.REPO_ROOT, _common.BUNDLE_ROOT
+_common.add_bundle()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -99,23 +99,11 @@ GB = 1e9
 
 # --- the child: one measurement -----------------------------------------------------------------------------------
 def _vm_hwm_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _common.proc_status_bytes("VmHWM")
 
 
 def _vm_rss_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _common.proc_status_bytes("VmRSS")
 
 
 def _echo_dnd_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN202
@@ -324,6 +312,28 @@ def _key(model: str, configuration: str, batch: int) -> str:
     return f"{model}/{configuration}/batch_{batch}"
 
 
+def _points(prefix: str, keys: Sequence[str], measured: dict[str, Any], cited: dict[str, Any], device: str,
+            accumulate: int) -> tuple[list[tuple[int, float]], dict[int, str], list[float]]:
+    """(batch, peak GB) of one model and configuration, measured first, then cited ones at other batches; where
+    each comes from; the seconds per sample of the measured ones."""
+    points, sources, per_sample_s = [], {}, []
+    for k in keys:
+        batch = int(k.rsplit("_", 1)[1])
+        peak = _peak_gb(measured[k], device)
+        if peak is not None:
+            points.append((batch, peak))
+            sources[batch] = "measured"
+            steps = measured[k]["step_seconds"]
+            per_sample_s.append(steps[-1] / (batch * accumulate))
+    for k, value in cited.items():
+        if k.startswith(prefix) and value.get("device", "cpu") == device:
+            batch = int(k.rsplit("_", 1)[1])
+            if batch not in sources:
+                points.append((batch, float(value["peak_gb"])))
+                sources[batch] = f"cited: {value['source']}"
+    return points, sources, per_sample_s
+
+
 def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
     """Per model and configuration: peaks per batch, fixed part, memory and seconds per sample, what fits."""
     table: dict[str, Any] = {}
@@ -336,21 +346,8 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
             if not keys:
                 continue
             opts = CONFIGURATIONS[configuration]
-            points, sources, per_sample_s = [], {}, []
-            for k in keys:
-                batch = int(k.rsplit("_", 1)[1])
-                peak = _peak_gb(measured[k], device)
-                if peak is not None:
-                    points.append((batch, peak))
-                    sources[batch] = "measured"
-                    steps = measured[k]["step_seconds"]
-                    per_sample_s.append(steps[-1] / (batch * opts["accumulate"]))
-            for k, value in cited.items():
-                if k.startswith(f"{model}/{configuration}/batch_") and value.get("device", "cpu") == device:
-                    batch = int(k.rsplit("_", 1)[1])
-                    if batch not in sources:
-                        points.append((batch, float(value["peak_gb"])))
-                        sources[batch] = f"cited: {value['source']}"
+            points, sources, per_sample_s = _points(f"{model}/{configuration}/batch_", keys, measured, cited, device,
+                                                    opts["accumulate"])
             entry: dict[str, Any] = {"options": opts, "peak_gb": {str(b): m for b, m in sorted(points)},
                                      "sources": {str(b): s for b, s in sorted(sources.items())}}
             above = {str(int(k.rsplit("_", 1)[1])): float(measured[k]["error"].split("above ")[1].split(" GB")[0])
