@@ -240,12 +240,16 @@ def _annulus_from_neighbour(
     return _extreme_pair(_pixels_mm(max(runs, key=across), spacing))
 
 
-def _annulus_from_principal_axis(lv: np.ndarray, spacing: Sequence[float], contour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _annulus_from_principal_axis(
+    lv: np.ndarray, spacing: Sequence[float], contour: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Fallback annulus for an LV-only mask: the chord at the wider end of the principal axis."""
     centroid, axis = _principal_axis(lv, spacing)
     u = (contour - centroid) @ axis
     u_min, u_max = float(u.min()), float(u.max())
-    w_lo, w_hi = _chord_widths(contour, centroid, axis, np.array([u_min + 0.1 * (u_max - u_min), u_max - 0.1 * (u_max - u_min)]))
+    w_lo, w_hi = _chord_widths(
+        contour, centroid, axis, np.array([u_min + 0.1 * (u_max - u_min), u_max - 0.1 * (u_max - u_min)])
+    )
     if w_hi > 1.05 * w_lo:
         base_u = u_max
     elif w_lo > 1.05 * w_hi:
@@ -291,7 +295,9 @@ def _find_annulus(
     return _annulus_from_principal_axis(lv, spacing, contour), "principal-axis"
 
 
-def _long_axis(lv: np.ndarray, contour: np.ndarray, spacing: Sequence[float], myo: np.ndarray | None, la: np.ndarray | None) -> LongAxis:
+def _long_axis(
+    lv: np.ndarray, contour: np.ndarray, spacing: Sequence[float], myo: np.ndarray | None, la: np.ndarray | None
+) -> LongAxis:
     base, method = _find_annulus(lv, spacing, contour, myo, la)
     base_mid = (base[0] + base[1]) / 2.0
     apex = _apex(contour, base_mid, min(float(s) for s in spacing) / 2.0)
@@ -307,7 +313,9 @@ def _long_axis(lv: np.ndarray, contour: np.ndarray, spacing: Sequence[float], my
     )
 
 
-def _prepare(lv_mask: np.ndarray, spacing: Sequence[float], myo_mask: np.ndarray | None, la_mask: np.ndarray | None):
+def _prepare(
+    lv_mask: np.ndarray, spacing: Sequence[float], myo_mask: np.ndarray | None, la_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validated inputs: largest LV component, its contour (mm) and the optional MYO/LA masks."""
     _check_spacing(spacing)
     lv = _largest_component(_check_mask(lv_mask))
@@ -493,9 +501,12 @@ def ef_from_profiles(entries: Iterable[tuple[str, str, str, LVProfile | None]]) 
         entries: one per frame; phases ``ED``/``ES`` (others ignored), views as accepted by :func:`canonical_view`.
 
     Returns:
-        ``{patient: PatientEF}``; NaN volumes and ``method="infeasible"`` when no usable ED/ES pair exists.
+        ``{patient: PatientEF}``; NaN volumes and ``method="infeasible"`` when no usable ED/ES pair
+        exists.
     """
-    table: dict[str, dict[str, dict[str, list[LVProfile]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    table: dict[str, dict[str, dict[str, list[LVProfile]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for patient, view, phase, profile in entries:
         phase = str(phase).upper()
