@@ -228,11 +228,6 @@ def _rel(path: Path) -> str:
 
 
 # --- the repository -------------------------------------------------------------------------------------------------
-#: Issue 11 clean-up in progress (phantom package, clinical leaf, augment/ddpm/experiments/benchmarks splits): these
-#: checks fail on the tree until those refactors land. To be removed when they do.
-PENDING = pytest.mark.xfail(strict=False, reason="issue 11: fails until the phantom/clinical/size refactors land")
-
-
 @pytest.fixture(scope="module")
 def repo() -> tuple[dict[str, Path], list[Import], dict[str, dict[str, Import]]]:
     modules = discover_modules(PACKAGES)
@@ -240,7 +235,6 @@ def repo() -> tuple[dict[str, Path], list[Import], dict[str, dict[str, Import]]]
     return modules, imports, import_graph(modules, imports)
 
 
-@PENDING
 def test_no_import_cycles(repo) -> None:
     _, _, graph = repo
     cycles = find_cycles(graph)
@@ -255,7 +249,6 @@ def test_echogains_imports_neither_the_plugin_nor_the_bundle(repo) -> None:
     )
 
 
-@PENDING
 def test_data_knows_no_metrics_and_no_augmentation(repo) -> None:
     _, imports, _ = repo
     bad = forbidden_imports(imports, "echogains.data", ("echogains.evaluation", "echogains.augment"))
@@ -264,13 +257,11 @@ def test_data_knows_no_metrics_and_no_augmentation(repo) -> None:
     )
 
 
-@PENDING
 def test_no_file_over_700_lines_outside_tests() -> None:
     big = oversized_files(source_files(ROOT))
     assert not big, "files over 700 lines:\n" + "\n".join(f"{_rel(p)}: {n} lines" for p, n in big)
 
 
-@PENDING
 def test_no_function_over_80_lines() -> None:
     long = long_functions(source_files(ROOT))
     assert not long, "functions over 80 lines:\n" + "\n".join(
