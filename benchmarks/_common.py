@@ -62,8 +62,14 @@ def run_main(run: Callable[[], Mapping[str, Any]], summary: Callable[[Any], str]
     return 0
 
 
-def write_outputs(result: dict[str, Any], script: str, argv: list[str] | None, out: str, md: str | None,
-                  markdown: Callable[[dict[str, Any]], str]) -> None:
+def write_outputs(
+    result: dict[str, Any],
+    script: str,
+    argv: list[str] | None,
+    out: str,
+    md: str | None,
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
     """Record the command line in ``result``, write it to ``out`` (JSON) and, given ``md``, its ``markdown``."""
     result["command"] = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_json(out, result)

@@ -36,8 +36,9 @@ DEMO_NNUNET = REPO / "nnunet_ext" / "demo_model" / "Dataset601_PhantomLV" / "nnU
 def _make_loop(folder: Path) -> Path:
     from echogains.data.phantom import make_phantom
 
-    root = make_phantom(folder / "echonet", n_patients=1, layout="echonet", seed=7, cycle_frames=33, n_beats=3,
-                        progress=False)
+    root = make_phantom(
+        folder / "echonet", n_patients=1, layout="echonet", seed=7, cycle_frames=33, n_beats=3, progress=False
+    )
     (avi,) = sorted((root / "Videos").glob("*.avi"))
     return avi
 
@@ -45,24 +46,35 @@ def _make_loop(folder: Path) -> Path:
 def _run_model(model: str, avi: Path, out: Path, threads: int, model_path: Path | None) -> dict:
     """One ``echogains analyze`` in a fresh process (imports and model loading included in ``wall_s``)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "nnUNet_def_n_proc": "1"}
-    code = (f"import torch, time; torch.set_num_threads({threads}); t0 = time.perf_counter();"
-            "from echogains.analysis import analyze;"
-            f"r = analyze({str(avi)!r}, {str(out)!r}, model={model!r}, model_path={str(model_path) if model_path else None!r},"
-            " views='4CH', progress=False);"
-            "import json; print('RESULT', json.dumps({'inner_s': time.perf_counter() - t0, 'record': r}))")
+    code = (
+        f"import torch, time; torch.set_num_threads({threads}); t0 = time.perf_counter();"
+        "from echogains.analysis import analyze;"
+        f"r = analyze({str(avi)!r}, {str(out)!r}, model={model!r}, model_path={str(model_path) if model_path else None!r},"
+        " views='4CH', progress=False);"
+        "import json; print('RESULT', json.dumps({'inner_s': time.perf_counter() - t0, 'record': r}))"
+    )
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"model": model, "error": proc.stderr.strip().splitlines()[-1:]}
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    data = json.loads(line[len("RESULT "):])
+    data = json.loads(line[len("RESULT ") :])
     loop = data["record"]["results"][0]["loops"]["4CH"]
     frames, seg = loop["n_frames"], loop["segmentation_seconds"]
-    return {"model": model, "settings": data["record"]["settings"]["model"], "frames": frames, "wall_s": wall,
-            "analyze_s": data["inner_s"], "segmentation_s": seg, "segmentation_frames_per_s": frames / seg,
-            "end_to_end_frames_per_s": frames / wall, "seconds_per_100_frames": 100.0 * wall / frames,
-            "goal_100_frames_under_60_s": 100.0 * wall / frames < 60.0, "beats": data["record"]["results"][0]["loop"]["n_beats"]}
+    return {
+        "model": model,
+        "settings": data["record"]["settings"]["model"],
+        "frames": frames,
+        "wall_s": wall,
+        "analyze_s": data["inner_s"],
+        "segmentation_s": seg,
+        "segmentation_frames_per_s": frames / seg,
+        "end_to_end_frames_per_s": frames / wall,
+        "seconds_per_100_frames": 100.0 * wall / frames,
+        "goal_100_frames_under_60_s": 100.0 * wall / frames < 60.0,
+        "beats": data["record"]["results"][0]["loop"]["n_beats"],
+    }
 
 
 def main() -> None:
@@ -72,9 +84,16 @@ def main() -> None:
     parser.add_argument("--models", default="echo_dnd,nnunet")
     parser.add_argument("--nnunet_model", type=Path, default=DEMO_NNUNET)
     args = parser.parse_args()
-    record = {"benchmark": "analyze", "threads": args.threads,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "usable_cpus": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg()}}
+    record = {
+        "benchmark": "analyze",
+        "threads": args.threads,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "load_average_start": os.getloadavg(),
+        },
+    }
     with tempfile.TemporaryDirectory() as tmp:
         avi = _make_loop(Path(tmp))
         record["loop"] = {"file": avi.name, "size": "112 x 112", "layout": "phantom echonet, 3 beats, 50 fps"}

@@ -169,9 +169,8 @@ def _config(name: str):
 
 def network_flops(name: str) -> dict[str, float]:
     """GFLOP of the conditioner (+ SCC head) and of one GNEM and one BNEM call at batch 1 (meta tensors, no compute)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from scripts import Condition, EchoDND
+    from torch.utils.flop_counter import FlopCounterMode
 
     config = _config(name)
     with torch.device("meta"):
@@ -206,8 +205,9 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ru_maxrss"
 
 
-def time_network(name: str, repeats: int, device: str, threads: int, seed: int = 0,
-                 matmul_size: int = 1024) -> dict[str, Any]:
+def time_network(
+    name: str, repeats: int, device: str, threads: int, seed: int = 0, matmul_size: int = 1024
+) -> dict[str, Any]:
     """Milliseconds per evaluation (GNEM + BNEM at batch 1, condition precomputed), the peak memory, and the matmul
     peak measured in the same process right after (so that a load change on a shared machine hits both alike)."""
     from scripts import EchoDND
@@ -245,8 +245,9 @@ def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str
         return pool.submit(fn, *args).result()
 
 
-def measure_network(name: str, repeats: int, device: str, threads: int, peak_gflops: float,
-                    matmul_size: int = 1024) -> dict[str, Any]:
+def measure_network(
+    name: str, repeats: int, device: str, threads: int, peak_gflops: float, matmul_size: int = 1024
+) -> dict[str, Any]:
     """Parameters, GFLOP per evaluation, ms per evaluation, GFLOP/s, fraction of the matmul peak, peak memory."""
     from scripts import EchoDND, count_parameters
 
@@ -286,8 +287,9 @@ def time_inference(name: str, steps: int, device: str, threads: int, seed: int =
 def _phantom_test_set(work: Path, patients: int, seed: int) -> tuple[Path, str]:
     from echogains.data.phantom import make_phantom
 
-    root = make_phantom(work / "Dataset990_EchoDNDBench", n_patients=patients, layout="nnunet", seed=seed,
-                        labels="lv", progress=False)
+    root = make_phantom(
+        work / "Dataset990_EchoDNDBench", n_patients=patients, layout="nnunet", seed=seed, labels="lv", progress=False
+    )
     return Path(root), "all"
 
 
@@ -303,8 +305,11 @@ def _load_weights(weights: Path | None, quick: bool, device: str) -> tuple[torch
         raise EchoDataError(path, "model weights not found (the demo weights land at bundles/echo_dnd/models/model.pt)")
     torch.manual_seed(0)
     model = EchoDND(EchoDNDConfig.tiny(64)).to(device).eval()
-    return model, {"path": None, "trained": False,
-                   "note": "demo weights missing: untrained tiny model, Dice is meaningless (timing only)"}
+    return model, {
+        "path": None,
+        "trained": False,
+        "note": "demo weights missing: untrained tiny model, Dice is meaningless (timing only)",
+    }
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -325,8 +330,9 @@ def _score(dataset_dir: Path, subset: str, pred_dir: Path) -> list[float]:
     return scores
 
 
-def dice_vs_steps(model: torch.nn.Module, dataset_dir: Path, subset: str, steps: Sequence[int], work: Path,
-                  seed: int = 0) -> list[dict[str, Any]]:
+def dice_vs_steps(
+    model: torch.nn.Module, dataset_dir: Path, subset: str, steps: Sequence[int], work: Path, seed: int = 0
+) -> list[dict[str, Any]]:
     """Mean LV Dice (input geometry) and seconds per image of the bundle's inference at each step count."""
     from scripts import EchoDNDSampler
     from scripts.infer import EchoDNDInference
@@ -334,12 +340,20 @@ def dice_vs_steps(model: torch.nn.Module, dataset_dir: Path, subset: str, steps:
     rows = []
     for n in steps:
         out = work / f"pred_{n}"
-        record = EchoDNDInference(model, EchoDNDSampler(num_steps=n, ensemble=1), dataset_dir, out, subset=subset,
-                                  seed=seed, progress=False).run()
+        record = EchoDNDInference(
+            model, EchoDNDSampler(num_steps=n, ensemble=1), dataset_dir, out, subset=subset, seed=seed, progress=False
+        ).run()
         seconds = [c["seconds"] for c in record["cases"]]
         scores = _score(dataset_dir, subset, out)
-        rows.append({"steps": n, "mean_dice": float(np.mean(scores)), "dice": scores,
-                     "seconds_per_image": float(np.mean(seconds)), "images": len(scores)})
+        rows.append(
+            {
+                "steps": n,
+                "mean_dice": float(np.mean(scores)),
+                "dice": scores,
+                "seconds_per_image": float(np.mean(seconds)),
+                "images": len(scores),
+            }
+        )
         log.info("%d steps: Dice %.4f, %.2f s/image", n, rows[-1]["mean_dice"], rows[-1]["seconds_per_image"])
     return rows
 
@@ -355,14 +369,19 @@ def judge_targets(result: dict[str, Any]) -> dict[str, Any]:
     inference = result["paper_inference"]
     seconds = inference.get("seconds_per_image")
     return {
-        "paper_fraction_of_matmul_peak": {"value": fraction, "of_run_start_peak": paper.get("fraction_of_matmul_peak"),
-                                          "target": f">= {TARGET_PEAK_FRACTION}",
-                                          "met": None if fraction is None else fraction >= TARGET_PEAK_FRACTION},
-        "dice_gap_10_vs_1000_steps": {"value": gap, "target": f"<= {TARGET_DICE_GAP}",
-                                      "met": gap_met},
-        "paper_seconds_per_image_10_steps": {"value": seconds, "estimated": inference.get("estimated", False),
-                                             "target": f"< {TARGET_PAPER_SECONDS} s on 2 CPU cores",
-                                             "met": None if seconds is None else seconds < TARGET_PAPER_SECONDS},
+        "paper_fraction_of_matmul_peak": {
+            "value": fraction,
+            "of_run_start_peak": paper.get("fraction_of_matmul_peak"),
+            "target": f">= {TARGET_PEAK_FRACTION}",
+            "met": None if fraction is None else fraction >= TARGET_PEAK_FRACTION,
+        },
+        "dice_gap_10_vs_1000_steps": {"value": gap, "target": f"<= {TARGET_DICE_GAP}", "met": gap_met},
+        "paper_seconds_per_image_10_steps": {
+            "value": seconds,
+            "estimated": inference.get("estimated", False),
+            "target": f"< {TARGET_PAPER_SECONDS} s on 2 CPU cores",
+            "met": None if seconds is None else seconds < TARGET_PAPER_SECONDS,
+        },
     }
 
 
@@ -371,13 +390,26 @@ def _paper_inference(profile: Profile, networks: dict[str, Any], device: str, th
         return _in_fresh_process(time_inference, "paper", 10, device, threads)
     paper = networks["paper"]  # conditioner once + 10 evaluations; STAPLE and cleanup are small at one sample
     seconds = (paper["conditioner_ms"] + 10 * paper["ms_per_evaluation"]) / 1000
-    return {"config": "paper", "steps": 10, "ensemble": 1, "seconds_per_image": seconds, "estimated": True,
-            "threads": threads}
+    return {
+        "config": "paper",
+        "steps": 10,
+        "ensemble": 1,
+        "seconds_per_image": seconds,
+        "estimated": True,
+        "threads": threads,
+    }
 
 
-def run_benchmark(out: str | os.PathLike, profile: Profile, weights: str | os.PathLike | None = None,
-                  dataset_dir: str | os.PathLike | None = None, device: str = "cpu", threads: int | None = None,
-                  phantom_seed: int = 2026, seed: int = 0) -> dict[str, Any]:
+def run_benchmark(
+    out: str | os.PathLike,
+    profile: Profile,
+    weights: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    phantom_seed: int = 2026,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run every measurement of ``profile`` and write the JSON to ``out`` (atomically).
 
     Args:
@@ -402,8 +434,15 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, weights: str | os.Pa
     torch.set_num_threads(threads)
     started = time.perf_counter()
     model, weights_info = _load_weights(Path(weights) if weights else None, profile.name == "quick", device)
-    result: dict[str, Any] = {"benchmark": "echo_dnd", "mode": profile.name, "profile": asdict(profile),
-                              "machine": machine_info(), "device": device, "threads": threads, "weights": weights_info}
+    result: dict[str, Any] = {
+        "benchmark": "echo_dnd",
+        "mode": profile.name,
+        "profile": asdict(profile),
+        "machine": machine_info(),
+        "device": device,
+        "threads": threads,
+        "weights": weights_info,
+    }
     result["matmul_peak"] = matmul_peak(profile.matmul_size, profile.matmul_repeats, device)
     peak = result["matmul_peak"]["gflops"]
     result["networks"] = {
@@ -416,8 +455,10 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, weights: str | os.Pa
             test_set, subset = Path(dataset_dir), "Ts"
         else:
             test_set, subset = _phantom_test_set(Path(tmp), profile.phantom_patients, phantom_seed)
-        result["test_set"] = {"dataset": str(dataset_dir) if dataset_dir else f"phantom seed {phantom_seed}",
-                              "subset": subset}
+        result["test_set"] = {
+            "dataset": str(dataset_dir) if dataset_dir else f"phantom seed {phantom_seed}",
+            "subset": subset,
+        }
         result["dice_vs_steps"] = dice_vs_steps(model, test_set, subset, profile.steps, Path(tmp), seed)
     result["targets"] = judge_targets(result)
     result["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -428,8 +469,10 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, weights: str | os.Pa
 
 def _summary(result: dict[str, Any]) -> str:
     peak = result["matmul_peak"]
-    lines = [f"Echo-DND benchmark ({result['mode']}, {result['device']}, {result['threads']} thread(s)); "
-             f"fp32 matmul peak {peak['gflops']:.1f} GFLOP/s (n = {peak['size']})"]
+    lines = [
+        f"Echo-DND benchmark ({result['mode']}, {result['device']}, {result['threads']} thread(s)); "
+        f"fp32 matmul peak {peak['gflops']:.1f} GFLOP/s (n = {peak['size']})"
+    ]
     for name, n in result["networks"].items():
         lines.append(
             f"  {name:5s} {n['image_size']}^2: {n['parameters']['total'] / 1e6:.2f} M params, "
@@ -437,14 +480,19 @@ def _summary(result: dict[str, Any]) -> str:
             f"{n['ms_per_evaluation']:.1f} ms/evaluation, {n['achieved_gflops']:.1f} GFLOP/s = "
             f"{100 * n['fraction_of_matmul_peak']:.0f} % of peak "
             f"({100 * n['fraction_of_matmul_peak_same_process']:.0f} % of the peak measured beside it), "
-            f"peak memory {n['peak_memory_mb']:.0f} MB")
+            f"peak memory {n['peak_memory_mb']:.0f} MB"
+        )
     inf = result["paper_inference"]
-    lines.append(f"  paper 10 steps, 1 sample: {inf['seconds_per_image']:.1f} s/image"
-                 f"{' (estimated from the parts)' if inf.get('estimated') else ''}")
+    lines.append(
+        f"  paper 10 steps, 1 sample: {inf['seconds_per_image']:.1f} s/image"
+        f"{' (estimated from the parts)' if inf.get('estimated') else ''}"
+    )
     trained = "" if result["weights"]["trained"] else " [untrained weights: Dice meaningless]"
     for row in result["dice_vs_steps"]:
-        lines.append(f"  {row['steps']:5d} steps: Dice {row['mean_dice']:.4f}, {row['seconds_per_image']:.3f} s/image"
-                     f" ({row['images']} images){trained}")
+        lines.append(
+            f"  {row['steps']:5d} steps: Dice {row['mean_dice']:.4f}, {row['seconds_per_image']:.3f} s/image"
+            f" ({row['images']} images){trained}"
+        )
     verdicts = {True: "met", False: "NOT met", None: "not judged"}
     for key, t in result["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.4g}"
@@ -468,9 +516,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     args = _parse(argv)
-    return _common.run_main(lambda: run_benchmark(args.out, QUICK if args.quick else FULL, args.weights,
-                                                  args.dataset_dir, args.device, args.threads, args.phantom_seed,
-                                                  args.seed), _summary, args.out)
+    return _common.run_main(
+        lambda: run_benchmark(
+            args.out,
+            QUICK if args.quick else FULL,
+            args.weights,
+            args.dataset_dir,
+            args.device,
+            args.threads,
+            args.phantom_seed,
+            args.seed,
+        ),
+        _summary,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,18 @@ import torch  # noqa: E402
 
 from echogains.utils import atomic_write_json, get_logger  # noqa: E402
 
-__all__ = ["dice", "linear_pairs", "quadratic_pairs", "truncated_pairs", "x0_vs_t", "sample_chain", "chain_vs_steps",
-           "trajectory", "run", "main"]
+__all__ = [
+    "dice",
+    "linear_pairs",
+    "quadratic_pairs",
+    "truncated_pairs",
+    "x0_vs_t",
+    "sample_chain",
+    "chain_vs_steps",
+    "trajectory",
+    "run",
+    "main",
+]
 
 log = get_logger("echo_dnd.benchmark.chains")
 
@@ -99,8 +109,9 @@ def _load(dataset_dir: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def x0_vs_t(model: Any, images: torch.Tensor, masks: torch.Tensor, t_grid: Sequence[int], draws: int,
-            seed: int = 0) -> list[dict[str, Any]]:
+def x0_vs_t(
+    model: Any, images: torch.Tensor, masks: torch.Tensor, t_grid: Sequence[int], draws: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """One-step x_0 estimates of both chains given the true noisy mask, per t (see the module docstring, 1.)."""
     from scripts import build_processes
 
@@ -112,8 +123,9 @@ def x0_vs_t(model: Any, images: torch.Tensor, masks: torch.Tensor, t_grid: Seque
     for t in t_grid:
         tb = torch.full((images.shape[0],), t, dtype=torch.long)
         abar = float(gaussian.alphas_cumprod[t])
-        acc: dict[str, list[torch.Tensor]] = {k: [] for k in ("g", "g_fg", "g_input", "g_perfect", "eps_mse", "x0_mse",
-                                                              "b", "b_fg", "b_input")}
+        acc: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("g", "g_fg", "g_input", "g_perfect", "eps_mse", "x0_mse", "b", "b_fg", "b_input")
+        }
         for _ in range(draws):
             eps = torch.randn(masks.shape, generator=gen)
             uniform = torch.rand(masks.shape, generator=gen)
@@ -133,22 +145,37 @@ def x0_vs_t(model: Any, images: torch.Tensor, masks: torch.Tensor, t_grid: Seque
                 acc["b_fg"].append((p > 0.5).float().flatten(1).mean(1))
                 acc["b_input"].append(dice(x_b > 0.5, masks))
         mean = {k: float(torch.cat(v).mean()) for k, v in acc.items() if v}
-        rows.append({
-            "t": t, "alpha_bar": abar, "snr": abar / (1 - abar),
-            "gaussian_x0_dice": mean.get("g"), "gaussian_foreground_fraction": mean.get("g_fg"),
-            "gaussian_input_dice": mean.get("g_input"), "gaussian_perfect_eps_dice": mean.get("g_perfect"),
-            "gaussian_eps_mse": mean.get("eps_mse"), "gaussian_x0_mse": mean.get("x0_mse"),
-            "bernoulli_x0_dice": mean.get("b"), "bernoulli_foreground_fraction": mean.get("b_fg"),
-            "bernoulli_input_dice": mean.get("b_input"),
-            "true_foreground_fraction": float(masks.mean()),
-        })
+        rows.append(
+            {
+                "t": t,
+                "alpha_bar": abar,
+                "snr": abar / (1 - abar),
+                "gaussian_x0_dice": mean.get("g"),
+                "gaussian_foreground_fraction": mean.get("g_fg"),
+                "gaussian_input_dice": mean.get("g_input"),
+                "gaussian_perfect_eps_dice": mean.get("g_perfect"),
+                "gaussian_eps_mse": mean.get("eps_mse"),
+                "gaussian_x0_mse": mean.get("x0_mse"),
+                "bernoulli_x0_dice": mean.get("b"),
+                "bernoulli_foreground_fraction": mean.get("b_fg"),
+                "bernoulli_input_dice": mean.get("b_input"),
+                "true_foreground_fraction": float(masks.mean()),
+            }
+        )
         log.info("t=%d: %s", t, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)})
     return rows
 
 
 @torch.no_grad()
-def sample_chain(model: Any, cond: Any, kind: str, pairs: Sequence[tuple[int, int]], gen: torch.Generator,
-                 record: bool = False, truth: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+def sample_chain(
+    model: Any,
+    cond: Any,
+    kind: str,
+    pairs: Sequence[tuple[int, int]],
+    gen: torch.Generator,
+    record: bool = False,
+    truth: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """One sample of one chain (``gaussian``: DDIM eta 0 with the sampler's clipping; ``bernoulli``: BDDIM).
 
     Returns the binary mask and, with ``record``, per step the Dice/foreground of that step's x_0 estimate and of
@@ -169,9 +196,14 @@ def sample_chain(model: Any, cond: Any, kind: str, pairs: Sequence[tuple[int, in
             if record and truth is not None:
                 true_xt = gaussian.q_sample(2 * truth - 1, tb, torch.randn(shape, generator=gen))
                 from_true = gaussian.split(model.gnem(true_xt, tb, cond)[:, :1], true_xt, tb)[1]
-                steps.append({"t": t, "x0_dice": float(dice(x0 > 0, truth).mean()),
-                              "x0_foreground_fraction": float((x0 > 0).float().mean()),
-                              "from_true_noisy_mask_dice": float(dice(from_true > 0, truth).mean())})
+                steps.append(
+                    {
+                        "t": t,
+                        "x0_dice": float(dice(x0 > 0, truth).mean()),
+                        "x0_foreground_fraction": float((x0 > 0).float().mean()),
+                        "from_true_noisy_mask_dice": float(dice(from_true > 0, truth).mean()),
+                    }
+                )
         return (x0 > 0).float(), steps
     x = (torch.rand(shape, generator=gen) < 0.5).float()
     p = x
@@ -188,8 +220,15 @@ def sample_chain(model: Any, cond: Any, kind: str, pairs: Sequence[tuple[int, in
 GRIDS = {"linear": linear_pairs, "quadratic": quadratic_pairs, "truncated600": truncated_pairs}
 
 
-def chain_vs_steps(model: Any, images: torch.Tensor, masks: torch.Tensor, steps: Sequence[int], seeds: int,
-                   grids: Sequence[str], grid_steps: Sequence[int]) -> list[dict[str, Any]]:
+def chain_vs_steps(
+    model: Any,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    steps: Sequence[int],
+    seeds: int,
+    grids: Sequence[str],
+    grid_steps: Sequence[int],
+) -> list[dict[str, Any]]:
     """Per chain, grid and step count: mean Dice per seed, its mean, and max - min over seeds (the ``linear`` grid
     at ``steps``, the other grids at ``grid_steps``)."""
     cond = model.condition(images)
@@ -197,7 +236,7 @@ def chain_vs_steps(model: Any, images: torch.Tensor, masks: torch.Tensor, steps:
     make = GRIDS
     rows = []
     for grid in grids:
-        for n in (steps if grid == "linear" else grid_steps):
+        for n in steps if grid == "linear" else grid_steps:
             pairs = make[grid](model.config.num_train_timesteps, n)
             for kind in kinds:
                 per_seed, fg = [], []
@@ -206,13 +245,28 @@ def chain_vs_steps(model: Any, images: torch.Tensor, masks: torch.Tensor, steps:
                     mask, _ = sample_chain(model, cond, kind, pairs, torch.Generator().manual_seed(seed))
                     per_seed.append(float(dice(mask, masks).mean()))
                     fg.append(float(mask.mean()))
-                rows.append({"grid": grid, "steps": n, "chain": kind, "timesteps": [a for a, _ in pairs],
-                             "dice_per_seed": per_seed, "mean_dice": sum(per_seed) / len(per_seed),
-                             "spread": max(per_seed) - min(per_seed),
-                             "foreground_fraction": sum(fg) / len(fg), "true_foreground_fraction": float(masks.mean()),
-                             "seconds": time.perf_counter() - start})
-                log.info("%s grid, %d steps, %s: Dice %.3f (spread %.3f)", grid, n, kind, rows[-1]["mean_dice"],
-                         rows[-1]["spread"])
+                rows.append(
+                    {
+                        "grid": grid,
+                        "steps": n,
+                        "chain": kind,
+                        "timesteps": [a for a, _ in pairs],
+                        "dice_per_seed": per_seed,
+                        "mean_dice": sum(per_seed) / len(per_seed),
+                        "spread": max(per_seed) - min(per_seed),
+                        "foreground_fraction": sum(fg) / len(fg),
+                        "true_foreground_fraction": float(masks.mean()),
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+                log.info(
+                    "%s grid, %d steps, %s: Dice %.3f (spread %.3f)",
+                    grid,
+                    n,
+                    kind,
+                    rows[-1]["mean_dice"],
+                    rows[-1]["spread"],
+                )
     return rows
 
 
@@ -222,36 +276,69 @@ def trajectory(model: Any, images: torch.Tensor, masks: torch.Tensor, steps: int
         return []
     cond = model.condition(images)
     pairs = linear_pairs(model.config.num_train_timesteps, steps)
-    _, rows = sample_chain(model, cond, "gaussian", pairs, torch.Generator().manual_seed(seed), record=True,
-                           truth=masks)
+    _, rows = sample_chain(
+        model, cond, "gaussian", pairs, torch.Generator().manual_seed(seed), record=True, truth=masks
+    )
     return rows
 
 
-def run(out: Path, weights: Path, patients: int, phantom_seed: int, draws: int, seeds: int, t_grid: Sequence[int],
-        steps: Sequence[int], grids: Sequence[str], grid_steps: Sequence[int], threads: int) -> dict[str, Any]:
-    from echogains.data.phantom import make_phantom
+def run(
+    out: Path,
+    weights: Path,
+    patients: int,
+    phantom_seed: int,
+    draws: int,
+    seeds: int,
+    t_grid: Sequence[int],
+    steps: Sequence[int],
+    grids: Sequence[str],
+    grid_steps: Sequence[int],
+    threads: int,
+) -> dict[str, Any]:
     from scripts.infer import file_sha256
     from scripts.train import load_model
+
+    from echogains.data.phantom import make_phantom
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
     load = list(os.getloadavg())
     model = load_model(weights)
     with tempfile.TemporaryDirectory() as tmp:
-        ds = make_phantom(Path(tmp) / "Dataset991_Chains", n_patients=patients, layout="nnunet", seed=phantom_seed,
-                          labels="lv,myo", progress=False)
+        ds = make_phantom(
+            Path(tmp) / "Dataset991_Chains",
+            n_patients=patients,
+            layout="nnunet",
+            seed=phantom_seed,
+            labels="lv,myo",
+            progress=False,
+        )
         images, masks = _load(Path(ds), model.config.image_size)
     log.info("%d images at %d px", images.shape[0], images.shape[-1])
     result: dict[str, Any] = {
         "benchmark": "echo_dnd_chains",
         "command": " ".join(["python", "benchmarks/echo_dnd_chains.py", *sys.argv[1:]]),
-        "weights": {"path": str(weights.resolve().relative_to(REPO_ROOT)) if weights.resolve().is_relative_to(REPO_ROOT)
-                    else str(weights), "sha256": file_sha256(weights), "config": model.config.to_dict(),
-                    "ablation": getattr(model, "ablation", "full")},
-        "test_set": {"phantom_seed": phantom_seed, "patients": patients, "images": int(images.shape[0]),
-                     "size": int(images.shape[-1]), "true_foreground_fraction": float(masks.mean())},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": threads,
-                    "load_average_1_5_15": load},
+        "weights": {
+            "path": str(weights.resolve().relative_to(REPO_ROOT))
+            if weights.resolve().is_relative_to(REPO_ROOT)
+            else str(weights),
+            "sha256": file_sha256(weights),
+            "config": model.config.to_dict(),
+            "ablation": getattr(model, "ablation", "full"),
+        },
+        "test_set": {
+            "phantom_seed": phantom_seed,
+            "patients": patients,
+            "images": int(images.shape[0]),
+            "size": int(images.shape[-1]),
+            "true_foreground_fraction": float(masks.mean()),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": threads,
+            "load_average_1_5_15": load,
+        },
     }
     result["x0_vs_t"] = x0_vs_t(model, images, masks, t_grid, draws)
     result["trajectory"] = trajectory(model, images, masks)
@@ -281,11 +368,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_grid: Sequence[int] = T_GRID
     if args.quick:
         args.patients, args.seeds, args.draws, steps, grid_steps, t_grid = 2, 1, 1, [1, 10], [10], (0, 500, 999)
-    result = run(args.out, args.weights, args.patients, args.phantom_seed, args.draws, args.seeds, t_grid, steps,
-                 [g.strip() for g in args.grids.split(",")], grid_steps, args.threads)
+    result = run(
+        args.out,
+        args.weights,
+        args.patients,
+        args.phantom_seed,
+        args.draws,
+        args.seeds,
+        t_grid,
+        steps,
+        [g.strip() for g in args.grids.split(",")],
+        grid_steps,
+        args.threads,
+    )
     for r in result["x0_vs_t"]:
-        print(f"t={r['t']:>4}: GNEM x0 Dice {r['gaussian_x0_dice']:.3f} (input {r['gaussian_input_dice']:.3f}), "
-              f"BNEM {r['bernoulli_x0_dice']:.3f}")
+        print(
+            f"t={r['t']:>4}: GNEM x0 Dice {r['gaussian_x0_dice']:.3f} (input {r['gaussian_input_dice']:.3f}), "
+            f"BNEM {r['bernoulli_x0_dice']:.3f}"
+        )
     for r in result["chain_vs_steps"]:
         print(f"{r['grid']:>9} {r['steps']:>4} steps {r['chain']:>9}: Dice {r['mean_dice']:.3f} ± {r['spread']:.3f}")
     return 0

@@ -54,8 +54,17 @@ import torch  # noqa: E402
 
 from echogains.utils import atomic_write_json, get_logger  # noqa: E402
 
-__all__ = ["scale_table", "fusion_flops", "time_call", "measure_scale", "gnem_seconds", "gnem_gflop", "decide", "run",
-           "main"]
+__all__ = [
+    "scale_table",
+    "fusion_flops",
+    "time_call",
+    "measure_scale",
+    "gnem_seconds",
+    "gnem_gflop",
+    "decide",
+    "run",
+    "main",
+]
 
 log = get_logger("echo_dnd.benchmark.fusion")
 
@@ -76,16 +85,29 @@ def scale_table(config: Any) -> list[dict[str, int]]:
 
     entry = [config.channels[0], *config.channels[:-1]]
     cond = conditioner_channels(config.mfcm_channels, config.num_levels)
-    return [{"level": i, "side": r, "tokens": r * r, "channels": c, "cond_channels": cf,
-             "heads": max(c // config.num_head_channels, 1)}
-            for i, (r, c, cf) in enumerate(zip(config.resolutions, entry, cond))]
+    return [
+        {
+            "level": i,
+            "side": r,
+            "tokens": r * r,
+            "channels": c,
+            "cond_channels": cf,
+            "heads": max(c // config.num_head_channels, 1),
+        }
+        for i, (r, c, cf) in enumerate(zip(config.resolutions, entry, cond))
+    ]
 
 
 def _blocks(scale: dict[str, int], config: Any, flash: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
     from scripts.networks import CrossAttentionFusion, FiLMFusion
 
-    attn = CrossAttentionFusion(scale["channels"], scale["cond_channels"], config.num_head_channels,
-                                config.norm_num_groups, use_flash_attention=flash)
+    attn = CrossAttentionFusion(
+        scale["channels"],
+        scale["cond_channels"],
+        config.num_head_channels,
+        config.norm_num_groups,
+        use_flash_attention=flash,
+    )
     film = FiLMFusion(scale["channels"], scale["cond_channels"], config.norm_num_groups)
     return attn, film
 
@@ -187,9 +209,8 @@ def gnem_seconds(config: Any, repeats: int) -> float:
 
 def gnem_gflop(config: Any) -> float:
     """GFLOP of one GNEM evaluation of ``config`` at batch 1 (meta tensors, as ``benchmarks/echo_dnd.py``)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from scripts import Condition, EchoDND
+    from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
         model = EchoDND(config.replace(use_bernoulli=False, use_flash_attention=False))
@@ -208,10 +229,13 @@ def _layout(config: Any) -> dict[str, Any]:
 
     with torch.device("meta"):
         model = EchoDND(config)
-    return {"fusion_attention_max_tokens": config.fusion_attention_max_tokens,
-            "mfcm_low_levels": config.mfcm_low_levels,
-            "fusions": [type(f).__name__ for f in model.gnem.fusions],
-            "parameters": count_parameters(model), "gnem_gflop": gnem_gflop(config)}
+    return {
+        "fusion_attention_max_tokens": config.fusion_attention_max_tokens,
+        "mfcm_low_levels": config.mfcm_low_levels,
+        "fusions": [type(f).__name__ for f in model.gnem.fusions],
+        "parameters": count_parameters(model),
+        "gnem_gflop": gnem_gflop(config),
+    }
 
 
 def decide(scales: Sequence[dict[str, Any]], gnem_s: float, max_fraction: float) -> dict[str, Any]:
@@ -222,14 +246,17 @@ def decide(scales: Sequence[dict[str, Any]], gnem_s: float, max_fraction: float)
         if s["timing"]["cross_attention_sdpa"]["seconds"] > max_fraction * gnem_s:
             break
         largest = s["side"]
-    return {"rule": f"cross-attention where one SDPA call at batch 1 costs <= {max_fraction:g} of one GNEM evaluation",
-            "cross_attention_sides": sorted((s["side"] for s in scales if s["side"] <= largest), reverse=True),
-            "film_sides": sorted((s["side"] for s in scales if s["side"] > largest), reverse=True),
-            "fusion_attention_max_tokens": largest * largest}
+    return {
+        "rule": f"cross-attention where one SDPA call at batch 1 costs <= {max_fraction:g} of one GNEM evaluation",
+        "cross_attention_sides": sorted((s["side"] for s in scales if s["side"] <= largest), reverse=True),
+        "film_sides": sorted((s["side"] for s in scales if s["side"] > largest), reverse=True),
+        "fusion_attention_max_tokens": largest * largest,
+    }
 
 
-def run(out: Path, threads: int, timed_max: int, math_max: int, repeats: int, gnem_repeats: int,
-        max_fraction: float) -> dict[str, Any]:
+def run(
+    out: Path, threads: int, timed_max: int, math_max: int, repeats: int, gnem_repeats: int, max_fraction: float
+) -> dict[str, Any]:
     """Measure every scale; write and return the JSON record."""
     from scripts import EchoDNDConfig
 
@@ -263,13 +290,19 @@ def run(out: Path, threads: int, timed_max: int, math_max: int, repeats: int, gn
         "command": " ".join(["python", "benchmarks/echo_dnd_fusion.py", *sys.argv[1:]]),
         "machine": machine,
         "threads": threads,
-        "config": {"num_head_channels": config.num_head_channels, "channels": list(config.channels),
-                   "mfcm_channels": list(config.mfcm_channels), "image_size": config.image_size},
+        "config": {
+            "num_head_channels": config.num_head_channels,
+            "channels": list(config.channels),
+            "mfcm_channels": list(config.mfcm_channels),
+            "image_size": config.image_size,
+        },
         "scales": scales,
         "gnem_evaluation_seconds_batch_1": gnem_s,
         "gnem_evaluation_gflop_batch_1": gnem_g,
-        "layouts": {name: _layout(cfg) for name, cfg in (("before", reference.replace(mfcm_low_levels="strided")),
-                                                         ("after", config))},
+        "layouts": {
+            name: _layout(cfg)
+            for name, cfg in (("before", reference.replace(mfcm_low_levels="strided")), ("after", config))
+        },
         "decision": decide(scales, gnem_s, max_fraction),
         "total_s": time.perf_counter() - started,
     }
@@ -287,15 +320,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gnem_repeats", type=int, default=2)
     parser.add_argument("--max_fraction", type=float, default=0.05)
     args = parser.parse_args(argv)
-    result = run(args.out, args.threads, args.timed_max, args.math_max, args.repeats, args.gnem_repeats,
-                 args.max_fraction)
+    result = run(
+        args.out, args.threads, args.timed_max, args.math_max, args.repeats, args.gnem_repeats, args.max_fraction
+    )
     for s in result["scales"]:
         timing = s.get("timing") or {}
         sdpa = timing.get("cross_attention_sdpa", {}).get("seconds")
-        print(f"{s['side']:>4} px: attention {s['cross_attention_gflop']:.2f} GFLOP, FiLM {s['film_gflop']:.3f} GFLOP, "
-              f"matrix at batch 8 {s['attention_matrix_gib_batch_8']:.2f} GiB"
-              + (f", SDPA {sdpa:.3f} s ({s['sdpa_fraction_of_gnem_evaluation']:.1%} of a GNEM evaluation)"
-                 if sdpa else ""))
+        print(
+            f"{s['side']:>4} px: attention {s['cross_attention_gflop']:.2f} GFLOP, FiLM {s['film_gflop']:.3f} GFLOP, "
+            f"matrix at batch 8 {s['attention_matrix_gib_batch_8']:.2f} GiB"
+            + (
+                f", SDPA {sdpa:.3f} s ({s['sdpa_fraction_of_gnem_evaluation']:.1%} of a GNEM evaluation)"
+                if sdpa
+                else ""
+            )
+        )
     print(f"GNEM evaluation {result['gnem_evaluation_seconds_batch_1']:.2f} s; decision: {result['decision']}")
     return 0
 

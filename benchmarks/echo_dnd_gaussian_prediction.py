@@ -47,33 +47,56 @@ T_GRID = (0, 100, 300, 500, 600, 700, 800, 900, 999)
 
 def run(prediction: str, steps: int, work: Path, seeds: int) -> dict[str, Any]:
     import echo_dnd_chains as chains
-    from echogains.data.phantom import make_phantom
     from scripts import EchoDNDConfig
     from scripts.train import EchoDNDTrainer, load_model
 
+    from echogains.data.phantom import make_phantom
+
     started = time.perf_counter()
     load = list(os.getloadavg())
-    train_ds = make_phantom(work / "Dataset601_PhantomLV", n_patients=60, layout="nnunet", seed=1000, labels="lv,myo",
-                            progress=False)
+    train_ds = make_phantom(
+        work / "Dataset601_PhantomLV", n_patients=60, layout="nnunet", seed=1000, labels="lv,myo", progress=False
+    )
     config = EchoDNDConfig.tiny(64, gaussian_prediction=prediction).to_dict()
-    trainer = EchoDNDTrainer(str(train_ds), str(work / "run"), config=config, ablation="gaussian_only", steps=steps,
-                             batch_size=8, lr=2e-4, val_every=0, save_every=steps, seed=0, device="cpu", progress=False)
+    trainer = EchoDNDTrainer(
+        str(train_ds),
+        str(work / "run"),
+        config=config,
+        ablation="gaussian_only",
+        steps=steps,
+        batch_size=8,
+        lr=2e-4,
+        val_every=0,
+        save_every=steps,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     t0 = time.perf_counter()
     model_path = trainer.run()
     train_s = time.perf_counter() - t0
     model = load_model(model_path)
-    test_ds = make_phantom(work / "Dataset991_Chains", n_patients=6, layout="nnunet", seed=2026, labels="lv,myo",
-                           progress=False)
+    test_ds = make_phantom(
+        work / "Dataset991_Chains", n_patients=6, layout="nnunet", seed=2026, labels="lv,myo", progress=False
+    )
     images, masks = chains._load(Path(test_ds), 64)
     return {
         "prediction": prediction,
         "config": model.config.to_dict(),
-        "training": {"steps": steps, "batch_size": 8, "lr": 2e-4, "seed": 0, "ablation": "gaussian_only",
-                     "dataset": "phantom 60 patients, seed 1000, fold 0 train", "seconds": train_s},
+        "training": {
+            "steps": steps,
+            "batch_size": 8,
+            "lr": 2e-4,
+            "seed": 0,
+            "ablation": "gaussian_only",
+            "dataset": "phantom 60 patients, seed 1000, fold 0 train",
+            "seconds": train_s,
+        },
         "test_set": {"phantom_seed": 2026, "patients": 6, "images": int(images.shape[0])},
         "x0_vs_t": chains.x0_vs_t(model, images, masks, T_GRID, draws=2),
         "chain_vs_steps": chains.chain_vs_steps(model, images, masks, (5, 10, 20), seeds, ("linear",), ()),
-        "load_average_1_5_15": load, "load_average_at_end": list(os.getloadavg()),
+        "load_average_1_5_15": load,
+        "load_average_at_end": list(os.getloadavg()),
         "total_s": time.perf_counter() - started,
     }
 
@@ -81,8 +104,9 @@ def run(prediction: str, steps: int, work: Path, seeds: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prediction", choices=("epsilon", "sample", "v_prediction"), required=True)
-    parser.add_argument("--out", type=Path,
-                        default=REPO_ROOT / "benchmarks" / "results" / "echo_dnd_gaussian_prediction.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "echo_dnd_gaussian_prediction.json"
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
@@ -91,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         record = run(args.prediction, args.steps, Path(tmp), args.seeds)
     record["command"] = " ".join(["python", "benchmarks/echo_dnd_gaussian_prediction.py", *(argv or sys.argv[1:])])
-    result = json.loads(args.out.read_text()) if args.out.is_file() else {"benchmark": "echo_dnd_gaussian_prediction",
-                                                                         "runs": {}}
+    result = (
+        json.loads(args.out.read_text())
+        if args.out.is_file()
+        else {"benchmark": "echo_dnd_gaussian_prediction", "runs": {}}
+    )
     result["runs"][args.prediction] = record
     atomic_write_json(args.out, result)
     for r in record["x0_vs_t"]:

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles" / "echo_d
 
 from scripts import EchoDND, EchoDNDConfig, EchoDNDSampler  # noqa: E402
 
-
 LEGACY = {"fusion_attention_max_tokens": 256, "mfcm_low_levels": "strided"}
 
 
@@ -47,9 +46,18 @@ def main(threads: int = 2, layout: str = "current", out: Path | None = None) -> 
         from echogains.utils import atomic_write_json
 
         records = json.loads(out.read_text()) if out.is_file() else []
-        records.append({"layout": layout, "threads": threads, "steps": 10, "ensemble": 1, "seconds_per_image": seconds,
-                        "load_average_1_5_15": load, "load_average_at_end": list(os.getloadavg()),
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        records.append(
+            {
+                "layout": layout,
+                "threads": threads,
+                "steps": 10,
+                "ensemble": 1,
+                "seconds_per_image": seconds,
+                "load_average_1_5_15": load,
+                "load_average_at_end": list(os.getloadavg()),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         atomic_write_json(out, records)
     return seconds
 

@@ -48,9 +48,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from echogains.utils import EchoDataError, atomic_write_json, get_logger  # noqa: E402
 from benchmarks import echogains_expansion as expansion  # noqa: E402 - the repository root is on sys.path now
-from benchmarks.echogains_expansion import expansion_memory, expansion_throughput, make_source  # noqa: E402,F401
+from benchmarks.echogains_expansion import expansion_memory, expansion_throughput, make_source  # noqa: E402
+from echogains.utils import EchoDataError, atomic_write_json, get_logger  # noqa: E402
 
 __all__ = [
     "DEFAULT_MODEL_GLOBS",
@@ -76,8 +76,11 @@ __all__ = [
 log = get_logger("echogains.benchmarks")
 
 #: Where the committed demo DDPM weights are looked for (first match wins), relative to the repository root.
-DEFAULT_MODEL_GLOBS: tuple[str, ...] = ("echogains/ddpm/weights/*.pt", "echogains/ddpm/weights/*.pth",
-                                        "echogains/weights/*ddpm*.pt")
+DEFAULT_MODEL_GLOBS: tuple[str, ...] = (
+    "echogains/ddpm/weights/*.pt",
+    "echogains/ddpm/weights/*.pth",
+    "echogains/weights/*ddpm*.pt",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -132,8 +135,15 @@ class Profile:
 #: ``--quick``: a few minutes on two shared CPU cores.
 QUICK = Profile(name="quick", repaint_max_evaluations=40, fast_max_evaluations=None, paper_repeats=2)
 #: The default: full schedules, paper-like K = 5, repainting in the memory runs.
-FULL = Profile(name="full", repaint_max_evaluations=None, fast_max_evaluations=None, throughput_cases=24,
-               throughput_k=5, throughput_batch=10, memory_repaint=True)
+FULL = Profile(
+    name="full",
+    repaint_max_evaluations=None,
+    fast_max_evaluations=None,
+    throughput_cases=24,
+    throughput_k=5,
+    throughput_batch=10,
+    memory_repaint=True,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,10 +216,19 @@ def resolve_model(model: str | os.PathLike | None, workdir: Path, seed: int = 0)
         save_weights(path, cfg, net.state_dict())
         net, diffusion, cfg = load_ddpm(path)
         source = "untrained"
-        note = ("no demo weights found: an untrained 'tiny' network; timings do not depend on the weights "
-                f"(searched {list(DEFAULT_MODEL_GLOBS)})")
-    info = {"source": source, "path": str(path), "config": cfg.name, "image_size": cfg.image_size,
-            "parameters": count_parameters(net), "num_timesteps": cfg.num_timesteps, "note": note}
+        note = (
+            "no demo weights found: an untrained 'tiny' network; timings do not depend on the weights "
+            f"(searched {list(DEFAULT_MODEL_GLOBS)})"
+        )
+    info = {
+        "source": source,
+        "path": str(path),
+        "config": cfg.name,
+        "image_size": cfg.image_size,
+        "parameters": count_parameters(net),
+        "num_timesteps": cfg.num_timesteps,
+        "note": note,
+    }
     return net, diffusion, cfg, info
 
 
@@ -267,8 +286,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _run_repaint(net: torch.nn.Module, diffusion: Any, sampler: str, batch: int, size: int, seed: int,
-                 device: str, schedule: Sequence[int] | None = None) -> float:
+def _run_repaint(
+    net: torch.nn.Module,
+    diffusion: Any,
+    sampler: str,
+    batch: int,
+    size: int,
+    seed: int,
+    device: str,
+    schedule: Sequence[int] | None = None,
+) -> float:
     """One RePaint run (until the network raises :class:`StopSampling`); returns wall seconds."""
     from echogains.augment.repaint import repaint
 
@@ -285,8 +312,9 @@ def _run_repaint(net: torch.nn.Module, diffusion: Any, sampler: str, batch: int,
     return time.perf_counter() - start
 
 
-def count_evaluations(diffusion: Any, sampler: str, size: int, schedule: Sequence[int] | None = None,
-                      seed: int = 0) -> dict[str, Any]:
+def count_evaluations(
+    diffusion: Any, sampler: str, size: int, schedule: Sequence[int] | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Run a whole ``sampler`` schedule with a counting zero network: exact evaluations per image, sampler overhead.
 
     Args:
@@ -313,9 +341,17 @@ def count_evaluations(diffusion: Any, sampler: str, size: int, schedule: Sequenc
     }
 
 
-def time_sampler(net: torch.nn.Module, diffusion: Any, sampler: str, batch: int, size: int,
-                 max_evaluations: int | None = None, seed: int = 0, device: str = "cpu",
-                 schedule: Sequence[int] | None = None) -> dict[str, Any]:
+def time_sampler(
+    net: torch.nn.Module,
+    diffusion: Any,
+    sampler: str,
+    batch: int,
+    size: int,
+    max_evaluations: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    schedule: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Seconds per image of RePaint with ``sampler`` at ``batch``; truncated after ``max_evaluations`` if given.
 
     Per image: t_image = t_run / n_run * N / B, with n_run evaluations of the N of the schedule in the run (n_run = N
@@ -331,8 +367,11 @@ def time_sampler(net: torch.nn.Module, diffusion: Any, sampler: str, batch: int,
     seconds = _run_repaint(counter, diffusion, sampler, batch, size, seed, device, schedule)
     truncated = counter.calls < total
     per_eval = seconds / max(counter.calls, 1)
-    how = (f"extrapolated: the first {counter.calls} of {total} network evaluations were timed"
-           if truncated else "measured: the whole schedule was run")
+    how = (
+        f"extrapolated: the first {counter.calls} of {total} network evaluations were timed"
+        if truncated
+        else "measured: the whole schedule was run"
+    )
     return {
         "batch": batch,
         "network_evaluations_per_image": total,
@@ -350,8 +389,9 @@ def _warmup_inputs(batch: int, size: int, device: str) -> tuple[torch.Tensor, to
     return torch.zeros(batch, 1, size, size, device=device), torch.full((batch,), 10, device=device, dtype=torch.long)
 
 
-def sampler_benchmark(net: torch.nn.Module, diffusion: Any, size: int, profile: Profile, seed: int,
-                      device: str) -> dict[str, Any]:
+def sampler_benchmark(
+    net: torch.nn.Module, diffusion: Any, size: int, profile: Profile, seed: int, device: str
+) -> dict[str, Any]:
     """Counts and timings of both samplers at every batch size of ``profile``."""
     limits = {"repaint": profile.repaint_max_evaluations, "fast": profile.fast_max_evaluations}
     counts = {s: count_evaluations(diffusion, s, size, seed=seed) for s in limits}
@@ -382,8 +422,9 @@ def _flops(net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> float | No
         return None
 
 
-def time_network(config: str = "paper", batch: int = 1, threads: Sequence[int] = (1, 2), repeats: int = 3,
-                 seed: int = 0) -> dict[str, Any]:
+def time_network(
+    config: str = "paper", batch: int = 1, threads: Sequence[int] = (1, 2), repeats: int = 3, seed: int = 0
+) -> dict[str, Any]:
     """Milliseconds per network evaluation of an untrained ``config`` network on the CPU, per thread count.
 
     Args:
@@ -413,16 +454,21 @@ def time_network(config: str = "paper", batch: int = 1, threads: Sequence[int] =
     evals = {s: network_evaluations(s) for s in ("repaint", "fast")}
     best = min(v["ms_per_evaluation"] for v in per_threads.values())
     return {
-        "config": cfg.name, "image_size": cfg.image_size, "batch": batch, "device": "cpu",
-        "parameters": count_parameters(net), "gflop_per_evaluation": None if flops is None else flops / 1e9,
+        "config": cfg.name,
+        "image_size": cfg.image_size,
+        "batch": batch,
+        "device": "cpu",
+        "parameters": count_parameters(net),
+        "gflop_per_evaluation": None if flops is None else flops / 1e9,
         "threads": per_threads,
         "projected_s_per_image_at_best_threads": {s: best / 1000.0 * n / batch for s, n in evals.items()},
         "how": f"untrained weights, median of {repeats} evaluations after a warm-up; projection = ms x evaluations",
     }
 
 
-def _time_forward(net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, repeats: int,
-                  flops: float | None) -> dict[str, Any]:
+def _time_forward(
+    net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, repeats: int, flops: float | None
+) -> dict[str, Any]:
     runs = []
     with torch.no_grad():
         net(x, timesteps=t)  # warm-up at this thread count
@@ -431,8 +477,11 @@ def _time_forward(net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, repeat
             net(x, timesteps=t)
             runs.append((time.perf_counter() - start) * 1000.0)
     ms = statistics.median(runs)
-    return {"ms_per_evaluation": ms, "runs_ms": runs,
-            "gflop_per_s": None if flops is None else flops / 1e9 / (ms / 1000.0)}
+    return {
+        "ms_per_evaluation": ms,
+        "runs_ms": runs,
+        "gflop_per_s": None if flops is None else flops / 1e9 / (ms / 1000.0),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -450,36 +499,49 @@ def ratios(result: dict[str, Any], profile: Profile) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for batch in profile.batch_sizes:
         key = f"batch_{batch}"
-        out[f"fast_over_full_time_{key}"] = _ratio(timing["fast"][key]["s_per_image"],
-                                                   timing["repaint"][key]["s_per_image"])
+        out[f"fast_over_full_time_{key}"] = _ratio(
+            timing["fast"][key]["s_per_image"], timing["repaint"][key]["s_per_image"]
+        )
     counts = result["repaint"]["counts"]
-    out["fast_over_full_evaluations"] = _ratio(counts["fast"]["network_evaluations_per_image"],
-                                               counts["repaint"]["network_evaluations_per_image"])
+    out["fast_over_full_evaluations"] = _ratio(
+        counts["fast"]["network_evaluations_per_image"], counts["repaint"]["network_evaluations_per_image"]
+    )
     b_lo, b_hi = min(profile.batch_sizes), max(profile.batch_sizes)
     out[f"batch_{b_hi}_over_batch_{b_lo}_time_per_image_full"] = _ratio(
-        timing["repaint"][f"batch_{b_hi}"]["s_per_image"], timing["repaint"][f"batch_{b_lo}"]["s_per_image"])
+        timing["repaint"][f"batch_{b_hi}"]["s_per_image"], timing["repaint"][f"batch_{b_lo}"]["s_per_image"]
+    )
     thr = result["expansion"]["throughput"]
     n_lo, n_hi = min(profile.shard_counts), max(profile.shard_counts)
     for key in ("images_per_min", "images_per_min_excluding_imports"):
-        suffix = key[len("images_per_min"):]
-        out[f"shards_{n_hi}_over_shards_{n_lo}_throughput{suffix}"] = _ratio(thr[f"shards_{n_hi}"][key],
-                                                                             thr[f"shards_{n_lo}"][key])
+        suffix = key[len("images_per_min") :]
+        out[f"shards_{n_hi}_over_shards_{n_lo}_throughput{suffix}"] = _ratio(
+            thr[f"shards_{n_hi}"][key], thr[f"shards_{n_lo}"][key]
+        )
     mem = result["expansion"]["memory"]
     m_lo, m_hi = min(profile.memory_cases), max(profile.memory_cases)
-    out[f"mem{m_hi}_over_mem{m_lo}"] = _ratio(mem[f"cases_{m_hi}"]["peak_rss_mib"],
-                                              mem[f"cases_{m_lo}"]["peak_rss_mib"])
-    out[f"mem{m_hi}_over_mem{m_lo}_above_imports"] = _ratio(mem[f"cases_{m_hi}"]["peak_minus_imports_mib"],
-                                                            mem[f"cases_{m_lo}"]["peak_minus_imports_mib"])
+    out[f"mem{m_hi}_over_mem{m_lo}"] = _ratio(
+        mem[f"cases_{m_hi}"]["peak_rss_mib"], mem[f"cases_{m_lo}"]["peak_rss_mib"]
+    )
+    out[f"mem{m_hi}_over_mem{m_lo}_above_imports"] = _ratio(
+        mem[f"cases_{m_hi}"]["peak_minus_imports_mib"], mem[f"cases_{m_lo}"]["peak_minus_imports_mib"]
+    )
     paper = result["paper_network"]["threads"]
     t_lo, t_hi = min(profile.paper_threads), max(profile.paper_threads)
-    out[f"paper_network_{t_hi}_over_{t_lo}_threads_time"] = _ratio(paper[str(t_hi)]["ms_per_evaluation"],
-                                                                   paper[str(t_lo)]["ms_per_evaluation"])
+    out[f"paper_network_{t_hi}_over_{t_lo}_threads_time"] = _ratio(
+        paper[str(t_hi)]["ms_per_evaluation"], paper[str(t_lo)]["ms_per_evaluation"]
+    )
     return out
 
 
-def run_benchmark(out: str | os.PathLike, model: str | os.PathLike | None = None, profile: Profile = QUICK,
-                  threads: int = 1, device: str = "cpu", seed: int = 0,
-                  workdir: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_benchmark(
+    out: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    profile: Profile = QUICK,
+    threads: int = 1,
+    device: str = "cpu",
+    seed: int = 0,
+    workdir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Run every measurement of ``profile`` and write the JSON to ``out`` (atomically); returns the result.
 
     Args:
@@ -502,8 +564,9 @@ def run_benchmark(out: str | os.PathLike, model: str | os.PathLike | None = None
         return _run_in(Path(tmp), Path(out), model, profile, threads, device, seed)
 
 
-def _run_in(work: Path, out: Path, model: str | os.PathLike | None, profile: Profile, threads: int, device: str,
-            seed: int) -> dict[str, Any]:
+def _run_in(
+    work: Path, out: Path, model: str | os.PathLike | None, profile: Profile, threads: int, device: str, seed: int
+) -> dict[str, Any]:
     started = time.perf_counter()
     info = machine_info()
     net, diffusion, cfg, model_info = resolve_model(model, work, seed)
@@ -512,8 +575,14 @@ def _run_in(work: Path, out: Path, model: str | os.PathLike | None, profile: Pro
     try:
         net, diffusion = net.to(device), diffusion.to(device)
         result: dict[str, Any] = {
-            "benchmark": "echogains", "mode": profile.name, "profile": dataclasses.asdict(profile),
-            "note": _note(profile, info), "machine": info, "model": model_info, "threads": threads, "seed": seed,
+            "benchmark": "echogains",
+            "mode": profile.name,
+            "profile": dataclasses.asdict(profile),
+            "note": _note(profile, info),
+            "machine": info,
+            "model": model_info,
+            "threads": threads,
+            "seed": seed,
             "repaint": sampler_benchmark(net, diffusion, cfg.image_size, profile, seed, device),
             "paper_network": time_network(profile.paper_config, 1, profile.paper_threads, profile.paper_repeats, seed),
         }
@@ -531,12 +600,16 @@ def _run_in(work: Path, out: Path, model: str | os.PathLike | None, profile: Pro
 
 
 def _note(profile: Profile, info: dict[str, Any]) -> str:
-    quick = (f" Quick mode: the full RePaint schedule was stopped after {profile.repaint_max_evaluations} network "
-             "evaluations and its time per image extrapolated per evaluation; memory runs without repainting."
-             if profile.name == "quick" else "")
-    return (f"Wall-clock numbers from a machine with {info['usable_cpus']} usable CPU(s) (load average at start "
-            f"{info['load_average_1_5_15']}); a shared, loaded machine inflates and scatters them: compare ratios."
-            + quick)
+    quick = (
+        f" Quick mode: the full RePaint schedule was stopped after {profile.repaint_max_evaluations} network "
+        "evaluations and its time per image extrapolated per evaluation; memory runs without repainting."
+        if profile.name == "quick"
+        else ""
+    )
+    return (
+        f"Wall-clock numbers from a machine with {info['usable_cpus']} usable CPU(s) (load average at start "
+        f"{info['load_average_1_5_15']}); a shared, loaded machine inflates and scatters them: compare ratios." + quick
+    )
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -553,12 +626,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _summary(result: dict[str, Any]) -> str:
-    lines = [f"echogains benchmark ({result['mode']}, model {result['model']['config']} "
-             f"[{result['model']['source']}]):"]
+    lines = [
+        f"echogains benchmark ({result['mode']}, model {result['model']['config']} [{result['model']['source']}]):"
+    ]
     for sampler, per_batch in result["repaint"]["timing"].items():
         for key, t in per_batch.items():
-            lines.append(f"  {sampler:7s} {key}: {t['network_evaluations_per_image']} evaluations/image, "
-                         f"{t['s_per_image']:.2f} s/image ({'extrapolated' if t['truncated'] else 'measured'})")
+            lines.append(
+                f"  {sampler:7s} {key}: {t['network_evaluations_per_image']} evaluations/image, "
+                f"{t['s_per_image']:.2f} s/image ({'extrapolated' if t['truncated'] else 'measured'})"
+            )
     for n, t in result["paper_network"]["threads"].items():
         lines.append(f"  paper network 256x256, {n} thread(s): {t['ms_per_evaluation']:.0f} ms/evaluation")
     lines += [f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}" for k, v in result["ratios"].items()]
@@ -572,8 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         expansion.worker(args.worker)
         return 0
     profile = QUICK if args.quick else FULL
-    return _common.run_main(lambda: run_benchmark(args.out, args.model, profile, args.threads, args.device, args.seed,
-                                                  args.workdir), _summary, args.out)
+    return _common.run_main(
+        lambda: run_benchmark(args.out, args.model, profile, args.threads, args.device, args.seed, args.workdir),
+        _summary,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ except ImportError:  # run as a script (this folder is sys.path[0]) or loaded by
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common  # takes this folder off sys.path again
 
-import torch  # noqa: E402
+import torch
 
-from echogains.data.nnunet import RawDataset, RawDatasetWriter, copy_dataset_files  # noqa: E402
-from echogains.data.phantom import make_phantom  # noqa: E402
-from echogains.utils import EchoDataError, atomic_write_json, get_logger  # noqa: E402
+from echogains.data.nnunet import RawDataset, RawDatasetWriter, copy_dataset_files
+from echogains.data.phantom import make_phantom
+from echogains.utils import EchoDataError, atomic_write_json, get_logger
 
 __all__ = ["SCRIPT", "make_source", "expansion_throughput", "expansion_memory", "worker"]
 
@@ -53,8 +53,15 @@ def make_source(root: Path, n_cases: int, image_size: Sequence[int], seed: int =
     """
     if n_cases < 5:
         raise EchoDataError(root, f"need at least 5 source cases (2 patients) for folds, got {n_cases}")
-    full = make_phantom(root.parent / "phantoms" / root.name, n_patients=math.ceil(n_cases / 4), layout="nnunet",
-                        image_size=tuple(image_size), labels="lv,myo", seed=seed, progress=False)
+    full = make_phantom(
+        root.parent / "phantoms" / root.name,
+        n_patients=math.ceil(n_cases / 4),
+        layout="nnunet",
+        image_size=tuple(image_size),
+        labels="lv,myo",
+        seed=seed,
+        progress=False,
+    )
     src = RawDataset(full)
     writer = RawDatasetWriter(root, src.labels)
     for case_id in sorted(src.case_ids("all"))[:n_cases]:
@@ -71,8 +78,14 @@ def _worker_command(spec: dict[str, Any], workdir: Path, tag: str) -> tuple[list
     atomic_write_json(spec_path, {**spec, "result": str(result)})
     env = dict(os.environ)
     threads = str(spec["threads"])
-    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ECHOGAINS_NO_PROGRESS": "1",
-                "ECHOGAINS_LOGLEVEL": "WARNING"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "ECHOGAINS_NO_PROGRESS": "1",
+            "ECHOGAINS_LOGLEVEL": "WARNING",
+        }
+    )
     return [sys.executable, str(SCRIPT), "--worker", str(spec_path)], result, env
 
 
@@ -83,8 +96,10 @@ def _run_workers(specs: Sequence[dict[str, Any]], workdir: Path, tag: str) -> tu
     handles = [path.open("w", encoding="utf-8") for path in logs]  # files, not pipes: a full pipe would block
     start = time.perf_counter()
     try:
-        procs = [subprocess.Popen(cmd, env=env, stdout=h, stderr=subprocess.STDOUT)
-                 for (cmd, _, env), h in zip(commands, handles)]
+        procs = [
+            subprocess.Popen(cmd, env=env, stdout=h, stderr=subprocess.STDOUT)
+            for (cmd, _, env), h in zip(commands, handles)
+        ]
         codes = [p.wait() for p in procs]
     finally:
         for handle in handles:
@@ -97,65 +112,129 @@ def _run_workers(specs: Sequence[dict[str, Any]], workdir: Path, tag: str) -> tu
     return wall, [json.loads(result.read_text(encoding="utf-8")) for _, result, _ in commands]
 
 
-def _expand_spec(src: Path, out: Path, model: str | None, k: int, batch: int, repaint: bool, threads: int,
-                 shard: str, seed: int, schedule: Sequence[int] | None) -> dict[str, Any]:
-    return {"src": str(src), "out": str(out), "model": model, "k": k, "batch_size": batch, "repaint": repaint,
-            "threads": threads, "shard": shard, "seed": seed, "schedule": None if schedule is None else list(schedule)}
+def _expand_spec(
+    src: Path,
+    out: Path,
+    model: str | None,
+    k: int,
+    batch: int,
+    repaint: bool,
+    threads: int,
+    shard: str,
+    seed: int,
+    schedule: Sequence[int] | None,
+) -> dict[str, Any]:
+    return {
+        "src": str(src),
+        "out": str(out),
+        "model": model,
+        "k": k,
+        "batch_size": batch,
+        "repaint": repaint,
+        "threads": threads,
+        "shard": shard,
+        "seed": seed,
+        "schedule": None if schedule is None else list(schedule),
+    }
 
 
 def _count_outputs(out: Path) -> dict[str, int]:
     images = list((out / "imagesTr").glob("*_0000.nii.gz")) + list((out / "imagesTs").glob("*_0000.nii.gz"))
     augmented = sum("_aug" in p.name for p in images)
-    return {"cases_written": len(images), "augmented_images": augmented,
-            "complete": int((out / "dataset.json").is_file())}
+    return {
+        "cases_written": len(images),
+        "augmented_images": augmented,
+        "complete": int((out / "dataset.json").is_file()),
+    }
 
 
-def expansion_throughput(workdir: Path, model_path: str, profile: Any, threads: int = 1,
-                         seed: int = 0) -> dict[str, Any]:
+def expansion_throughput(
+    workdir: Path, model_path: str, profile: Any, threads: int = 1, seed: int = 0
+) -> dict[str, Any]:
     """Augmented images per minute (wall clock, process start to last exit) with 1 and N concurrent shards."""
     src = make_source(workdir / "Dataset960_ThroughputSrc", profile.throughput_cases, profile.phantom_size, seed)
-    result: dict[str, Any] = {"settings": {
-        "source_cases": profile.throughput_cases, "image_size": list(profile.phantom_size),
-        "k": profile.throughput_k, "batch_size": profile.throughput_batch, "repaint": profile.throughput_repaint,
-        "sampler": "fast" if profile.throughput_repaint else None,
-        "schedule": None if profile.expansion_schedule is None else list(profile.expansion_schedule),
-        "threads_per_process": threads, "model": model_path,
-        "how": "images_per_min: augmented images / wall clock from starting the shard processes to the last one's "
-               "exit (imports, model load, merge included); images_per_min_excluding_imports: the same over the "
-               "slowest shard's expand_dataset call (model load and merge included); all shards write one folder"}}
+    result: dict[str, Any] = {
+        "settings": {
+            "source_cases": profile.throughput_cases,
+            "image_size": list(profile.phantom_size),
+            "k": profile.throughput_k,
+            "batch_size": profile.throughput_batch,
+            "repaint": profile.throughput_repaint,
+            "sampler": "fast" if profile.throughput_repaint else None,
+            "schedule": None if profile.expansion_schedule is None else list(profile.expansion_schedule),
+            "threads_per_process": threads,
+            "model": model_path,
+            "how": "images_per_min: augmented images / wall clock from starting the shard processes to the last one's "
+            "exit (imports, model load, merge included); images_per_min_excluding_imports: the same over the "
+            "slowest shard's expand_dataset call (model load and merge included); all shards write one folder",
+        }
+    }
     for i, n in enumerate(profile.shard_counts):
         out = workdir / f"Dataset95{i}_Throughput{n}"
         model = model_path if profile.throughput_repaint else None
-        specs = [_expand_spec(src, out, model, profile.throughput_k, profile.throughput_batch,
-                              profile.throughput_repaint, threads, f"{j}/{n}", seed, profile.expansion_schedule)
-                 for j in range(n)]
+        specs = [
+            _expand_spec(
+                src,
+                out,
+                model,
+                profile.throughput_k,
+                profile.throughput_batch,
+                profile.throughput_repaint,
+                threads,
+                f"{j}/{n}",
+                seed,
+                profile.expansion_schedule,
+            )
+            for j in range(n)
+        ]
         log.info("expansion throughput with %d shard(s)", n)
         wall, shards = _run_workers(specs, workdir, f"throughput{n}")
         counts = _count_outputs(out)
         slowest = max(s["expand_s"] for s in shards)
-        result[f"shards_{n}"] = {"wall_s": wall, **counts,
-                                 "images_per_min": counts["augmented_images"] / wall * 60.0,
-                                 "images_per_min_excluding_imports": counts["augmented_images"] / slowest * 60.0,
-                                 "per_shard": shards}
+        result[f"shards_{n}"] = {
+            "wall_s": wall,
+            **counts,
+            "images_per_min": counts["augmented_images"] / wall * 60.0,
+            "images_per_min_excluding_imports": counts["augmented_images"] / slowest * 60.0,
+            "per_shard": shards,
+        }
     return result
 
 
-def expansion_memory(workdir: Path, model_path: str | None, profile: Any, threads: int = 1,
-                     seed: int = 0) -> dict[str, Any]:
+def expansion_memory(
+    workdir: Path, model_path: str | None, profile: Any, threads: int = 1, seed: int = 0
+) -> dict[str, Any]:
     """Peak resident memory of one ``expand_dataset`` process per source dataset size."""
     repaint = profile.memory_repaint
-    result: dict[str, Any] = {"settings": {
-        "k": profile.memory_k, "batch_size": profile.throughput_batch, "repaint": repaint,
-        "model": model_path if repaint else None, "image_size": list(profile.phantom_size),
-        "threads": threads, "how": "peak resident set size (VmHWM; ru_maxrss where there is no /proc) of a fresh "
-                                   "process running expand_dataset alone; rss_after_imports is its peak before "
-                                   "expanding (Python, torch, echogains); ru_maxrss_mib is reported too but on "
-                                   "Linux it inherits the launching process's high-water mark"}}
+    result: dict[str, Any] = {
+        "settings": {
+            "k": profile.memory_k,
+            "batch_size": profile.throughput_batch,
+            "repaint": repaint,
+            "model": model_path if repaint else None,
+            "image_size": list(profile.phantom_size),
+            "threads": threads,
+            "how": "peak resident set size (VmHWM; ru_maxrss where there is no /proc) of a fresh "
+            "process running expand_dataset alone; rss_after_imports is its peak before "
+            "expanding (Python, torch, echogains); ru_maxrss_mib is reported too but on "
+            "Linux it inherits the launching process's high-water mark",
+        }
+    }
     for i, n in enumerate(profile.memory_cases):
         src = make_source(workdir / f"Dataset97{i}_Mem{n}Src", n, profile.phantom_size, seed)
         out = workdir / f"Dataset98{i}_Mem{n}"
-        spec = _expand_spec(src, out, model_path if repaint else None, profile.memory_k, profile.throughput_batch,
-                            repaint, threads, "0/1", seed, profile.expansion_schedule)
+        spec = _expand_spec(
+            src,
+            out,
+            model_path if repaint else None,
+            profile.memory_k,
+            profile.throughput_batch,
+            repaint,
+            threads,
+            "0/1",
+            seed,
+            profile.expansion_schedule,
+        )
         log.info("expansion memory with %d source cases", n)
         _, (res,) = _run_workers([spec], workdir, f"memory{n}")
         result[f"cases_{n}"] = {"source_cases": n, **_count_outputs(out), **res}
@@ -182,9 +261,17 @@ def _start_expand(spec: dict[str, Any]) -> dict[str, Any]:
     """expand_dataset of a worker spec; concurrent shards may collide while the first one creates the folder."""
     from echogains.augment.expand import expand_dataset  # here: its import is timed and measured by worker()
 
-    kwargs = {"model": spec["model"], "k": spec["k"], "batch_size": spec["batch_size"], "repaint": spec["repaint"],
-              "seed": spec["seed"], "shard": spec["shard"], "device": "cpu", "progress": False,
-              "schedule": spec["schedule"]}
+    kwargs = {
+        "model": spec["model"],
+        "k": spec["k"],
+        "batch_size": spec["batch_size"],
+        "repaint": spec["repaint"],
+        "seed": spec["seed"],
+        "shard": spec["shard"],
+        "device": "cpu",
+        "progress": False,
+        "schedule": spec["schedule"],
+    }
     for attempt in range(3):
         try:
             expand_dataset(spec["src"], spec["out"], **kwargs)
@@ -211,7 +298,16 @@ def worker(spec_path: str) -> None:
     info = _start_expand(spec)
     seconds = time.perf_counter() - start
     peak, source = _peak_rss_bytes()
-    atomic_write_json(spec["result"], {"shard": spec["shard"], "expand_s": seconds, **info,
-                                       "rss_after_imports_mib": rss_imports / _MIB, "peak_rss_mib": peak / _MIB,
-                                       "peak_minus_imports_mib": (peak - rss_imports) / _MIB,
-                                       "peak_rss_source": source, "ru_maxrss_mib": _ru_maxrss_bytes() / _MIB})
+    atomic_write_json(
+        spec["result"],
+        {
+            "shard": spec["shard"],
+            "expand_s": seconds,
+            **info,
+            "rss_after_imports_mib": rss_imports / _MIB,
+            "peak_rss_mib": peak / _MIB,
+            "peak_minus_imports_mib": (peak - rss_imports) / _MIB,
+            "peak_rss_source": source,
+            "ru_maxrss_mib": _ru_maxrss_bytes() / _MIB,
+        },
+    )

@@ -77,8 +77,9 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     kyy = (y @ y.T / n + 1.0) ** 3
     kxy = (x @ y.T / n + 1.0) ** 3
     m = x.shape[0]
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                 - 2.0 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean()
+    )
 
 
 def kid(x: np.ndarray, y: np.ndarray, subsets: int, size: int, seed: int) -> dict[str, float]:
@@ -89,8 +90,12 @@ def kid(x: np.ndarray, y: np.ndarray, subsets: int, size: int, seed: int) -> dic
     for _ in range(subsets):
         idx = rng.choice(x.shape[0], size=size, replace=False)
         vals.append(1000.0 * polynomial_mmd2(x[idx], y[idx]))
-    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-            "crops": int(x.shape[0]), "subset_size": int(size)}
+    return {
+        "mean": float(np.mean(vals)),
+        "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "crops": int(x.shape[0]),
+        "subset_size": int(size),
+    }
 
 
 def crop_positions(generated: np.ndarray, fan: np.ndarray, crop: int) -> list[tuple[int, int]]:
@@ -112,8 +117,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     border = max(1, int(round(10 * size / 256)))
     policy = TransformPolicy()
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_phantom(Path(tmp) / "Dataset950_Unseen", n_patients=args.n_patients, layout="nnunet",
-                            seed=args.phantom_seed, labels="lv,myo", progress=False)
+        root = make_phantom(
+            Path(tmp) / "Dataset950_Unseen",
+            n_patients=args.n_patients,
+            layout="nnunet",
+            seed=args.phantom_seed,
+            labels="lv,myo",
+            progress=False,
+        )
         ds = RawDataset(root)
         items = []
         for case_id in ds.case_ids("all"):
@@ -133,17 +144,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fans.append(regrid_sector(it.source.sector, it.source.image.shape, (size, size)).mask((size, size)))
     samplers = [("none", None), ("fast", FAST_SCHEDULE), ("fast_before_issue12", OLD_FAST), ("paper", PAPER_SCHEDULE)]
     result: dict[str, Any] = {
-        "benchmark": "repaint_demo", "model": str(Path(args.model).name), "image_size": size, "border_px": border,
-        "n_images": len(items), "phantom_seed": args.phantom_seed, "seed": args.seed, "crop": args.crop,
-        "transforms": [it.steps for it in items], "samplers": {},
+        "benchmark": "repaint_demo",
+        "model": str(Path(args.model).name),
+        "image_size": size,
+        "border_px": border,
+        "n_images": len(items),
+        "phantom_seed": args.phantom_seed,
+        "seed": args.seed,
+        "crop": args.crop,
+        "transforms": [it.steps for it in items],
+        "samplers": {},
     }
     # crops: positions fully generated and inside the original fan, the same for every sampler
     positions = []
     for i, it in enumerate(items):
         keep = frame_keep_mask(it.frame.known, border)
         positions.append(crop_positions(~keep, fans[i], args.crop))
-    real = np.stack([sources[i][r : r + args.crop, c : c + args.crop].ravel()
-                     for i, pos in enumerate(positions) for r, c in pos])
+    real = np.stack(
+        [sources[i][r : r + args.crop, c : c + args.crop].ravel() for i, pos in enumerate(positions) for r, c in pos]
+    )
     owner = np.array([i for i, pos in enumerate(positions) for _ in pos])
     half = owner % 2 == 0
     m = min(half.sum(), (~half).sum())
@@ -153,9 +172,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if sched is None:
             frames = np.stack([model_input(it) for it in items])
         else:
-            frames = np.concatenate([
-                repaint_frames(items[s : s + args.batch], net, diffusion, "repaint", sched, border, "cpu")
-                for s in range(0, len(items), args.batch)])
+            frames = np.concatenate(
+                [
+                    repaint_frames(items[s : s + args.batch], net, diffusion, "repaint", sched, border, "cpu")
+                    for s in range(0, len(items), args.batch)
+                ]
+            )
         seconds = time.perf_counter() - start
         seams, pasted = [], []
         for i, it in enumerate(items):
@@ -164,8 +186,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if sched is not None:
                 old = np.where(it.frame.known, model_input(it), frames[i])
                 pasted.append(seam_score(old, it.frame.known))
-        gen = np.stack([frames[i][r : r + args.crop, c : c + args.crop].ravel()
-                        for i, pos in enumerate(positions) for r, c in pos])
+        gen = np.stack(
+            [frames[i][r : r + args.crop, c : c + args.crop].ravel() for i, pos in enumerate(positions) for r, c in pos]
+        )
         row = {
             "schedule": list(sched) if sched else None,
             "evaluations": schedule_counts(*sched).evaluations if sched else 0,
@@ -177,9 +200,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "kid": kid(gen, real, args.subsets, args.subset_size, args.seed),
         }
         result["samplers"][name] = row
-        print(f"{name}: {row['evaluations']} evals, seam {row['seam']:.3f} (band pasted back: "
-              f"{row['seam_band_pasted']}), KID x1000 {row['kid']['mean']:.2f} +- {row['kid']['sd']:.2f} "
-              f"({seconds:.0f} s)", flush=True)
+        print(
+            f"{name}: {row['evaluations']} evals, seam {row['seam']:.3f} (band pasted back: "
+            f"{row['seam_band_pasted']}), KID x1000 {row['kid']['mean']:.2f} +- {row['kid']['sd']:.2f} "
+            f"({seconds:.0f} s)",
+            flush=True,
+        )
     return result
 
 
@@ -191,19 +217,28 @@ def _kid_text(k: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["# RePaint with the demo DDPM on unseen phantom frames", "", f"Command: `{result['command']}`", "",
-             f"{result['n_images']} combination augmentations at {result['image_size']} px, seam band "
-             f"{result['border_px']} px; KID x 1000 on {result['crop']} x {result['crop']} crops of the generated "
-             "region inside the sector vs the source frames at the same positions (cubic polynomial kernel on pixels; "
-             f"real vs real: {_kid_text(result['kid_real_vs_real'])}).",
-             "", "| sampler | schedule | network evaluations | seam (median) | seam, band pasted back | images worse "
-             "pasted | KID x 1000 | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# RePaint with the demo DDPM on unseen phantom frames",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"{result['n_images']} combination augmentations at {result['image_size']} px, seam band "
+        f"{result['border_px']} px; KID x 1000 on {result['crop']} x {result['crop']} crops of the generated "
+        "region inside the sector vs the source frames at the same positions (cubic polynomial kernel on pixels; "
+        f"real vs real: {_kid_text(result['kid_real_vs_real'])}).",
+        "",
+        "| sampler | schedule | network evaluations | seam (median) | seam, band pasted back | images worse "
+        "pasted | KID x 1000 | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["samplers"].items():
         sched = "-" if r["schedule"] is None else "(" + ", ".join(map(str, r["schedule"])) + ")"
         pasted = "-" if r["seam_band_pasted"] is None else f"{r['seam_band_pasted']:.3f}"
         worse = "-" if r["seam_worse_when_pasted"] is None else f"{r['seam_worse_when_pasted']} of {result['n_images']}"
-        lines.append(f"| {name} | {sched} | {r['evaluations']} | {r['seam']:.3f} | {pasted} | {worse} | "
-                     f"{_kid_text(r['kid'])} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {sched} | {r['evaluations']} | {r['seam']:.3f} | {pasted} | {worse} | "
+            f"{_kid_text(r['kid'])} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

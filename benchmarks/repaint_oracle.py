@@ -198,8 +198,9 @@ class ExactDenoiser:
         variance: ``exact`` (the diagonal of the true reverse-step covariance), ``small`` (beta~) or ``large`` (beta).
     """
 
-    def __init__(self, model: GaussianImageModel, full: GaussianDiffusion, process: GaussianDiffusion,
-                 variance: str = "exact") -> None:
+    def __init__(
+        self, model: GaussianImageModel, full: GaussianDiffusion, process: GaussianDiffusion, variance: str = "exact"
+    ) -> None:
         if variance not in ("exact", "small", "large"):
             raise ValueError(f"variance must be exact, small or large, got {variance!r}")
         self.model, self.variance = model, variance
@@ -230,7 +231,11 @@ class ExactDenoiser:
             v = np.ones(self.model.d)
         else:
             target = self.beta_tilde[k] + self.coef1[k] ** 2 * post_var
-            v = (np.log(np.maximum(target, 1e-300)) - lbt) / (lb - lbt) if abs(lb - lbt) > 1e-12 else np.zeros_like(target)
+            v = (
+                (np.log(np.maximum(target, 1e-300)) - lbt) / (lb - lbt)
+                if abs(lb - lbt) > 1e-12
+                else np.zeros_like(target)
+            )
         v_raw = np.broadcast_to(2.0 * v - 1.0, xt.shape)
         out = np.stack([eps, v_raw], axis=1).reshape(b, 2, *self.model.shape)
         return torch.from_numpy(out).to(x.device, x.dtype)
@@ -271,8 +276,14 @@ def conditioning(model: GaussianImageModel, n_images: int, seed: int) -> Conditi
     return Conditioning(model, images, np.stack(means), covs[0])
 
 
-def _ddnm(model_fn: Callable[..., torch.Tensor], diffusion: GaussianDiffusion, image: torch.Tensor,
-          known: torch.Tensor, generator: torch.Generator, schedule: Sequence[int]) -> torch.Tensor:
+def _ddnm(
+    model_fn: Callable[..., torch.Tensor],
+    diffusion: GaussianDiffusion,
+    image: torch.Tensor,
+    known: torch.Tensor,
+    generator: torch.Generator,
+    schedule: Sequence[int],
+) -> torch.Tensor:
     """DDNM for noise-free inpainting with time travel: x0 <- known * y + (1 - known) * x0_hat, then the posterior."""
     t_T, jump_length, jump_n_sample = schedule
     process = diffusion.respace(t_T) if t_T < diffusion.num_timesteps else diffusion
@@ -296,8 +307,15 @@ def _ddnm(model_fn: Callable[..., torch.Tensor], diffusion: GaussianDiffusion, i
     return torch.where(known, image, x)
 
 
-def run_sampler(cond: Conditioning, method: str, schedule: Sequence[int], n_samples: int, seed: int,
-                variance: str = "exact", diffusion: GaussianDiffusion | None = None) -> np.ndarray:
+def run_sampler(
+    cond: Conditioning,
+    method: str,
+    schedule: Sequence[int],
+    n_samples: int,
+    seed: int,
+    variance: str = "exact",
+    diffusion: GaussianDiffusion | None = None,
+) -> np.ndarray:
     """Samples (n_images, n_samples, d_u) of the unknown pixels: ``repaint``, ``ddnm`` or ``exact`` (direct draws)."""
     model = cond.model
     u = ~model.known.reshape(-1)
@@ -377,29 +395,69 @@ class Profile:
     search: bool
 
 
-FULL = Profile(n_images=4, n_samples=1000, search_images=2, search_samples=500, budget=100, max_t=100,
-               confirm_top=8, confirm_seeds=(1, 2), models=("field", "pair"), search=True)
-QUICK = Profile(n_images=1, n_samples=1000, search_images=1, search_samples=1000, budget=100, max_t=30,
-                confirm_top=2, confirm_seeds=(1,), models=("pair",), search=True)
+FULL = Profile(
+    n_images=4,
+    n_samples=1000,
+    search_images=2,
+    search_samples=500,
+    budget=100,
+    max_t=100,
+    confirm_top=8,
+    confirm_seeds=(1, 2),
+    models=("field", "pair"),
+    search=True,
+)
+QUICK = Profile(
+    n_images=1,
+    n_samples=1000,
+    search_images=1,
+    search_samples=1000,
+    budget=100,
+    max_t=30,
+    confirm_top=2,
+    confirm_seeds=(1,),
+    models=("pair",),
+    search=True,
+)
 
 MODELS: dict[str, Callable[[], GaussianImageModel]] = {"pair": pair_model, "field": field_model}
 
 #: Schedules measured on every model besides the search: the paper's, plain replacement at 250 steps, the
 #: pre-issue-12 fast default and the issue's examples.
 REFERENCES: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("repaint", PAPER), ("repaint", REPLACEMENT_250), ("repaint", (15, 3, 7)), ("repaint", (30, 3, 3)),
-    ("repaint", (50, 5, 2)), ("repaint", (100, 1, 1)), ("ddnm", (100, 1, 1)), ("ddnm", (250, 1, 1)),
+    ("repaint", PAPER),
+    ("repaint", REPLACEMENT_250),
+    ("repaint", (15, 3, 7)),
+    ("repaint", (30, 3, 3)),
+    ("repaint", (50, 5, 2)),
+    ("repaint", (100, 1, 1)),
+    ("ddnm", (100, 1, 1)),
+    ("ddnm", (250, 1, 1)),
 )
 
 
 def _row(method: str, schedule: Sequence[int], metrics: dict[str, float], seconds: float, **extra: Any) -> dict:
     counts = schedule_counts(*schedule)
-    return {"method": method, "schedule": list(schedule), "evaluations": counts.evaluations,
-            "transitions": counts.transitions, **metrics, "seconds": seconds, **extra}
+    return {
+        "method": method,
+        "schedule": list(schedule),
+        "evaluations": counts.evaluations,
+        "transitions": counts.transitions,
+        **metrics,
+        "seconds": seconds,
+        **extra,
+    }
 
 
-def _measure_one(cond: Conditioning, method: str, schedule: Sequence[int], n: int, seed: int, variance: str,
-                 diffusion: GaussianDiffusion) -> dict:
+def _measure_one(
+    cond: Conditioning,
+    method: str,
+    schedule: Sequence[int],
+    n: int,
+    seed: int,
+    variance: str,
+    diffusion: GaussianDiffusion,
+) -> dict:
     start = time.perf_counter()
     samples = run_sampler(cond, method, schedule, n, seed, variance, diffusion)
     return _row(method, schedule, measure(cond, samples), time.perf_counter() - start, seed=seed, variance=variance)
@@ -412,7 +470,12 @@ def run_benchmark(profile: Profile, seed: int = 0, log: Callable[[str], None] = 
         "benchmark": "repaint_oracle",
         "command": None,
         "profile": profile.__dict__ | {"confirm_seeds": list(profile.confirm_seeds), "models": list(profile.models)},
-        "process": {"num_timesteps": NUM_TIMESTEPS, "schedule": "cosine", "clip_denoised": False, "dtype": "float32 state, float64 oracle"},
+        "process": {
+            "num_timesteps": NUM_TIMESTEPS,
+            "schedule": "cosine",
+            "clip_denoised": False,
+            "dtype": "float32 state, float64 oracle",
+        },
         "floor": floors(profile.n_samples),
         "models": {},
     }
@@ -420,27 +483,35 @@ def run_benchmark(profile: Profile, seed: int = 0, log: Callable[[str], None] = 
         model = MODELS[name]()
         cond = conditioning(model, profile.n_images, seed)
         entry: dict[str, Any] = {
-            "d": model.d, "unknown": int((~model.known).sum()),
+            "d": model.d,
+            "unknown": int((~model.known).sum()),
             "conditional_mean": cond.means.tolist() if model.d <= 4 else None,
             "conditional_var": np.diag(cond.cov).tolist() if model.d <= 4 else None,
             "exact_sampler": measure(cond, run_sampler(cond, "exact", (0, 0, 0), profile.n_samples, seed)),
-            "references": [], "variance_modes": [],
+            "references": [],
+            "variance_modes": [],
         }
         for method, sched in REFERENCES:
             row = _measure_one(cond, method, sched, profile.n_samples, seed, "exact", diffusion)
             entry["references"].append(row)
-            log(f"{name} {method} {sched}: {row['evaluations']} evals, mean {row['mean_error']:.3f}, "
-                f"var {row['var_error']:.3f} ({row['seconds']:.1f} s)")
+            log(
+                f"{name} {method} {sched}: {row['evaluations']} evals, mean {row['mean_error']:.3f}, "
+                f"var {row['var_error']:.3f} ({row['seconds']:.1f} s)"
+            )
         result["models"][name] = entry
     if profile.search:
         _search(result, profile, seed, diffusion, log)
-    result["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
-                         "threads": torch.get_num_threads()}
+    result["machine"] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     return result
 
 
-def _search(result: dict[str, Any], profile: Profile, seed: int, diffusion: GaussianDiffusion,
-            log: Callable[[str], None]) -> None:
+def _search(
+    result: dict[str, Any], profile: Profile, seed: int, diffusion: GaussianDiffusion, log: Callable[[str], None]
+) -> None:
     """The <= budget grid on the first model, its best re-measured with fresh seeds, the choice, and the chosen
     schedule on every model with fixed variances too; into ``result``."""
     first = profile.models[0]
@@ -451,8 +522,10 @@ def _search(result: dict[str, Any], profile: Profile, seed: int, diffusion: Gaus
         for sched in search_grid(profile.budget, profile.max_t):
             rows.append(_measure_one(cond, method, sched, profile.search_samples, seed, "exact", diffusion))
     rows.sort(key=lambda r: r["mean_error"])
-    log(f"search on {first}: {len(rows)} runs; best {rows[0]['method']} {rows[0]['schedule']} "
-        f"mean {rows[0]['mean_error']:.3f}")
+    log(
+        f"search on {first}: {len(rows)} runs; best {rows[0]['method']} {rows[0]['schedule']} "
+        f"mean {rows[0]['mean_error']:.3f}"
+    )
     top = rows[: profile.confirm_top]
     confirm = []
     candidates = [(r["method"], tuple(r["schedule"])) for r in top]
@@ -462,10 +535,19 @@ def _search(result: dict[str, Any], profile: Profile, seed: int, diffusion: Gaus
         for s in profile.confirm_seeds:
             c = conditioning(model, profile.n_images, 1000 + s)
             runs.append(_measure_one(c, method, sched, profile.n_samples, 1000 + s, "exact", diffusion))
-        avg = {k: float(np.mean([r[k] for r in runs])) for k in ("mean_error", "var_error", "var_ratio",
-                                                                "cov_error", "mean_abs")}
-        confirm.append(_row(method, sched, avg, float(sum(r["seconds"] for r in runs)),
-                            seeds=[1000 + s for s in profile.confirm_seeds]))
+        avg = {
+            k: float(np.mean([r[k] for r in runs]))
+            for k in ("mean_error", "var_error", "var_ratio", "cov_error", "mean_abs")
+        }
+        confirm.append(
+            _row(
+                method,
+                sched,
+                avg,
+                float(sum(r["seconds"] for r in runs)),
+                seeds=[1000 + s for s in profile.confirm_seeds],
+            )
+        )
     within = [c for c in confirm if c["evaluations"] <= profile.budget]
     best_any = min(within, key=lambda r: r["mean_error"])
     # the fast sampler is RePaint on a respaced schedule: its default is the best RePaint schedule
@@ -487,70 +569,102 @@ def _search(result: dict[str, Any], profile: Profile, seed: int, diffusion: Gaus
         model = MODELS[name]()
         cond = conditioning(model, profile.search_images, seed)
         for variance in ("small", "large"):
-            for method, sched in ((best["method"], tuple(best["schedule"])), ("repaint", REPLACEMENT_250),
-                                  ("repaint", PAPER)):
+            for method, sched in (
+                (best["method"], tuple(best["schedule"])),
+                ("repaint", REPLACEMENT_250),
+                ("repaint", PAPER),
+            ):
                 result["models"][name]["variance_modes"].append(
-                    _measure_one(cond, method, sched, profile.search_samples, seed, variance, diffusion))
+                    _measure_one(cond, method, sched, profile.search_samples, seed, variance, diffusion)
+                )
         cond = conditioning(model, profile.n_images, seed)
         if name != first:
-            result["models"][name]["chosen"] = _measure_one(cond, best["method"], tuple(best["schedule"]),
-                                                            profile.n_samples, seed, "exact", diffusion)
+            result["models"][name]["chosen"] = _measure_one(
+                cond, best["method"], tuple(best["schedule"]), profile.n_samples, seed, "exact", diffusion
+            )
 
 
 def _fmt(row: dict) -> str:
     sched = "(" + ", ".join(str(v) for v in row["schedule"]) + ")"
-    return (f"| {row['method']} | {sched} | {row['evaluations']} | {row['mean_error']:.3f} | {row['var_error']:.3f} "
-            f"| {row['var_ratio']:.2f} | {row['cov_error']:.3f} |")
+    return (
+        f"| {row['method']} | {sched} | {row['evaluations']} | {row['mean_error']:.3f} | {row['var_error']:.3f} "
+        f"| {row['var_ratio']:.2f} | {row['cov_error']:.3f} |"
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The tables of a result as markdown."""
-    head = ("| sampler | (t_T, jump, resamples) | network evaluations | mean error (cond. sd) | var error (log) "
-            "| var ratio | cov error |\n|---|---|---|---|---|---|---|")
+    head = (
+        "| sampler | (t_T, jump, resamples) | network evaluations | mean error (cond. sd) | var error (log) "
+        "| var ratio | cov error |\n|---|---|---|---|---|---|---|"
+    )
     floor = result["floor"]
-    lines = ["# RePaint schedules against an exact Gaussian oracle", "",
-             f"Command: `{result.get('command')}`", "",
-             "Metrics over the unknown pixels (see `benchmarks/repaint_oracle.py`): mean error = RMS of (sample mean "
-             "- exact conditional mean) in conditional standard deviations; var error = RMS of log(sample variance / "
-             "exact); var ratio = sample / exact variance; cov error = relative Frobenius error of the covariance. "
-             f"Monte-Carlo floor with {result['profile']['n_samples']} samples per image: mean error "
-             f"{floor['mean_error']:.3f}, var error {floor['var_error']:.3f}.", ""]
+    lines = [
+        "# RePaint schedules against an exact Gaussian oracle",
+        "",
+        f"Command: `{result.get('command')}`",
+        "",
+        "Metrics over the unknown pixels (see `benchmarks/repaint_oracle.py`): mean error = RMS of (sample mean "
+        "- exact conditional mean) in conditional standard deviations; var error = RMS of log(sample variance / "
+        "exact); var ratio = sample / exact variance; cov error = relative Frobenius error of the covariance. "
+        f"Monte-Carlo floor with {result['profile']['n_samples']} samples per image: mean error "
+        f"{floor['mean_error']:.3f}, var error {floor['var_error']:.3f}.",
+        "",
+    ]
     for name, entry in result["models"].items():
         ex = entry["exact_sampler"]
-        lines += [f"## Model `{name}` (d = {entry['d']}, {entry['unknown']} unknown pixels)", "",
-                  f"Exact conditional sampler (the floor, measured): mean error {ex['mean_error']:.3f}, var error "
-                  f"{ex['var_error']:.3f}.", "", head]
+        lines += [
+            f"## Model `{name}` (d = {entry['d']}, {entry['unknown']} unknown pixels)",
+            "",
+            f"Exact conditional sampler (the floor, measured): mean error {ex['mean_error']:.3f}, var error "
+            f"{ex['var_error']:.3f}.",
+            "",
+            head,
+        ]
         lines += [_fmt(r) for r in entry["references"]]
         if "chosen" in entry:
             lines.append(_fmt(entry["chosen"]) + " chosen")
         if entry["variance_modes"]:
-            lines += ["", "Fixed variances instead of the oracle's exact diagonal one (search size):", "",
-                      head.replace("| sampler |", "| sampler (variance) |")]
+            lines += [
+                "",
+                "Fixed variances instead of the oracle's exact diagonal one (search size):",
+                "",
+                head.replace("| sampler |", "| sampler (variance) |"),
+            ]
             for r in entry["variance_modes"]:
                 lines.append(_fmt({**r, "method": f"{r['method']} ({r['variance']})"}))
         lines.append("")
     if "confirmation" in result:
         conf = result["confirmation"]
         prof = result["profile"]
-        lines += [f"## Search at <= {prof['budget']} evaluations (model `{conf['model']}`)", "",
-                  f"{result['search']['grid_size']} runs (seed {result['search']['seed']}, {prof['search_images']} "
-                  f"images x {prof['search_samples']} samples, floor {1 / math.sqrt(prof['search_samples']):.3f}); "
-                  "best 10 by mean error:",
-                  "", head]
+        lines += [
+            f"## Search at <= {prof['budget']} evaluations (model `{conf['model']}`)",
+            "",
+            f"{result['search']['grid_size']} runs (seed {result['search']['seed']}, {prof['search_images']} "
+            f"images x {prof['search_samples']} samples, floor {1 / math.sqrt(prof['search_samples']):.3f}); "
+            "best 10 by mean error:",
+            "",
+            head,
+        ]
         lines += [_fmt(r) for r in result["search"]["rows"][:10]]
         lines += ["", f"Re-measured with fresh seeds {conf['rows'][0]['seeds']} (mean of the runs):", "", head]
         lines += [_fmt(r) for r in conf["rows"]]
         ch = result["choice"]
         b, a = ch["best_at_budget"], ch["best_any_method_at_budget"]
-        lines += ["", f"Best of any method at <= {result['profile']['budget']} evaluations: {a['method']} "
-                      f"{tuple(a['schedule'])}, mean error {a['mean_error']:.3f}.", "",
-                  f"Best RePaint schedule at <= {result['profile']['budget']} evaluations (the `fast` default): "
-                      f"{b['method']} {tuple(b['schedule'])}, "
-                      f"{b['evaluations']} evaluations, mean error {b['mean_error']:.3f} vs (250, 1, 1) "
-                      f"{ch['replacement_250']['mean_error']:.3f} and (250, 10, 10) "
-                      f"{ch['paper_250_10_10']['mean_error']:.3f}: within (250, 1, 1): "
-                      f"{'yes' if ch['within_replacement_250'] else 'no'}; within (250, 10, 10): "
-                      f"{'yes' if ch['within_paper'] else 'no'}.", ""]
+        lines += [
+            "",
+            f"Best of any method at <= {result['profile']['budget']} evaluations: {a['method']} "
+            f"{tuple(a['schedule'])}, mean error {a['mean_error']:.3f}.",
+            "",
+            f"Best RePaint schedule at <= {result['profile']['budget']} evaluations (the `fast` default): "
+            f"{b['method']} {tuple(b['schedule'])}, "
+            f"{b['evaluations']} evaluations, mean error {b['mean_error']:.3f} vs (250, 1, 1) "
+            f"{ch['replacement_250']['mean_error']:.3f} and (250, 10, 10) "
+            f"{ch['paper_250_10_10']['mean_error']:.3f}: within (250, 1, 1): "
+            f"{'yes' if ch['within_replacement_250'] else 'no'}; within (250, 10, 10): "
+            f"{'yes' if ch['within_paper'] else 'no'}.",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -83,16 +83,24 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "fp16": {"precision": "fp16", "checkpointing": False, "accumulate": 1},
     "checkpointing+fp16": {"precision": "fp16", "checkpointing": True, "accumulate": 1},
 }
-DEFAULT_CONFIGURATIONS = ("baseline", "checkpointing", "bf16", "checkpointing+bf16", "accumulate",
-                          "checkpointing+bf16+acc")
+DEFAULT_CONFIGURATIONS = (
+    "baseline",
+    "checkpointing",
+    "bf16",
+    "checkpointing+bf16",
+    "accumulate",
+    "checkpointing+bf16+acc",
+)
 #: model name -> (what it is, the paper's batch per optimiser step)
 MODELS: dict[str, tuple[str, int]] = {
     "echo_dnd": ("Echo-DND paper network (C = 128, 256 px, MFCM, GNEM + BNEM), AdamW, EMA", 8),
     "ddpm": ("EchoGAINS DDPM paper network (256 px, T = 4000), Adam, EMA", 64),
 }
 #: ``--scale``: the networks measured (``tiny``: the smoke test's)
-SCALES: dict[str, dict[str, str]] = {"paper": {"echo_dnd": "paper", "ddpm": "paper"},
-                                     "tiny": {"echo_dnd": "tiny", "ddpm": "micro"}}
+SCALES: dict[str, dict[str, str]] = {
+    "paper": {"echo_dnd": "paper", "ddpm": "paper"},
+    "tiny": {"echo_dnd": "tiny", "ddpm": "micro"},
+}
 BUDGETS_GB = (24, 40, 80)
 GB = 1e9
 
@@ -108,14 +116,21 @@ def _vm_rss_bytes() -> int | None:
 
 def _echo_dnd_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN202
     import torch
-
     from scripts.losses import EchoDNDLoss
     from scripts.train import EchoDNDTrainer
 
     opts = CONFIGURATIONS[spec["configuration"]]
-    trainer = EchoDNDTrainer(dataset_dir="unused", output_dir=out, config=SCALES[spec["scale"]]["echo_dnd"],
-                             batch_size=spec["batch"], val_every=0,
-                             progress=False, device=device, seed=0, **opts)
+    trainer = EchoDNDTrainer(
+        dataset_dir="unused",
+        output_dir=out,
+        config=SCALES[spec["scale"]]["echo_dnd"],
+        batch_size=spec["batch"],
+        val_every=0,
+        progress=False,
+        device=device,
+        seed=0,
+        **opts,
+    )
     size = trainer.config.image_size
     gen = torch.Generator().manual_seed(0)
     trainer.train_images = torch.rand(8, 1, size, size, generator=gen)
@@ -158,11 +173,24 @@ def _ddpm_trainer(spec: dict[str, Any], device: str, out: str):  # noqa: ANN202
     opts = CONFIGURATIONS[spec["configuration"]]
     cfg = get_config(SCALES[spec["scale"]]["ddpm"])
     rng = np.random.default_rng(0)
-    images = TrainingImages(rng.integers(0, 256, (8, cfg.image_size, cfg.image_size), dtype=np.uint8), [None] * 8,
-                            [f"random{k}" for k in range(8)])
-    settings = TrainSettings(steps=spec["steps"], batch_size=spec["batch"], lr=cfg.lr, ema=cfg.ema, seed=0,
-                             max_narrowing_deg=0.0, sample_every=0, checkpoint_every=10**9, n_samples=1,
-                             sample_steps=1, **opts)
+    images = TrainingImages(
+        rng.integers(0, 256, (8, cfg.image_size, cfg.image_size), dtype=np.uint8),
+        [None] * 8,
+        [f"random{k}" for k in range(8)],
+    )
+    settings = TrainSettings(
+        steps=spec["steps"],
+        batch_size=spec["batch"],
+        lr=cfg.lr,
+        ema=cfg.ema,
+        seed=0,
+        max_narrowing_deg=0.0,
+        sample_every=0,
+        checkpoint_every=10**9,
+        n_samples=1,
+        sample_steps=1,
+        **opts,
+    )
     trainer = DDPMTrainer(images, out, cfg, settings, device=device, progress=False)
     if spec.get("lean"):  # slope mode: no EMA copy, SGD without moments (what grows with the batch is the same)
         import torch
@@ -215,9 +243,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "torch": torch.__version__,
     }
     if cuda:
-        record.update(cuda_max_allocated_gb=torch.cuda.max_memory_allocated() / GB,
-                      cuda_max_reserved_gb=torch.cuda.max_memory_reserved() / GB,
-                      cuda_after_build_gb=built_allocated / GB, cuda_device=torch.cuda.get_device_name())
+        record.update(
+            cuda_max_allocated_gb=torch.cuda.max_memory_allocated() / GB,
+            cuda_max_reserved_gb=torch.cuda.max_memory_reserved() / GB,
+            cuda_after_build_gb=built_allocated / GB,
+            cuda_device=torch.cuda.get_device_name(),
+        )
     return record
 
 
@@ -234,8 +265,12 @@ def _proc_rss_bytes(pid: int) -> int:
 
 def measure(spec: dict[str, Any], kill_gb: float, timeout_s: float) -> dict[str, Any]:
     """Run :func:`child` for ``spec`` in a fresh interpreter; its record plus the peak RSS ``os.wait4`` reports."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(BUNDLE_ROOT)])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(spec["threads"]),
+        "MKL_NUM_THREADS": str(spec["threads"]),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(BUNDLE_ROOT)]),
+    }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -258,8 +293,10 @@ def measure(spec: dict[str, Any], kill_gb: float, timeout_s: float) -> dict[str,
     watcher.start()
     out_chunks: list[str] = []
     err_chunks: list[str] = []
-    readers = [threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
-               threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)]
+    readers = [
+        threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
+        threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True),
+    ]
     for r in readers:
         r.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -312,8 +349,9 @@ def _key(model: str, configuration: str, batch: int) -> str:
     return f"{model}/{configuration}/batch_{batch}"
 
 
-def _points(prefix: str, keys: Sequence[str], measured: dict[str, Any], cited: dict[str, Any], device: str,
-            accumulate: int) -> tuple[list[tuple[int, float]], dict[int, str], list[float]]:
+def _points(
+    prefix: str, keys: Sequence[str], measured: dict[str, Any], cited: dict[str, Any], device: str, accumulate: int
+) -> tuple[list[tuple[int, float]], dict[int, str], list[float]]:
     """(batch, peak GB) of one model and configuration, measured first, then cited ones at other batches; where
     each comes from; the seconds per sample of the measured ones."""
     points, sources, per_sample_s = [], {}, []
@@ -346,16 +384,26 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
             if not keys:
                 continue
             opts = CONFIGURATIONS[configuration]
-            points, sources, per_sample_s = _points(f"{model}/{configuration}/batch_", keys, measured, cited, device,
-                                                    opts["accumulate"])
-            entry: dict[str, Any] = {"options": opts, "peak_gb": {str(b): m for b, m in sorted(points)},
-                                     "sources": {str(b): s for b, s in sorted(sources.items())}}
-            above = {str(int(k.rsplit("_", 1)[1])): float(measured[k]["error"].split("above ")[1].split(" GB")[0])
-                     for k in keys if "resident memory above" in measured[k].get("error", "")}
+            points, sources, per_sample_s = _points(
+                f"{model}/{configuration}/batch_", keys, measured, cited, device, opts["accumulate"]
+            )
+            entry: dict[str, Any] = {
+                "options": opts,
+                "peak_gb": {str(b): m for b, m in sorted(points)},
+                "sources": {str(b): s for b, s in sorted(sources.items())},
+            }
+            above = {
+                str(int(k.rsplit("_", 1)[1])): float(measured[k]["error"].split("above ")[1].split(" GB")[0])
+                for k in keys
+                if "resident memory above" in measured[k].get("error", "")
+            }
             if above:  # killed by the guard: the peak is known to exceed the limit
                 entry["peak_above_gb"] = above
-            lean = {int(k.rsplit("_", 1)[1]): _peak_gb(v, device) for k, v in results.get("lean", {}).items()
-                    if k.startswith(f"{model}/{configuration}/batch_") and _peak_gb(v, device) is not None}
+            lean = {
+                int(k.rsplit("_", 1)[1]): _peak_gb(v, device)
+                for k, v in results.get("lean", {}).items()
+                if k.startswith(f"{model}/{configuration}/batch_") and _peak_gb(v, device) is not None
+            }
             if lean:
                 entry["lean_peak_gb"] = {str(b): m for b, m in sorted(lean.items())}
             timed = results.get("timing", {}).get(_key(model, configuration, 1), {})
@@ -394,15 +442,21 @@ def derive(results: dict[str, Any], device: str) -> dict[str, Any]:
                 built = record.get("cuda_after_build_gb" if device.startswith("cuda") else "rss_after_build_gb")
                 if built is not None:
                     bound = max(0.0, m0 - built) / b0
-                    entry.update(per_sample_gb_at_most=bound,
-                                 fits_gb_at_least={str(g): largest_batch(m0 - b0 * bound, bound, g) if m0 <= g else 0
-                                                   for g in BUDGETS_GB})
+                    entry.update(
+                        per_sample_gb_at_most=bound,
+                        fits_gb_at_least={
+                            str(g): largest_batch(m0 - b0 * bound, bound, g) if m0 <= g else 0 for g in BUDGETS_GB
+                        },
+                    )
             if line is not None:
                 fixed, per_sample = line
-                entry.update(fixed_gb=fixed, per_sample_gb=per_sample,
-                             fits_gb={str(g): largest_batch(fixed, per_sample, g) for g in BUDGETS_GB},
-                             # the paper's batch per step, as micro-batches of paper / accumulate
-                             paper_batch_gb=fixed + per_sample * MODELS[model][1] / opts["accumulate"])
+                entry.update(
+                    fixed_gb=fixed,
+                    per_sample_gb=per_sample,
+                    fits_gb={str(g): largest_batch(fixed, per_sample, g) for g in BUDGETS_GB},
+                    # the paper's batch per step, as micro-batches of paper / accumulate
+                    paper_batch_gb=fixed + per_sample * MODELS[model][1] / opts["accumulate"],
+                )
             table.setdefault(model, {})[configuration] = entry
     return table
 
@@ -433,9 +487,11 @@ def markdown(results: dict[str, Any]) -> str:
     device = results.get("how", {}).get("device", "cpu")
     unit = "peak allocated" if device.startswith("cuda") else "peak resident"
     paper = ", ".join(f"{m} {b}" for m, (_, b) in MODELS.items())
-    lines = [f"| model | configuration | {unit} GB by micro-batch | fixed GB | GB per sample | s per sample | time vs "
-             f"baseline | largest micro-batch in 24 / 40 / 80 GB | GB for the paper's batch ({paper}) |",
-             "|" + "---|" * 9]
+    lines = [
+        f"| model | configuration | {unit} GB by micro-batch | fixed GB | GB per sample | s per sample | time vs "
+        f"baseline | largest micro-batch in 24 / 40 / 80 GB | GB for the paper's batch ({paper}) |",
+        "|" + "---|" * 9,
+    ]
 
     def num(value: Any, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -457,18 +513,27 @@ def markdown(results: dict[str, Any]) -> str:
             need = num(e.get("paper_batch_gb"), 1)
             if acc > 1 and "paper_batch_gb" in e:
                 need += f" ({acc} x {MODELS[model][1] // acc})"
-            lines.append(f"| {model} | {configuration} | {peaks} | {num(e.get('fixed_gb'), 2)} | {per_sample} | "
-                         f"{num(e.get('seconds_per_sample'), 1)} | {num(e.get('time_vs_baseline'), 2)} | {fits} | "
-                         f"{need} |")
+            lines.append(
+                f"| {model} | {configuration} | {peaks} | {num(e.get('fixed_gb'), 2)} | {per_sample} | "
+                f"{num(e.get('seconds_per_sample'), 1)} | {num(e.get('time_vs_baseline'), 2)} | {fits} | "
+                f"{need} |"
+            )
     return "\n".join(lines)
 
 
 def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count(), "load_average_1_5_15": list(os.getloadavg())}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": list(os.getloadavg()),
+    }
     try:
-        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in
-                                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
         mem = {ln.split(":")[0]: int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()[:3]}
         info["mem_total_gb"] = mem.get("MemTotal", 0) * 1024 / GB
     except (OSError, StopIteration, ValueError, IndexError):
@@ -486,10 +551,23 @@ def _available_gb() -> float:
     return float("inf")
 
 
-def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequence[str] = DEFAULT_CONFIGURATIONS,
-        batches: Sequence[int] = (1, 2), device: str = "cpu", threads: int = 2, steps: int = 2, max_gb: float = 9.0,
-        timeout_s: float = 900.0, resume: bool = False, cite: Sequence[str] = (), skip: Sequence[str] = (),
-        scale: str = "paper", lean: bool = False, timing: bool = False) -> dict[str, Any]:
+def run(
+    out: str,
+    models: Sequence[str] = tuple(MODELS),
+    configurations: Sequence[str] = DEFAULT_CONFIGURATIONS,
+    batches: Sequence[int] = (1, 2),
+    device: str = "cpu",
+    threads: int = 2,
+    steps: int = 2,
+    max_gb: float = 9.0,
+    timeout_s: float = 900.0,
+    resume: bool = False,
+    cite: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    scale: str = "paper",
+    lean: bool = False,
+    timing: bool = False,
+) -> dict[str, Any]:
     """Measure every (model, configuration, batch) not yet in ``out`` (with ``resume``), then write the table.
 
     ``lean``: measure in slope mode (SGD without moments, no EMA copy; kept under ``lean``), for configurations whose
@@ -511,11 +589,18 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
         results.setdefault("cited", {})[key] = {"peak_gb": float(peak), "source": source, "device": device}
     if resume and results.get("how", {}).get("scale", scale) != scale:
         raise SystemExit(f"{path} holds --scale {results['how']['scale']} measurements, not {scale}")
-    results["how"] = {"device": device, "scale": scale, "threads": threads, "steps": steps, "max_gb": max_gb,
-                      "peak": "torch.cuda.max_memory_allocated" if device.startswith("cuda") else
-                      "VmHWM of the child process (peak resident set); ru_maxrss from os.wait4 alongside",
-                      "seconds": "the last of the steps (the first allocates the optimiser state)",
-                      "models": {m: MODELS[m][0] for m in models}}
+    results["how"] = {
+        "device": device,
+        "scale": scale,
+        "threads": threads,
+        "steps": steps,
+        "max_gb": max_gb,
+        "peak": "torch.cuda.max_memory_allocated"
+        if device.startswith("cuda")
+        else "VmHWM of the child process (peak resident set); ru_maxrss from os.wait4 alongside",
+        "seconds": "the last of the steps (the first allocates the optimiser state)",
+        "models": {m: MODELS[m][0] for m in models},
+    }
     results["machine"] = _machine()
     for model in models:
         for configuration in configurations:
@@ -530,9 +615,11 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
                 if key in skip:
                     reason = "skipped on request (--skip)"
                 elif estimate is not None and estimate > max_gb:
-                    reason = (f"estimated peak {estimate:.1f} GB (from batch {first['batch']}: its peak plus, per "
-                              f"further sample, its peak above the built trainer) is above "
-                              f"--max_gb {max_gb:g}")
+                    reason = (
+                        f"estimated peak {estimate:.1f} GB (from batch {first['batch']}: its peak plus, per "
+                        f"further sample, its peak above the built trainer) is above "
+                        f"--max_gb {max_gb:g}"
+                    )
                 elif not device.startswith("cuda") and _available_gb() < max_gb + 2:
                     reason = f"only {_available_gb():.1f} GB available now, below --max_gb + 2 GB"
                 key_skip = f"{key} ({'timing' if timing else 'lean'})" if lean else key
@@ -540,8 +627,16 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
                     results["skipped"][key_skip] = reason
                     print(f"skip {key}: {reason}", flush=True)
                     continue
-                spec = {"model": model, "configuration": configuration, "batch": batch, "device": device,
-                        "threads": threads, "steps": steps, "scale": scale, "lean": lean}
+                spec = {
+                    "model": model,
+                    "configuration": configuration,
+                    "batch": batch,
+                    "device": device,
+                    "threads": threads,
+                    "steps": steps,
+                    "scale": scale,
+                    "lean": lean,
+                }
                 print(f"measure {key} ...", flush=True)
                 record = measure(spec, kill_gb=max_gb, timeout_s=timeout_s)
                 record["available_gb_before"] = _available_gb()
@@ -550,8 +645,10 @@ def run(out: str, models: Sequence[str] = tuple(MODELS), configurations: Sequenc
                 peak = _peak_gb(record, device)
                 if peak is not None:
                     first = first or {**record, "batch": batch}
-                print(f"  {key}: peak {peak} GB, steps {record.get('step_seconds')}, error {record.get('error')}",
-                      flush=True)
+                print(
+                    f"  {key}: peak {peak} GB, steps {record.get('step_seconds')}, error {record.get('error')}",
+                    flush=True,
+                )
                 results["table"] = derive(results, device)
                 atomic_write_json(path, results)
     results["table"] = derive(results, device)
@@ -565,8 +662,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and exit")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "train_memory.json"))
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--configurations", default=",".join(DEFAULT_CONFIGURATIONS),
-                        help=f"from {', '.join(CONFIGURATIONS)}")
+    parser.add_argument(
+        "--configurations", default=",".join(DEFAULT_CONFIGURATIONS), help=f"from {', '.join(CONFIGURATIONS)}"
+    )
     parser.add_argument("--batches", default="1,2", help="micro-batch sizes (at least two for the slope)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", default="paper", choices=sorted(SCALES), help="paper networks, or tiny ones (smoke)")
@@ -575,13 +673,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max_gb", type=float, default=9.0, help="do not run a measurement estimated above this")
     parser.add_argument("--timeout_s", type=float, default=900.0)
     parser.add_argument("--resume", action="store_true", help="keep the measurements already in --out")
-    parser.add_argument("--cite", action="append", default=[],
-                        help="MODEL/CONFIGURATION/batch_B=PEAK_GB@SOURCE: a peak measured elsewhere (marked as cited)")
+    parser.add_argument(
+        "--cite",
+        action="append",
+        default=[],
+        help="MODEL/CONFIGURATION/batch_B=PEAK_GB@SOURCE: a peak measured elsewhere (marked as cited)",
+    )
     parser.add_argument("--skip", action="append", default=[], help="MODEL/CONFIGURATION/batch_B not to measure")
-    parser.add_argument("--timing", action="store_true",
-                        help="one timing pass in slope mode at batch 1, all configurations back to back")
-    parser.add_argument("--lean", action="store_true",
-                        help="slope mode: SGD without moments and no EMA (the per-sample part at a smaller fixed part)")
+    parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="one timing pass in slope mode at batch 1, all configurations back to back",
+    )
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="slope mode: SGD without moments and no EMA (the per-sample part at a smaller fixed part)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))), flush=True)
@@ -589,9 +697,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.table:
         print(markdown(json.loads(Path(args.table).read_text())))
         return
-    run(args.out, [m for m in args.models.split(",") if m], [c for c in args.configurations.split(",") if c],
-        [int(b) for b in args.batches.split(",")], args.device, args.threads, args.steps, args.max_gb,
-        args.timeout_s, args.resume, args.cite, args.skip, args.scale, args.lean, args.timing)
+    run(
+        args.out,
+        [m for m in args.models.split(",") if m],
+        [c for c in args.configurations.split(",") if c],
+        [int(b) for b in args.batches.split(",")],
+        args.device,
+        args.threads,
+        args.steps,
+        args.max_gb,
+        args.timeout_s,
+        args.resume,
+        args.cite,
+        args.skip,
+        args.scale,
+        args.lean,
+        args.timing,
+    )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,13 @@ def _scores(summary: dict | None) -> dict[str, float | None]:
     summary = summary if isinstance(summary, dict) else {}
     seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
     ef = summary.get("clinical", {}).get("agreement", {}).get("prediction vs reference", {}).get("ef_pct") or {}
-    return {"dice": seg.get("dice", {}).get("mean"), "hd_mm": seg.get("hd_mm", {}).get("mean"),
-            "ef_bias": ef.get("bias"), "ef_loa_low": ef.get("loa_lower"), "ef_loa_high": ef.get("loa_upper")}
+    return {
+        "dice": seg.get("dice", {}).get("mean"),
+        "hd_mm": seg.get("hd_mm", {}).get("mean"),
+        "ef_bias": ef.get("bias"),
+        "ef_loa_low": ef.get("loa_lower"),
+        "ef_loa_high": ef.get("loa_upper"),
+    }
 
 
 def _models_table(rows: list[tuple[str, str, dict | None]]) -> str:
@@ -87,10 +92,14 @@ def _models_table(rows: list[tuple[str, str, dict | None]]) -> str:
     for name, (what, link), summary in rows:
         s = _scores(summary)
         loa = "–" if s["ef_loa_low"] is None else f"{s['ef_loa_low']:.1f} .. {s['ef_loa_high']:.1f}"
-        body += (f'<tr><td><a href="{link}">{html.escape(name)}</a></td><td>{html.escape(what)}</td>'
-                 f"<td>{f(s['dice'])}</td><td>{f(s['hd_mm'], 2)}</td><td>{f(s['ef_bias'], 1)}</td><td>{loa}</td></tr>")
-    return ("<table border=1 cellspacing=0><tr><th>model</th><th>what it is</th><th>LV Dice</th><th>HD (mm)</th>"
-            f"<th>EF bias (points)</th><th>EF limits of agreement</th></tr>{body}</table>")
+        body += (
+            f'<tr><td><a href="{link}">{html.escape(name)}</a></td><td>{html.escape(what)}</td>'
+            f"<td>{f(s['dice'])}</td><td>{f(s['hd_mm'], 2)}</td><td>{f(s['ef_bias'], 1)}</td><td>{loa}</td></tr>"
+        )
+    return (
+        "<table border=1 cellspacing=0><tr><th>model</th><th>what it is</th><th>LV Dice</th><th>HD (mm)</th>"
+        f"<th>EF bias (points)</th><th>EF limits of agreement</th></tr>{body}</table>"
+    )
 
 
 def _loops_section(root: Path, record: dict | None) -> str:
@@ -100,27 +109,50 @@ def _loops_section(root: Path, record: dict | None) -> str:
     parts = []
     for r in record.get("results", []):
         loop = r["loop"]
-        interval = ("–" if loop.get("ef_low_pct") is None
-                    else f"{loop['ef_low_pct']:.1f} .. {loop['ef_high_pct']:.1f}")
-        videos = " ".join(f'<a href="analyze/{html.escape(v["overlay_video"])}">{html.escape(view)} overlay video</a>'
-                          for view, v in r["loops"].items() if v.get("overlay_video"))
-        imgs = "".join(f'<img src="analyze/{html.escape(v["curves_png"])}" style="max-width:440px">' for v in r["loops"].values())
-        parts.append(f"<p>{html.escape(r['patient'])}: {html.escape(r['method'])}, {loop['n_beats']} beat(s), EF "
-                     f"{loop['ef_pct']:.1f} % (95 % interval from the diffusion samples {interval}); {videos}</p>{imgs}")
-    return ("<h2>Echo loops: <code>echogains analyze</code></h2><p>One phantom patient's A2C and A4C multi-frame ultrasound "
-            "DICOM loops, every frame segmented by Echo-DND, ED/ES per beat from the volume curve, Simpson biplane EF. "
-            '<a href="analyze/report.html">analyze report</a> (masks, curves, overlay videos).</p>' + "".join(parts))
+        interval = "–" if loop.get("ef_low_pct") is None else f"{loop['ef_low_pct']:.1f} .. {loop['ef_high_pct']:.1f}"
+        videos = " ".join(
+            f'<a href="analyze/{html.escape(v["overlay_video"])}">{html.escape(view)} overlay video</a>'
+            for view, v in r["loops"].items()
+            if v.get("overlay_video")
+        )
+        imgs = "".join(
+            f'<img src="analyze/{html.escape(v["curves_png"])}" style="max-width:440px">' for v in r["loops"].values()
+        )
+        parts.append(
+            f"<p>{html.escape(r['patient'])}: {html.escape(r['method'])}, {loop['n_beats']} beat(s), EF "
+            f"{loop['ef_pct']:.1f} % (95 % interval from the diffusion samples {interval}); {videos}</p>{imgs}"
+        )
+    return (
+        "<h2>Echo loops: <code>echogains analyze</code></h2><p>One phantom patient's A2C and A4C multi-frame ultrasound "
+        "DICOM loops, every frame segmented by Echo-DND, ED/ES per beat from the volume curve, Simpson biplane EF. "
+        '<a href="analyze/report.html">analyze report</a> (masks, curves, overlay videos).</p>' + "".join(parts)
+    )
 
 
-def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Path | None,
-           nnunet: tuple[str, dict | None] | None = None, loops: dict | None = None) -> Path:
-    models = [("Echo-DND", ("demo weights (tiny, 64 px, 3000 steps on another phantom seed); 10 DDIM steps",
-                            "report/report.html"), summary)]
+def _index(
+    root: Path,
+    timings: dict[str, float],
+    summary: dict,
+    aug_report: Path | None,
+    nnunet: tuple[str, dict | None] | None = None,
+    loops: dict | None = None,
+) -> Path:
+    models = [
+        (
+            "Echo-DND",
+            ("demo weights (tiny, 64 px, 3000 steps on another phantom seed); 10 DDIM steps", "report/report.html"),
+            summary,
+        )
+    ]
     if nnunet is not None:
         trainer, nn_summary = nnunet
-        what = ("2 iterations: checks the nnU-Net path, not a trained model" if trainer.endswith("Smoke")
-                else DEMO_NNUNET_WHAT if trainer == DEMO_NNUNET_TRAINER
-                else "nnU-Net 2d, trained here on the same training split")
+        what = (
+            "2 iterations: checks the nnU-Net path, not a trained model"
+            if trainer.endswith("Smoke")
+            else DEMO_NNUNET_WHAT
+            if trainer == DEMO_NNUNET_TRAINER
+            else "nnU-Net 2d, trained here on the same training split"
+        )
         models.append((f"nnU-Net ({trainer})", (what, "report_nnunet/report.html"), nn_summary))
     seg = summary.get("segmentation", {}).get("all", {}).get("LV", {})
     dice = seg.get("dice", {}).get("mean")
@@ -129,9 +161,13 @@ def _index(root: Path, timings: dict[str, float], summary: dict, aug_report: Pat
     aug = ""
     if aug_report is not None:
         gallery = [p for p in aug_report.parent.glob("*.png")]
-        imgs = "".join(f'<img src="{p.relative_to(root).as_posix()}" style="max-width:900px"><br>' for p in sorted(gallery))
-        aug = (f'<h2>Generative augmentation (EchoGAINS)</h2><p><a href="{aug_report.relative_to(root).as_posix()}">'
-               f"augmentation report (JSON)</a></p>{imgs}")
+        imgs = "".join(
+            f'<img src="{p.relative_to(root).as_posix()}" style="max-width:900px"><br>' for p in sorted(gallery)
+        )
+        aug = (
+            f'<h2>Generative augmentation (EchoGAINS)</h2><p><a href="{aug_report.relative_to(root).as_posix()}">'
+            f"augmentation report (JSON)</a></p>{imgs}"
+        )
     text = f"""<!doctype html><html><head><meta charset="utf-8"><title>echogains demo</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td{{padding:2px 8px}}</style></head><body>
 <h1>echogains demo on the synthetic phantom</h1>
@@ -157,15 +193,38 @@ def _predict_demo_nnunet(nn: NnUNet, images: Path, out: Path) -> float:
     model = demo_nnunet_model()
     if not (model / "fold_0" / "checkpoint_final.pth").is_file():
         raise EchoDataError(model, "demo nnU-Net weights missing (make demo-weights-nnunet trains them)")
-    args = [*nnunet_command("nnUNetv2_predict_from_modelfolder"), "-i", str(images), "-o", str(out), "-m", str(model),
-            "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    args = [
+        *nnunet_command("nnUNetv2_predict_from_modelfolder"),
+        "-i",
+        str(images),
+        "-o",
+        str(out),
+        "-m",
+        str(model),
+        "-f",
+        "0",
+        "-device",
+        "cpu",
+        "-npp",
+        "1",
+        "-nps",
+        "1",
+    ]
     return nn.run(args, "predict_demo_nnunet")
 
 
 def _analyze_loops(root: Path, seed: int, progress: bool, bundle: Path) -> dict:
     """One phantom patient's A2C + A4C ultrasound DICOM loops (2 beats at 30 fps), analysed with Echo-DND."""
-    loops = make_phantom(root / "phantom_dicom", n_patients=1, layout="dicom", seed=seed + 11, cycle_frames=24,
-                         fps=30.0, n_beats=2, progress=False)
+    loops = make_phantom(
+        root / "phantom_dicom",
+        n_patients=1,
+        layout="dicom",
+        seed=seed + 11,
+        cycle_frames=24,
+        fps=30.0,
+        n_beats=2,
+        progress=False,
+    )
     return analyze(loops / "dicom", root / "analyze", bundle_root=str(bundle), progress=progress)
 
 
@@ -187,8 +246,16 @@ def _phantom_dataset(stage: _Stages, root: Path, n_patients: int, seed: int, pro
     """Step 1: phantom (CAMUS NIfTI layout) -> nnU-Net raw dataset, verified."""
     camus = root / "phantom_camus"
     dataset = root / "nnUNet_raw" / "Dataset501_PhantomCAMUS"
-    stage("make-phantom", make_phantom, camus, n_patients=n_patients, preset="camus-like", layout="camus-nifti",
-          seed=seed, progress=progress)
+    stage(
+        "make-phantom",
+        make_phantom,
+        camus,
+        n_patients=n_patients,
+        preset="camus-like",
+        layout="camus-nifti",
+        seed=seed,
+        progress=progress,
+    )
     stage("convert-camus", convert_camus, camus, dataset, labels="lv,myo,la", progress=progress)
     report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
     if not report.ok:
@@ -196,8 +263,15 @@ def _phantom_dataset(stage: _Stages, root: Path, n_patients: int, seed: int, pro
     return dataset
 
 
-def _start_beside(stage: _Stages, nn: NnUNet | None, dataset: Path, trainer: str | None, analyze_loops: tuple | None,
-                  loop_record: dict, errors: list[BaseException]) -> threading.Thread | None:
+def _start_beside(
+    stage: _Stages,
+    nn: NnUNet | None,
+    dataset: Path,
+    trainer: str | None,
+    analyze_loops: tuple | None,
+    loop_record: dict,
+    errors: list[BaseException],
+) -> threading.Thread | None:
     """Start nnU-Net planning + training (when ``trainer``) and the loop analysis (``(root, seed, progress, bundle)``)
     in a thread beside Echo-DND inference (one core each); errors are kept in ``errors`` for the main thread."""
     if trainer is None and analyze_loops is None:
@@ -218,41 +292,93 @@ def _start_beside(stage: _Stages, nn: NnUNet | None, dataset: Path, trainer: str
     return thread
 
 
-def _echo_dnd(stage: _Stages, bundle: Path, dataset: Path, root: Path, num_steps: int, ensemble: int,
-              progress: bool) -> Any:
+def _echo_dnd(
+    stage: _Stages, bundle: Path, dataset: Path, root: Path, num_steps: int, ensemble: int, progress: bool
+) -> Any:
     """Step 2 and its evaluation: the bundle's inference as users run it, then ``evaluate``."""
     preds = root / "predictions" / "echo_dnd"
-    stage("echo-dnd inference", _run, [
-        sys.executable, "-m", "monai.bundle", "run", "inference",
-        "--config_file", str(bundle / "configs" / "inference.json"),
-        "--dataset_dir", str(dataset), "--output_dir", str(preds), "--subset", "Ts",
-        "--num_steps", str(num_steps), "--ensemble", str(ensemble), "--device", "cpu",
-        "--progress", str(bool(progress)).lower()])
+    stage(
+        "echo-dnd inference",
+        _run,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "inference",
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--dataset_dir",
+            str(dataset),
+            "--output_dir",
+            str(preds),
+            "--subset",
+            "Ts",
+            "--num_steps",
+            str(num_steps),
+            "--ensemble",
+            str(ensemble),
+            "--device",
+            "cpu",
+            "--progress",
+            str(bool(progress)).lower(),
+        ],
+    )
     return stage("evaluate", evaluate, preds, dataset, root / "report", subset="Ts", progress=progress)
 
 
-def _nnunet(stage: _Stages, nn: NnUNet, dataset: Path, root: Path, trainer: str, trained_here: bool,
-            progress: bool) -> Any:
+def _nnunet(
+    stage: _Stages, nn: NnUNet, dataset: Path, root: Path, trainer: str, trained_here: bool, progress: bool
+) -> Any:
     """Step 3's predictions (the trained or the committed model) and their evaluation."""
     nn_preds = root / "predictions" / "nnunet"
     if trained_here:
         stage("nnU-Net predict", nn.predict, dataset / "imagesTs", nn_preds, dataset, trainer, 0)
     else:
         stage("nnU-Net predict (demo weights)", _predict_demo_nnunet, nn, dataset / "imagesTs", nn_preds)
-    return stage("evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts",
-                 progress=progress)
+    return stage(
+        "evaluate nnU-Net", evaluate, nn_preds, dataset, root / "report_nnunet", subset="Ts", progress=progress
+    )
 
 
 def _augment(stage: _Stages, root: Path, seed: int, progress: bool) -> Path:
     """Step 5: ``expand-dataset`` of a small ``lv-focused`` phantom with the demo DDPM, then its report."""
     small = root / "nnUNet_raw" / "Dataset502_PhantomLVFocused"
-    stage("make-phantom lv-focused", make_phantom, small, n_patients=4, preset="lv-focused", layout="nnunet",
-          labels="lv,myo", seed=seed + 7, progress=progress)
+    stage(
+        "make-phantom lv-focused",
+        make_phantom,
+        small,
+        n_patients=4,
+        preset="lv-focused",
+        layout="nnunet",
+        labels="lv,myo",
+        seed=seed + 7,
+        progress=progress,
+    )
     expanded = root / "nnUNet_raw" / "Dataset503_PhantomLVFocusedAug"
-    stage("expand-dataset", expand_dataset, small, expanded, model=DEMO_WEIGHTS, augment="combination", k=2,
-          sampler="fast", seed=seed, device="cpu", progress=progress)
-    return stage("augmentation-report", augmentation_report, expanded, root / "augmentation", model=DEMO_WEIGHTS,
-                 n_samples=8, device="cpu", progress=progress)
+    stage(
+        "expand-dataset",
+        expand_dataset,
+        small,
+        expanded,
+        model=DEMO_WEIGHTS,
+        augment="combination",
+        k=2,
+        sampler="fast",
+        seed=seed,
+        device="cpu",
+        progress=progress,
+    )
+    return stage(
+        "augmentation-report",
+        augmentation_report,
+        expanded,
+        root / "augmentation",
+        model=DEMO_WEIGHTS,
+        n_samples=8,
+        device="cpu",
+        progress=progress,
+    )
 
 
 def run_demo(
@@ -302,8 +428,15 @@ def run_demo(
     nn = NnUNet(raw=root / "nnUNet_raw", device="cpu", threads=1, log_dir=root / "logs") if nnunet else None
     loop_record: dict = {}
     nn_error: list[BaseException] = []
-    nn_thread = _start_beside(stage, nn, dataset, nnunet_trainer if trains_nnunet else None,
-                              (root, seed, progress, bundle) if loops else None, loop_record, nn_error)
+    nn_thread = _start_beside(
+        stage,
+        nn,
+        dataset,
+        nnunet_trainer if trains_nnunet else None,
+        (root, seed, progress, bundle) if loops else None,
+        loop_record,
+        nn_error,
+    )
     summary = _echo_dnd(stage, bundle, dataset, root, num_steps, ensemble, progress)
     if nn_thread is not None:
         t0 = time.perf_counter()
@@ -316,8 +449,14 @@ def run_demo(
     timings = stage.timings
     timings["total"] = round(time.perf_counter() - start, 2)
     atomic_write_json(root / "demo_timings.json", timings)
-    index = _index(root, timings, summary if isinstance(summary, dict) else {}, aug_report,
-                   (nnunet_trainer, nn_summary) if nnunet else None, loop_record)
+    index = _index(
+        root,
+        timings,
+        summary if isinstance(summary, dict) else {},
+        aug_report,
+        (nnunet_trainer, nn_summary) if nnunet else None,
+        loop_record,
+    )
     print(f"demo finished in {timings['total']:.1f} s; open {index}")
     return str(index)
 

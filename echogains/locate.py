@@ -43,8 +43,11 @@ def find_bundle(bundle_root: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     if not (REPOSITORY_BUNDLE / "scripts" / "__init__.py").is_file():
-        raise EchoDataError(None, f"no Echo-DND bundle found (no repository checkout beside the package); pass "
-                                  f"--bundle_root FOLDER or set {BUNDLE_VARIABLE}=FOLDER (the bundles/echo_dnd folder)")
+        raise EchoDataError(
+            None,
+            f"no Echo-DND bundle found (no repository checkout beside the package); pass "
+            f"--bundle_root FOLDER or set {BUNDLE_VARIABLE}=FOLDER (the bundles/echo_dnd folder)",
+        )
     return REPOSITORY_BUNDLE
 
 

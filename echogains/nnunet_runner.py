@@ -108,9 +108,14 @@ class NnUNet:
         Raises:
             EchoDataError: the ``nnunet_ext`` plugin is not installed.
         """
-        env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-               "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunet_trainer_dir()),
-               "nnUNet_def_n_proc": str(self.processes)}
+        env = {
+            **os.environ,
+            "nnUNet_raw": str(self.raw),
+            "nnUNet_preprocessed": str(self.preprocessed),
+            "nnUNet_results": str(self.results),
+            "nnUNet_extTrainer": str(nnunet_trainer_dir()),
+            "nnUNet_def_n_proc": str(self.processes),
+        }
         # data-augmentation workers per training: nnU-Net's default is tuned for its own GPU servers
         env.setdefault("nnUNet_n_proc_DA", str(max(1, self.processes)))
         if self.threads is not None:
@@ -133,45 +138,101 @@ class NnUNet:
         if proc.returncode != 0:
             tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
             # nnU-Net takes its batch size from the plans (no --accumulate): say what helps it
-            why = describe_exit(proc.returncode, "probably out of memory; run fewer jobs at once, or lower "
-                                                 "'batch_size' in the nnU-Net plans (nnUNetPlans.json)")
+            why = describe_exit(
+                proc.returncode,
+                "probably out of memory; run fewer jobs at once, or lower "
+                "'batch_size' in the nnU-Net plans (nnUNetPlans.json)",
+            )
             raise RuntimeError(f"{' '.join(args)} failed ({why}); last lines of {log_file}:\n{tail}")
         return seconds
 
-    def plan_and_preprocess(self, dataset: str | os.PathLike | int, verify: bool = True,
-                            configuration: str = "2d") -> float:
+    def plan_and_preprocess(
+        self, dataset: str | os.PathLike | int, verify: bool = True, configuration: str = "2d"
+    ) -> float:
         """``nnUNetv2_plan_and_preprocess -d ID -c 2d [--verify_dataset_integrity]``."""
         did = dataset if isinstance(dataset, int) else dataset_id_of(dataset)
-        args = [*nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(did), "-c", configuration,
-                "-np", str(self.processes), "-npfp", str(self.processes)]
+        args = [
+            *nnunet_command("nnUNetv2_plan_and_preprocess"),
+            "-d",
+            str(did),
+            "-c",
+            configuration,
+            "-np",
+            str(self.processes),
+            "-npfp",
+            str(self.processes),
+        ]
         if verify:
             args.append("--verify_dataset_integrity")
         return self.run(args, f"plan_{did:03d}")
 
-    def train(self, dataset: str | os.PathLike | int, trainer: str, fold: int | str = 0,
-              configuration: str = "2d", extra: Sequence[str] = ()) -> float:
+    def train(
+        self,
+        dataset: str | os.PathLike | int,
+        trainer: str,
+        fold: int | str = 0,
+        configuration: str = "2d",
+        extra: Sequence[str] = (),
+    ) -> float:
         """``nnUNetv2_train ID 2d FOLD -tr TRAINER -device DEVICE``."""
         did = dataset if isinstance(dataset, int) else dataset_id_of(dataset)
-        args = [*nnunet_command("nnUNetv2_train"), str(did), configuration, str(fold), "-tr", trainer,
-                "-device", self.device, *extra]
+        args = [
+            *nnunet_command("nnUNetv2_train"),
+            str(did),
+            configuration,
+            str(fold),
+            "-tr",
+            trainer,
+            "-device",
+            self.device,
+            *extra,
+        ]
         return self.run(args, f"train_{did:03d}_{trainer}_{fold}")
 
-    def predict(self, images: str | os.PathLike, out: str | os.PathLike, dataset: str | os.PathLike | int,
-                trainer: str, fold: int | str = 0, configuration: str = "2d", tta: bool = True,
-                extra: Sequence[str] = ()) -> float:
+    def predict(
+        self,
+        images: str | os.PathLike,
+        out: str | os.PathLike,
+        dataset: str | os.PathLike | int,
+        trainer: str,
+        fold: int | str = 0,
+        configuration: str = "2d",
+        tta: bool = True,
+        extra: Sequence[str] = (),
+    ) -> float:
         """``nnUNetv2_predict -i IMAGES -o OUT -d ID -c 2d -f FOLD -tr TRAINER``; masks in the inputs' geometry."""
         did = dataset if isinstance(dataset, int) else dataset_id_of(dataset)
         if not Path(images).is_dir():
             raise EchoDataError(images, "input folder for nnUNetv2_predict does not exist")
-        args = [*nnunet_command("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", str(did),
-                "-c", configuration, "-f", str(fold), "-tr", trainer, "-device", self.device,
-                "-npp", str(self.processes), "-nps", str(self.processes), *extra]
+        args = [
+            *nnunet_command("nnUNetv2_predict"),
+            "-i",
+            str(images),
+            "-o",
+            str(out),
+            "-d",
+            str(did),
+            "-c",
+            configuration,
+            "-f",
+            str(fold),
+            "-tr",
+            trainer,
+            "-device",
+            self.device,
+            "-npp",
+            str(self.processes),
+            "-nps",
+            str(self.processes),
+            *extra,
+        ]
         if not tta:
             args.append("--disable_tta")
         return self.run(args, f"predict_{did:03d}_{trainer}_{fold}_{Path(out).name}")
 
-    def model_folder(self, dataset: str | os.PathLike, trainer: str, configuration: str = "2d",
-                     plans: str = "nnUNetPlans") -> Path:
+    def model_folder(
+        self, dataset: str | os.PathLike, trainer: str, configuration: str = "2d", plans: str = "nnUNetPlans"
+    ) -> Path:
         """Where ``nnUNetv2_train`` wrote the trained model."""
         return self.results / Path(dataset).name / f"{trainer}__{plans}__{configuration}"
 

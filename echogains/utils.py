@@ -57,8 +57,14 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def check_output_dir(out: Any, overwrite: bool = False, *, source: str | os.PathLike | None = None,
-                     allow_nonempty: bool = False, what: str = "out") -> Path:
+def check_output_dir(
+    out: Any,
+    overwrite: bool = False,
+    *,
+    source: str | os.PathLike | None = None,
+    allow_nonempty: bool = False,
+    what: str = "out",
+) -> Path:
     """The one output-folder check, made before anything is read or written; :class:`EchoDataError` otherwise.
 
     Refuses a path that is not a folder, a non-empty folder without ``overwrite`` (unless ``allow_nonempty``, for

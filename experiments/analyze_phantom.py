@@ -32,8 +32,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from echogains.analysis import analyze
-from echogains.analysis.volumes import beat_volumes, loop_summary, measure_loop
 from echogains.analysis.cycles import Beat, detect_beats
+from echogains.analysis.volumes import beat_volumes, loop_summary, measure_loop
 from echogains.data.phantom import make_phantom
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
 from experiments.common import machine, markdown_table
@@ -62,8 +62,14 @@ def _agreement(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int 
     if d.size < 2:
         return {"n": int(d.size), "bias": None, "sd": None, "loa_low": None, "loa_high": None, "mae": None}
     sd = float(d.std(ddof=1))
-    return {"n": int(d.size), "bias": float(d.mean()), "sd": sd, "loa_low": float(d.mean() - 1.96 * sd),
-            "loa_high": float(d.mean() + 1.96 * sd), "mae": float(np.abs(d).mean())}
+    return {
+        "n": int(d.size),
+        "bias": float(d.mean()),
+        "sd": sd,
+        "loa_low": float(d.mean() - 1.96 * sd),
+        "loa_high": float(d.mean() + 1.96 * sd),
+        "mae": float(np.abs(d).mean()),
+    }
 
 
 def _curves_and_beats(result: Mapping[str, Any], out: Path, curves_truth: Mapping[str, Any]):
@@ -81,8 +87,9 @@ def _curves_and_beats(result: Mapping[str, Any], out: Path, curves_truth: Mappin
     return curves, detected, true
 
 
-def _patient_rows(layout: str, pid: str, result: Mapping[str, Any], out: Path, truth: Mapping[str, Any],
-                  loop_names: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _patient_rows(
+    layout: str, pid: str, result: Mapping[str, Any], out: Path, truth: Mapping[str, Any], loop_names: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     beat_rows = []
     curves_truth = {view: truth["loops"][name] for view, name in loop_names.items() if view in result["loops"]}
     curves, detected, true = _curves_and_beats(result, out, curves_truth)
@@ -90,12 +97,22 @@ def _patient_rows(layout: str, pid: str, result: Mapping[str, Any], out: Path, t
         for row in _match(curves_truth[view]["beats"], [b.to_dict() for b in detected[view]]):
             beat_rows.append({"layout": layout, "patient": pid, "view": view, **row})
     true_ef = next(iter(curves_truth.values()))["true_ef_pct"]
-    ef_detected = float(loop_summary(beat_volumes(curves, detected))["ef_pct"]) if all(detected.values()) else float("nan")
-    ef_row = {"layout": layout, "patient": pid, "method": result["method"], "ef_true": true_ef,
-              "ef_detected": ef_detected, "ef_true_frames": float(loop_summary(beat_volumes(curves, true))["ef_pct"]),
-              "ef_low": result["loop"]["ef_low_pct"], "ef_high": result["loop"]["ef_high_pct"],
-              "n_beats": result["loop"]["n_beats"], "seconds": sum(r["segmentation_seconds"] for r in result["loops"].values()),
-              "frames": sum(r["n_frames"] for r in result["loops"].values())}
+    ef_detected = (
+        float(loop_summary(beat_volumes(curves, detected))["ef_pct"]) if all(detected.values()) else float("nan")
+    )
+    ef_row = {
+        "layout": layout,
+        "patient": pid,
+        "method": result["method"],
+        "ef_true": true_ef,
+        "ef_detected": ef_detected,
+        "ef_true_frames": float(loop_summary(beat_volumes(curves, true))["ef_pct"]),
+        "ef_low": result["loop"]["ef_low_pct"],
+        "ef_high": result["loop"]["ef_high_pct"],
+        "n_beats": result["loop"]["n_beats"],
+        "seconds": sum(r["segmentation_seconds"] for r in result["loops"].values()),
+        "frames": sum(r["n_frames"] for r in result["loops"].values()),
+    }
     return beat_rows, ef_row
 
 
@@ -103,7 +120,9 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
     data = args.work / f"phantom_{layout}"
     if not (data / "phantom_curves.json").is_file():
         options = {"fps": 30.0, "n_beats": 2} if layout == "dicom" else {"n_beats": 2}
-        make_phantom(data, n_patients=args.n_patients, layout=layout, seed=args.seed, overwrite=True, progress=False, **options)
+        make_phantom(
+            data, n_patients=args.n_patients, layout=layout, seed=args.seed, overwrite=True, progress=False, **options
+        )
     truth = json.loads((data / "phantom_curves.json").read_text())
     by_patient: dict[str, dict[str, str]] = {}
     for name, loop in truth["loops"].items():
@@ -115,21 +134,53 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
             if time.monotonic() > deadline:
                 complete = False
                 continue
-            source = data / "dicom" / pid if layout == "dicom" else data / truth["loops"][by_patient[pid]["4CH"]]["file"]
+            source = (
+                data / "dicom" / pid if layout == "dicom" else data / truth["loops"][by_patient[pid]["4CH"]]["file"]
+            )
             try:
-                analyze(source, out, model=args.model, model_path=args.model_path, num_steps=args.num_steps,
-                        views="auto" if layout == "dicom" else "4CH", ensemble=args.ensemble, overwrite=True,
-                        progress=False, overlay=False)
+                analyze(
+                    source,
+                    out,
+                    model=args.model,
+                    model_path=args.model_path,
+                    num_steps=args.num_steps,
+                    views="auto" if layout == "dicom" else "4CH",
+                    ensemble=args.ensemble,
+                    overwrite=True,
+                    progress=False,
+                    overlay=False,
+                )
             except EchoDataError as err:  # e.g. no beat found in a loop: a failure of the method, counted as such
                 atomic_write_json(out / FAILED, {"problem": str(err)})
         if (out / FAILED).is_file():
             failed = json.loads((out / FAILED).read_text())["problem"]
             for view, name in by_patient[pid].items():
-                beats += [{"layout": layout, "patient": pid, "view": view, "matched": False, "ed_error": None,
-                           "es_error": None} for _ in truth["loops"][name]["beats"]]
-            efs.append({"layout": layout, "patient": pid, "method": "failed", "problem": failed, "frames": 0, "seconds": 0.0,
-                        "ef_true": truth["loops"][next(iter(by_patient[pid].values()))]["true_ef_pct"],
-                        "ef_detected": float("nan"), "ef_true_frames": float("nan"), "ef_low": None, "ef_high": None})
+                beats += [
+                    {
+                        "layout": layout,
+                        "patient": pid,
+                        "view": view,
+                        "matched": False,
+                        "ed_error": None,
+                        "es_error": None,
+                    }
+                    for _ in truth["loops"][name]["beats"]
+                ]
+            efs.append(
+                {
+                    "layout": layout,
+                    "patient": pid,
+                    "method": "failed",
+                    "problem": failed,
+                    "frames": 0,
+                    "seconds": 0.0,
+                    "ef_true": truth["loops"][next(iter(by_patient[pid].values()))]["true_ef_pct"],
+                    "ef_detected": float("nan"),
+                    "ef_true_frames": float("nan"),
+                    "ef_low": None,
+                    "ef_high": None,
+                }
+            )
             continue
         result = json.loads((out / "results.json").read_text())["results"][0]
         b, e = _patient_rows(layout, pid, result, out, truth, by_patient[pid])
@@ -144,17 +195,23 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
     es = [b["es_error"] for b in beats if b["matched"]]
     frames, seconds = sum(e["frames"] for e in efs), sum(e["seconds"] for e in efs)
     return {
-        "patients": len(efs), "failed_patients": sum(e["method"] == "failed" for e in efs),
-        "true_beats": len(beats), "matched_beats": len(ed),
+        "patients": len(efs),
+        "failed_patients": sum(e["method"] == "failed" for e in efs),
+        "true_beats": len(beats),
+        "matched_beats": len(ed),
         "beats_ed_es_within_1_frame": float(np.mean(ok)) if ok else None,
         "ed_within_1": float(np.mean([e <= 1 for e in ed])) if ed else None,
         "es_within_1": float(np.mean([e <= 1 for e in es])) if es else None,
-        "ed_error_mean": float(np.mean(ed)) if ed else None, "es_error_mean": float(np.mean(es)) if es else None,
+        "ed_error_mean": float(np.mean(ed)) if ed else None,
+        "es_error_mean": float(np.mean(es)) if es else None,
         "ef_detected_vs_true": _agreement([e["ef_detected"] for e in efs], [e["ef_true"] for e in efs]),
         "ef_true_frames_vs_true": _agreement([e["ef_true_frames"] for e in efs], [e["ef_true"] for e in efs]),
         "ef_detected_vs_true_frames": _agreement([e["ef_detected"] for e in efs], [e["ef_true_frames"] for e in efs]),
-        "true_ef_inside_interval": float(np.mean([e["ef_low"] is not None and e["ef_low"] <= e["ef_true"] <= e["ef_high"]
-                                                  for e in efs])) if efs else None,
+        "true_ef_inside_interval": float(
+            np.mean([e["ef_low"] is not None and e["ef_low"] <= e["ef_true"] <= e["ef_high"] for e in efs])
+        )
+        if efs
+        else None,
         "segmentation_frames_per_s": frames / seconds if seconds > 0 else None,
     }
 
@@ -162,20 +219,44 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
 def _markdown(summaries: Mapping[str, Mapping[str, Any]], args: argparse.Namespace) -> str:
     rows = []
     for layout, s in summaries.items():
-        for key, title in (("ef_detected_vs_true", "EF detected frames - true EF"),
-                           ("ef_true_frames_vs_true", "EF true frames - true EF"),
-                           ("ef_detected_vs_true_frames", "EF detected - EF true frames")):
+        for key, title in (
+            ("ef_detected_vs_true", "EF detected frames - true EF"),
+            ("ef_true_frames_vs_true", "EF true frames - true EF"),
+            ("ef_detected_vs_true_frames", "EF detected - EF true frames"),
+        ):
             a = s[key]
-            rows.append({"layout": layout, "comparison": title, "n": a["n"], "bias": a["bias"], "loa_low": a["loa_low"],
-                         "loa_high": a["loa_high"], "mae": a["mae"]})
-    beats = [{"layout": k, "patients": s["patients"], "no beat found": s["failed_patients"], "true beats": s["true_beats"],
-              "matched": s["matched_beats"],
-              "ED and ES within 1 frame": s["beats_ed_es_within_1_frame"], "ED within 1": s["ed_within_1"],
-              "ES within 1": s["es_within_1"], "mean ED error": s["ed_error_mean"], "mean ES error": s["es_error_mean"],
-              "true EF in interval": s["true_ef_inside_interval"], "frames/s": s["segmentation_frames_per_s"]}
-             for k, s in summaries.items()]
-    head = (f"# analyze on the phantom ({args.model}, {args.num_steps} steps, ensemble {args.ensemble}, "
-            f"{args.n_patients} patients, seed {args.seed})\n\n")
+            rows.append(
+                {
+                    "layout": layout,
+                    "comparison": title,
+                    "n": a["n"],
+                    "bias": a["bias"],
+                    "loa_low": a["loa_low"],
+                    "loa_high": a["loa_high"],
+                    "mae": a["mae"],
+                }
+            )
+    beats = [
+        {
+            "layout": k,
+            "patients": s["patients"],
+            "no beat found": s["failed_patients"],
+            "true beats": s["true_beats"],
+            "matched": s["matched_beats"],
+            "ED and ES within 1 frame": s["beats_ed_es_within_1_frame"],
+            "ED within 1": s["ed_within_1"],
+            "ES within 1": s["es_within_1"],
+            "mean ED error": s["ed_error_mean"],
+            "mean ES error": s["es_error_mean"],
+            "true EF in interval": s["true_ef_inside_interval"],
+            "frames/s": s["segmentation_frames_per_s"],
+        }
+        for k, s in summaries.items()
+    ]
+    head = (
+        f"# analyze on the phantom ({args.model}, {args.num_steps} steps, ensemble {args.ensemble}, "
+        f"{args.n_patients} patients, seed {args.seed})\n\n"
+    )
     return head + markdown_table(beats, list(beats[0]), 3) + "\n" + markdown_table(rows, list(rows[0]), 2)
 
 
@@ -199,8 +280,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         complete &= done
         if efs:
             summaries[layout], details[layout] = _summary(beats, efs), {"beats": beats, "ef": efs}
-    record = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "complete": complete,
-              "summary": summaries, "details": details, "machine": machine(), "wall_s": time.monotonic() - t0}
+    record = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "complete": complete,
+        "summary": summaries,
+        "details": details,
+        "machine": machine(),
+        "wall_s": time.monotonic() - t0,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "analyze_phantom.json", to_jsonable(record))
     if summaries:

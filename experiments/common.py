@@ -21,23 +21,45 @@ from typing import Any
 
 import numpy as np
 
-from echogains.utils import (EchoDataError, atomic_write_json, atomic_write_text, get_logger, progress, read_json,
-                             to_jsonable)
+from echogains.utils import (
+    EchoDataError,
+    atomic_write_json,
+    atomic_write_text,
+    get_logger,
+    progress,
+    read_json,
+    to_jsonable,
+)
 
 log = get_logger("experiments")
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "fmt", "markdown_table", "machine", "Stopwatch", "StepTimer", "write_results", "positive_int",
-           "check_resume", "spawn_context", "run_arms", "bootstrap_mean_ci", "describe_failure"]
+__all__ = [
+    "REPO",
+    "fmt",
+    "markdown_table",
+    "machine",
+    "Stopwatch",
+    "StepTimer",
+    "write_results",
+    "positive_int",
+    "check_resume",
+    "spawn_context",
+    "run_arms",
+    "bootstrap_mean_ci",
+    "describe_failure",
+]
 
 
 def describe_failure(exc: BaseException) -> str:
     """One arm's failure in words; a worker process that died (``BrokenProcessPool``) is said to be so, with what
     usually killed it (the kernel's out-of-memory killer, signal 9) and what to try."""
     if isinstance(exc, BrokenProcessPool):
-        return ("BrokenProcessPool: an arm's worker process died abruptly, most often killed by signal 9: probably "
-                "out of memory; try --jobs 1, --accumulate or a smaller --batch_size")
+        return (
+            "BrokenProcessPool: an arm's worker process died abruptly, most often killed by signal 9: probably "
+            "out of memory; try --jobs 1, --accumulate or a smaller --batch_size"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -52,8 +74,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Mapping[str, str],
-                   digits: int | Mapping[str, int] = 3) -> str:
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Mapping[str, str], digits: int | Mapping[str, int] = 3
+) -> str:
     """A GitHub markdown table of ``rows``; ``columns`` lists keys, or maps keys to header titles."""
     titles = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
     keys = list(titles)
@@ -72,13 +95,23 @@ def machine() -> dict[str, Any]:
     import torch  # here, not at the top: the arm workers pin OMP_NUM_THREADS before torch loads
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "python": sys.version.split()[0], "platform": platform.platform(),
-            "git_commit": commit}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": commit,
+    }
 
 
 class Stopwatch:
@@ -146,8 +179,11 @@ def check_resume(work: Path, settings: Mapping[str, Any], overwrite: bool) -> No
         theirs = read_json(file)
         if theirs != mine:
             changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
-            raise EchoDataError(file, f"working folder holds a run with other settings (differs in {changed}); "
-                                      "use another --work or --overwrite")
+            raise EchoDataError(
+                file,
+                f"working folder holds a run with other settings (differs in {changed}); "
+                "use another --work or --overwrite",
+            )
         return
     if overwrite and work.exists():
         shutil.rmtree(work)
@@ -160,8 +196,13 @@ def spawn_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def run_arms(fn: Callable[..., dict[str, Any]], tasks: Mapping[Hashable, Sequence[Any]], jobs: int,
-             name: Callable[[Any], str], logger: logging.Logger) -> tuple[dict[Any, dict[str, Any]], dict[str, str]]:
+def run_arms(
+    fn: Callable[..., dict[str, Any]],
+    tasks: Mapping[Hashable, Sequence[Any]],
+    jobs: int,
+    name: Callable[[Any], str],
+    logger: logging.Logger,
+) -> tuple[dict[Any, dict[str, Any]], dict[str, str]]:
     """``fn(*args)`` for every ``{key: args}`` of ``tasks`` in ``jobs`` spawned worker processes, in that order.
 
     Every arm runs even when others fail: returns ``({key: record}, {name(key): failure in words})``, the caller
@@ -182,8 +223,9 @@ def run_arms(fn: Callable[..., dict[str, Any]], tasks: Mapping[Hashable, Sequenc
     return records, errors
 
 
-def bootstrap_mean_ci(values: Any, groups: Sequence[Any], n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_mean_ci(
+    values: Any, groups: Sequence[Any], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of ``values`` and its two-stage percentile bootstrap interval over training seeds and patients.
 
     ``values`` is an array ``[n_seeds, n_cases]`` (one row per training seed, one column per test image, e.g. LV

@@ -46,14 +46,38 @@ import echogains.evaluation.evaluate as evaluation_module  # the module: tests m
 from echogains.data.phantom import make_phantom
 from echogains.nnunet_runner import NnUNet, describe_exit
 from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json, set_progress
-from experiments.common import (REPO, StepTimer, Stopwatch, check_resume, fmt, machine, markdown_table, positive_int,
-                                run_arms, write_results)
+from experiments.common import (
+    REPO,
+    StepTimer,
+    Stopwatch,
+    check_resume,
+    fmt,
+    machine,
+    markdown_table,
+    positive_int,
+    run_arms,
+    write_results,
+)
 
 log = get_logger("experiments.echo_dnd")
 
 __all__ = [
-    "NAME", "ECHO_DND_ARMS", "QUICK_ARMS", "FULL_ARMS", "PAPER_TABLE2", "PAPER_TABLE4", "Settings", "make_settings",
-    "parse_arms", "run_arm", "arm_summary", "table2_rows", "table4_rows", "ef_rows", "dice_plot", "build_report",
+    "NAME",
+    "ECHO_DND_ARMS",
+    "QUICK_ARMS",
+    "FULL_ARMS",
+    "PAPER_TABLE2",
+    "PAPER_TABLE4",
+    "Settings",
+    "make_settings",
+    "parse_arms",
+    "run_arm",
+    "arm_summary",
+    "table2_rows",
+    "table4_rows",
+    "ef_rows",
+    "dice_plot",
+    "build_report",
     "run",
 ]
 
@@ -63,16 +87,39 @@ DEMO_WEIGHTS = BUNDLE / "models" / "model.pt"
 DATASET_NAME = "Dataset811_EchoDNDPhantom"
 
 #: The bundle's ablations (``scripts.config.ABLATIONS``; kept here so that the experiment imports no bundle code).
-ECHO_DND_ARMS: tuple[str, ...] = ("full", "gaussian_only", "bernoulli_only", "unet_conditioner", "loss_lg_lb",
-                                  "loss_lg_lb_kl", "kl_vb")
+ECHO_DND_ARMS: tuple[str, ...] = (
+    "full",
+    "gaussian_only",
+    "bernoulli_only",
+    "unet_conditioner",
+    "loss_lg_lb",
+    "loss_lg_lb_kl",
+    "kl_vb",
+)
 OTHER_ARMS: tuple[str, ...] = ("nnunet", "demo_weights")
-QUICK_ARMS: tuple[str, ...] = ("full", "gaussian_only", "bernoulli_only", "unet_conditioner", "kl_vb", "nnunet",
-                               "demo_weights")
+QUICK_ARMS: tuple[str, ...] = (
+    "full",
+    "gaussian_only",
+    "bernoulli_only",
+    "unet_conditioner",
+    "kl_vb",
+    "nnunet",
+    "demo_weights",
+)
 FULL_ARMS: tuple[str, ...] = (*ECHO_DND_ARMS, "nnunet", "demo_weights")
 #: Rough relative wall time of an arm in quick mode (measured: nnU-Net plan + train + predict ~400 s, Echo-DND
 #: 400 steps 200-300 s, the U-Net conditioner slowest, one-chain arms fastest); the longest start first.
-_COST = {"nnunet": 1.5, "unet_conditioner": 1.2, "full": 1.0, "loss_lg_lb_kl": 1.0, "loss_lg_lb": 1.0, "kl_vb": 1.0,
-         "gaussian_only": 0.8, "bernoulli_only": 0.8, "demo_weights": 0.0}
+_COST = {
+    "nnunet": 1.5,
+    "unet_conditioner": 1.2,
+    "full": 1.0,
+    "loss_lg_lb_kl": 1.0,
+    "loss_lg_lb": 1.0,
+    "kl_vb": 1.0,
+    "gaussian_only": 0.8,
+    "bernoulli_only": 0.8,
+    "demo_weights": 0.0,
+}
 
 #: The paper's CAMUS LV Dice (Table 2): (end-systolic, end-diastolic, overall).
 PAPER_TABLE2: dict[str, tuple[float, float, float]] = {"full": (0.971, 0.954, 0.962), "nnunet": (0.945, 0.939, 0.942)}
@@ -126,11 +173,23 @@ class Settings:
         return asdict(self)
 
 
-def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_patients: int | None = None,
-                  phantom_size: int | None = None, network_config: str | None = None, image_size: int | None = None,
-                  steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
-                  sampling_steps: int | None = None, ensemble: int | None = None, nnunet_trainer: str | None = None,
-                  tta: bool | None = None, device: str | None = None) -> Settings:
+def make_settings(
+    quick: bool,
+    seed: int = 0,
+    dataset: str | None = None,
+    n_patients: int | None = None,
+    phantom_size: int | None = None,
+    network_config: str | None = None,
+    image_size: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    sampling_steps: int | None = None,
+    ensemble: int | None = None,
+    nnunet_trainer: str | None = None,
+    tta: bool | None = None,
+    device: str | None = None,
+) -> Settings:
     """Quick (CPU, 64 px tiny network) or full (paper) settings, with explicit values overriding them.
 
     Raises:
@@ -153,9 +212,20 @@ def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_pati
         "tta": not q,
         "device": "cpu" if q else "cuda",
     }
-    given = dict(n_patients=n_patients, phantom_size=phantom_size, network_config=network_config,
-                 image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, sampling_steps=sampling_steps,
-                 ensemble=ensemble, nnunet_trainer=nnunet_trainer, tta=tta, device=device)
+    given = dict(
+        n_patients=n_patients,
+        phantom_size=phantom_size,
+        network_config=network_config,
+        image_size=image_size,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        sampling_steps=sampling_steps,
+        ensemble=ensemble,
+        nnunet_trainer=nnunet_trainer,
+        tta=tta,
+        device=device,
+    )
     values.update({k: v for k, v in given.items() if v is not None})
     for name in ("n_patients", "phantom_size", "image_size", "steps", "batch_size", "sampling_steps", "ensemble"):
         values[name] = positive_int(values[name], name.replace("_", "-"))
@@ -170,13 +240,20 @@ def make_settings(quick: bool, seed: int = 0, dataset: str | None = None, n_pati
     if dataset is not None:
         path = Path(dataset).resolve()
         if not (path / "dataset.json").is_file():
-            raise EchoDataError(path, "not an nnU-Net raw dataset (no dataset.json); convert CAMUS with "
-                                      "`echogains convert-camus` first")
+            raise EchoDataError(
+                path, "not an nnU-Net raw dataset (no dataset.json); convert CAMUS with `echogains convert-camus` first"
+            )
         if not (path / "splits_final.json").is_file():
             raise EchoDataError(path, "no splits_final.json (fold 0 trains Echo-DND and nnU-Net)")
         dataset = str(path)
-    return Settings(mode="quick" if q else "full", seed=int(seed), dataset=dataset, lr=float(values.pop("lr")),
-                    tta=bool(values.pop("tta")), **values)
+    return Settings(
+        mode="quick" if q else "full",
+        seed=int(seed),
+        dataset=dataset,
+        lr=float(values.pop("lr")),
+        tta=bool(values.pop("tta")),
+        **values,
+    )
 
 
 def parse_arms(arms: str | Sequence[str] | None, quick: bool) -> tuple[str, ...]:
@@ -208,9 +285,17 @@ def prepare_dataset(work: Path, settings: Settings) -> Path:
     if settings.dataset or (ds / "dataset.json").is_file():
         return ds
     size = settings.phantom_size
-    return make_phantom(ds, n_patients=settings.n_patients, preset="camus-like", layout="nnunet",
-                        labels="lv,myo,la", image_size=(size, size), seed=settings.seed, overwrite=True,
-                        progress=False)
+    return make_phantom(
+        ds,
+        n_patients=settings.n_patients,
+        preset="camus-like",
+        layout="nnunet",
+        labels="lv,myo,la",
+        image_size=(size, size),
+        seed=settings.seed,
+        overwrite=True,
+        progress=False,
+    )
 
 
 # --- one arm (worker process) -----------------------------------------------------------------------------------
@@ -226,27 +311,80 @@ def _bundle(args: Sequence[str], log_file: Path) -> None:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode:
         tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
-        raise RuntimeError(f"bundle command failed ({describe_exit(proc.returncode)}); last lines of {log_file}:\n"
-                           f"{tail}")
+        raise RuntimeError(
+            f"bundle command failed ({describe_exit(proc.returncode)}); last lines of {log_file}:\n{tail}"
+        )
 
 
 def _echo_dnd_train(settings: Settings, ds: Path, folder: Path, ablation: str) -> Path:
     out = folder / "train"
-    _bundle(["--config_file", str(BUNDLE / "configs" / "train.json"), "--dataset_dir", str(ds),
-             "--output_dir", str(out), "--network_config", settings.network_config,
-             "--image_size", str(settings.image_size), "--ablation", ablation, "--fold", "0",
-             "--steps", str(settings.steps), "--batch_size", str(settings.batch_size), "--lr", str(settings.lr),
-             "--val_every", str(settings.steps), "--val_steps", str(settings.sampling_steps),
-             "--save_every", str(max(1, min(500, settings.steps))), "--seed", str(settings.seed),
-             "--device", settings.device, "--progress", "False"], folder / "train.log")
+    _bundle(
+        [
+            "--config_file",
+            str(BUNDLE / "configs" / "train.json"),
+            "--dataset_dir",
+            str(ds),
+            "--output_dir",
+            str(out),
+            "--network_config",
+            settings.network_config,
+            "--image_size",
+            str(settings.image_size),
+            "--ablation",
+            ablation,
+            "--fold",
+            "0",
+            "--steps",
+            str(settings.steps),
+            "--batch_size",
+            str(settings.batch_size),
+            "--lr",
+            str(settings.lr),
+            "--val_every",
+            str(settings.steps),
+            "--val_steps",
+            str(settings.sampling_steps),
+            "--save_every",
+            str(max(1, min(500, settings.steps))),
+            "--seed",
+            str(settings.seed),
+            "--device",
+            settings.device,
+            "--progress",
+            "False",
+        ],
+        folder / "train.log",
+    )
     return out / "model.pt"
 
 
 def _echo_dnd_infer(settings: Settings, ds: Path, weights: Path, pred: Path, log_file: Path) -> None:
-    _bundle(["inference", "--config_file", str(BUNDLE / "configs" / "inference.json"), "--dataset_dir", str(ds),
-             "--output_dir", str(pred), "--subset", "Ts", "--model_path", str(weights),
-             "--num_steps", str(settings.sampling_steps), "--ensemble", str(settings.ensemble),
-             "--seed", str(settings.seed), "--device", settings.device, "--progress", "False"], log_file)
+    _bundle(
+        [
+            "inference",
+            "--config_file",
+            str(BUNDLE / "configs" / "inference.json"),
+            "--dataset_dir",
+            str(ds),
+            "--output_dir",
+            str(pred),
+            "--subset",
+            "Ts",
+            "--model_path",
+            str(weights),
+            "--num_steps",
+            str(settings.sampling_steps),
+            "--ensemble",
+            str(settings.ensemble),
+            "--seed",
+            str(settings.seed),
+            "--device",
+            settings.device,
+            "--progress",
+            "False",
+        ],
+        log_file,
+    )
 
 
 def _weights_info(path: Path) -> dict[str, Any]:
@@ -254,8 +392,11 @@ def _weights_info(path: Path) -> dict[str, Any]:
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     params = sum(v.numel() for k, v in state["state_dict"].items() if v.is_floating_point())
-    return {"parameters": int(params), "ablation": state.get("ablation", "full"),
-            "image_size": state["config"]["image_size"]}
+    return {
+        "parameters": int(params),
+        "ablation": state.get("ablation", "full"),
+        "image_size": state["config"]["image_size"],
+    }
 
 
 def _last_val_dice(metrics_csv: Path) -> float | None:
@@ -304,8 +445,14 @@ def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
         if not (pred / "echo_dnd_inference.json").is_file():
             step("infer", lambda: _echo_dnd_infer(cfg, ds, weights, pred, folder / "infer.log"))
     elif arm == "nnunet":
-        nn = NnUNet(raw=ds.parent, preprocessed=root / "nnUNet_preprocessed", results=root / "nnUNet_results",
-                    device=cfg.device, threads=1, log_dir=root / "logs")
+        nn = NnUNet(
+            raw=ds.parent,
+            preprocessed=root / "nnUNet_preprocessed",
+            results=root / "nnUNet_results",
+            device=cfg.device,
+            threads=1,
+            log_dir=root / "logs",
+        )
         if not (folder / "planned.json").is_file():
             step("plan", lambda: nn.plan_and_preprocess(ds))
             atomic_write_json(folder / "planned.json", {"dataset": ds.name})
@@ -321,8 +468,12 @@ def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
         raise EchoDataError(None, f"unknown arm {arm!r}")
     evaluation = folder / "evaluation"
     if not (evaluation / "metrics_summary.json").is_file():
-        step("evaluate", lambda: evaluation_module.evaluate(pred, ds, evaluation, subset="Ts", labels=_LABEL,
-                                                            overlays=False, progress=False))
+        step(
+            "evaluate",
+            lambda: evaluation_module.evaluate(
+                pred, ds, evaluation, subset="Ts", labels=_LABEL, overlays=False, progress=False
+            ),
+        )
     record.update(timings=step.timings, evaluation=str(evaluation))
     atomic_write_json(result_file, record)
     return record
@@ -352,8 +503,10 @@ def arm_summary(evaluation: str | os.PathLike) -> dict[str, Any]:
         out["failures"] = None
     clinical = summary.get("clinical") or {}
     ef = ((clinical.get("agreement") or {}).get("prediction vs reference") or {}).get("ef_pct") or {}
-    out["ef"] = {k: (float("nan") if ef.get(k) is None else ef.get(k))
-                 for k in ("n", "bias", "sd", "loa_lower", "loa_upper", "mae", "pearson_r")}
+    out["ef"] = {
+        k: (float("nan") if ef.get(k) is None else ef.get(k))
+        for k in ("n", "bias", "sd", "loa_lower", "loa_upper", "mae", "pearson_r")
+    }
     out["ef_feasible"] = f"{clinical.get('n_feasible_pred', '–')}/{clinical.get('n_patients', '–')}"
     return out
 
@@ -364,28 +517,47 @@ def _pm(mean: float, sd: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None and not math.isnan(sd) else f"{mean:.{digits}f}"
 
 
-def table2_rows(summaries: Mapping[str, Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def table2_rows(
+    summaries: Mapping[str, Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Table 2 style: every arm with Dice (overall, ED, ES), HD, HD95, MSD and the paper's CAMUS Dice."""
     rows = []
     for arm in _ordered(summaries):
         s, r = summaries[arm], records.get(arm, {})
         paper = PAPER_TABLE2.get(arm)
-        rows.append({
-            "model": ARM_TITLES.get(arm, arm), "training": r.get("training", ""),
-            "dice": _pm(s["dice"], s["dice_sd"]), "dice_ed": s["dice_ed"], "dice_es": s["dice_es"],
-            "hd": _pm(s["hd_mm"], s["hd_mm_sd"], 2), "hd95": _pm(s["hd95_mm"], s["hd95_mm_sd"], 2),
-            "msd": _pm(s["msd_mm"], s["msd_mm_sd"], 2), "failures": s.get("failures"),
-            "train_s": _seconds(r.get("timings", {}), ("plan", "train")),
-            "test_s": _seconds(r.get("timings", {}), ("infer", "predict")),
-            "paper": "–" if paper is None else f"{paper[2]:.3f} (ED {paper[1]:.3f}, ES {paper[0]:.3f})",
-        })
+        rows.append(
+            {
+                "model": ARM_TITLES.get(arm, arm),
+                "training": r.get("training", ""),
+                "dice": _pm(s["dice"], s["dice_sd"]),
+                "dice_ed": s["dice_ed"],
+                "dice_es": s["dice_es"],
+                "hd": _pm(s["hd_mm"], s["hd_mm_sd"], 2),
+                "hd95": _pm(s["hd95_mm"], s["hd95_mm_sd"], 2),
+                "msd": _pm(s["msd_mm"], s["msd_mm_sd"], 2),
+                "failures": s.get("failures"),
+                "train_s": _seconds(r.get("timings", {}), ("plan", "train")),
+                "test_s": _seconds(r.get("timings", {}), ("infer", "predict")),
+                "paper": "–" if paper is None else f"{paper[2]:.3f} (ED {paper[1]:.3f}, ES {paper[0]:.3f})",
+            }
+        )
     return rows
 
 
-TABLE2_COLUMNS = {"model": "Model", "training": "Training", "dice": "Dice", "dice_ed": "Dice ED",
-                  "dice_es": "Dice ES", "hd": "HD (mm)", "hd95": "HD95 (mm)", "msd": "MSD (mm)",
-                  "failures": "Failures", "train_s": "Train (s)", "test_s": "Test-set inference (s)",
-                  "paper": "Paper CAMUS Dice"}
+TABLE2_COLUMNS = {
+    "model": "Model",
+    "training": "Training",
+    "dice": "Dice",
+    "dice_ed": "Dice ED",
+    "dice_es": "Dice ES",
+    "hd": "HD (mm)",
+    "hd95": "HD95 (mm)",
+    "msd": "MSD (mm)",
+    "failures": "Failures",
+    "train_s": "Train (s)",
+    "test_s": "Test-set inference (s)",
+    "paper": "Paper CAMUS Dice",
+}
 
 
 def _seconds(timings: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -401,17 +573,29 @@ def table4_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     for component, variation, arm, paper in PAPER_TABLE4:
         s = summaries.get(arm)
         ours = float("nan") if s is None else s["dice"]
-        rows.append({
-            "component": component, "variation": variation, "arm": arm, "paper": paper,
-            "paper_delta": f"{paper - 0.962:+.3f}",
-            "ours": "not run" if s is None else _pm(s["dice"], s["dice_sd"]),
-            "ours_delta": "–" if s is None or math.isnan(full) else f"{ours - full:+.3f}",
-        })
+        rows.append(
+            {
+                "component": component,
+                "variation": variation,
+                "arm": arm,
+                "paper": paper,
+                "paper_delta": f"{paper - 0.962:+.3f}",
+                "ours": "not run" if s is None else _pm(s["dice"], s["dice_sd"]),
+                "ours_delta": "–" if s is None or math.isnan(full) else f"{ours - full:+.3f}",
+            }
+        )
     return rows
 
 
-TABLE4_COLUMNS = {"component": "Component", "variation": "Variation", "arm": "Arm", "paper": "Paper Dice",
-                  "paper_delta": "Paper Δ vs full", "ours": "Our Dice", "ours_delta": "Our Δ vs full"}
+TABLE4_COLUMNS = {
+    "component": "Component",
+    "variation": "Variation",
+    "arm": "Arm",
+    "paper": "Paper Dice",
+    "paper_delta": "Paper Δ vs full",
+    "ours": "Our Dice",
+    "ours_delta": "Our Δ vs full",
+}
 
 
 def ef_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -419,14 +603,29 @@ def ef_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for arm in _ordered(summaries):
         ef = summaries[arm]["ef"]
-        rows.append({"model": ARM_TITLES.get(arm, arm), "n": ef.get("n"), "feasible": summaries[arm]["ef_feasible"],
-                     "bias": ef.get("bias"), "loa": f"{fmt(ef.get('loa_lower'), 1)} to {fmt(ef.get('loa_upper'), 1)}",
-                     "mae": ef.get("mae"), "r": ef.get("pearson_r")})
+        rows.append(
+            {
+                "model": ARM_TITLES.get(arm, arm),
+                "n": ef.get("n"),
+                "feasible": summaries[arm]["ef_feasible"],
+                "bias": ef.get("bias"),
+                "loa": f"{fmt(ef.get('loa_lower'), 1)} to {fmt(ef.get('loa_upper'), 1)}",
+                "mae": ef.get("mae"),
+                "r": ef.get("pearson_r"),
+            }
+        )
     return rows
 
 
-EF_COLUMNS = {"model": "Model", "n": "Patients", "feasible": "EF feasible", "bias": "Bias (EF points)",
-              "loa": "Limits of agreement", "mae": "MAE", "r": "Pearson r"}
+EF_COLUMNS = {
+    "model": "Model",
+    "n": "Patients",
+    "feasible": "EF feasible",
+    "bias": "Bias (EF points)",
+    "loa": "Limits of agreement",
+    "mae": "MAE",
+    "r": "Pearson r",
+}
 
 
 def _ordered(summaries: Mapping[str, Any]) -> list[str]:
@@ -450,8 +649,9 @@ def dice_plot(path: Path, summaries: Mapping[str, Mapping[str, Any]]) -> Path:
     ax.bar(x, means, yerr=sds, capsize=4, color="#4c72b0", label="ours (phantom test images)")
     px = [i for i, a in enumerate(arms) if a in paper]
     if px:
-        ax.scatter(px, [paper[arms[i]] for i in px], marker="D", color="#dd8452", zorder=3,
-                   label="paper (CAMUS, Tables 2/4)")
+        ax.scatter(
+            px, [paper[arms[i]] for i in px], marker="D", color="#dd8452", zorder=3, label="paper (CAMUS, Tables 2/4)"
+        )
     ax.set_xticks(list(x), [a.replace("_", "\n") for a in arms], fontsize=8)
     finite = [m for m in means if not math.isnan(m)]
     ax.set_ylim(max(0.0, min(finite + [0.9]) - 0.1) if finite else 0.0, 1.0)
@@ -479,23 +679,35 @@ def build_report(out: Path, records: Mapping[str, Mapping[str, Any]]) -> tuple[s
             shutil.copyfile(src, dst)
             plots[f"bland_altman_{arm}"] = str(dst.relative_to(out))
     t2, t4, ef = table2_rows(summaries, records), table4_rows(summaries), ef_rows(summaries)
-    md = ("## Table 2 style: LV segmentation of the unseen test images\n\n"
-          + markdown_table(t2, TABLE2_COLUMNS)
-          + "\n## Table 4 style: ablations (same data, steps, batch, lr and seed)\n\n"
-          + markdown_table(t4, TABLE4_COLUMNS)
-          + "\n## EF agreement (Simpson biplane from the predicted LV vs the reference EF)\n\n"
-          + markdown_table(ef_rows(summaries), EF_COLUMNS, digits=2))
-    results = {"arms": {a: {**summaries[a], **{k: v for k, v in records[a].items() if k != "evaluation"}}
-                        for a in _ordered(summaries)},
-               "table2": t2, "table4": t4, "ef": ef, "plots": plots}
+    md = (
+        "## Table 2 style: LV segmentation of the unseen test images\n\n"
+        + markdown_table(t2, TABLE2_COLUMNS)
+        + "\n## Table 4 style: ablations (same data, steps, batch, lr and seed)\n\n"
+        + markdown_table(t4, TABLE4_COLUMNS)
+        + "\n## EF agreement (Simpson biplane from the predicted LV vs the reference EF)\n\n"
+        + markdown_table(ef_rows(summaries), EF_COLUMNS, digits=2)
+    )
+    results = {
+        "arms": {
+            a: {**summaries[a], **{k: v for k, v in records[a].items() if k != "evaluation"}}
+            for a in _ordered(summaries)
+        },
+        "table2": t2,
+        "table4": t4,
+        "ef": ef,
+        "plots": plots,
+    }
     return md, results
 
 
 # --- driver -----------------------------------------------------------------------------------------------------
 def _header(settings: Settings, arms: Sequence[str], wall: float, loaded_note: str | None) -> str:
-    data = (f"nnU-Net raw dataset `{settings.dataset}`" if settings.dataset else
-            f"camus-like phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
-            f"seed {settings.seed}; fold 0 trains/validates, the unseen `imagesTs` patients are the test set")
+    data = (
+        f"nnU-Net raw dataset `{settings.dataset}`"
+        if settings.dataset
+        else f"camus-like phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
+        f"seed {settings.seed}; fold 0 trains/validates, the unseen `imagesTs` patients are the test set"
+    )
     lines = [
         f"Mode: **{settings.mode}**. Data: {data}.",
         f"Echo-DND: `{settings.network_config}` network at {settings.image_size} px, {settings.steps} steps, batch "
@@ -566,10 +778,23 @@ def run(
     set_progress(bool(progress))
     jobs = positive_int(jobs, "jobs")
     arm_list = parse_arms(arms, bool(quick))
-    settings = make_settings(bool(quick), seed, dataset, n_patients=n_patients, phantom_size=phantom_size,
-                             network_config=network_config, image_size=image_size, steps=steps,
-                             batch_size=batch_size, lr=lr, sampling_steps=sampling_steps, ensemble=ensemble,
-                             nnunet_trainer=nnunet_trainer, tta=tta, device=device)
+    settings = make_settings(
+        bool(quick),
+        seed,
+        dataset,
+        n_patients=n_patients,
+        phantom_size=phantom_size,
+        network_config=network_config,
+        image_size=image_size,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        sampling_steps=sampling_steps,
+        ensemble=ensemble,
+        nnunet_trainer=nnunet_trainer,
+        tta=tta,
+        device=device,
+    )
     work_dir, out_dir = Path(work).resolve(), Path(out).resolve()
     if out_dir == work_dir or work_dir in out_dir.parents or out_dir in work_dir.parents:
         raise EchoDataError(out_dir, "--out and --work must be separate folders (NIfTI working data stay in --work)")
@@ -581,26 +806,47 @@ def run(
         prepare_dataset(work_dir, settings)
     ordered = sorted(arm_list, key=lambda a: -_COST.get(a, 1.0))
     with sw("arms"):
-        records, errors = run_arms(run_arm, {a: (str(work_dir), asdict(settings), a) for a in ordered}, jobs,
-                                   name=str, logger=log)
+        records, errors = run_arms(
+            run_arm, {a: (str(work_dir), asdict(settings), a) for a in ordered}, jobs, name=str, logger=log
+        )
     with sw("report"):
         table_md, results = build_report(out_dir, records)
     return _finish(out_dir, settings, arm_list, note, sw, records, errors, table_md, results)
 
 
-def _finish(out_dir: Path, settings: Settings, arm_list: Sequence[str], note: str | None, sw: Stopwatch,
-            records: Mapping[str, Mapping[str, Any]], errors: Mapping[str, str], table_md: str,
-            results: dict[str, Any]) -> str:
+def _finish(
+    out_dir: Path,
+    settings: Settings,
+    arm_list: Sequence[str],
+    note: str | None,
+    sw: Stopwatch,
+    records: Mapping[str, Mapping[str, Any]],
+    errors: Mapping[str, str],
+    table_md: str,
+    results: dict[str, Any],
+) -> str:
     """Write the markdown and JSON (with timings, machine, errors, command); then fail if an arm failed."""
-    timings = {**sw.timings, "total_wall_s": sw.total(),
-               "per_arm": {a: records[a]["timings"] for a in _ordered(records)}}
-    results.update({"settings": asdict(settings), "arms_run": list(arm_list), "timings": timings,
-                    "machine": machine(), "note": note, "errors": errors,
-                    "resume_note": "per-arm timings are those of the run that computed each step; total_wall_s is "
-                                   "this invocation's"})
+    timings = {
+        **sw.timings,
+        "total_wall_s": sw.total(),
+        "per_arm": {a: records[a]["timings"] for a in _ordered(records)},
+    }
+    results.update(
+        {
+            "settings": asdict(settings),
+            "arms_run": list(arm_list),
+            "timings": timings,
+            "machine": machine(),
+            "note": note,
+            "errors": errors,
+            "resume_note": "per-arm timings are those of the run that computed each step; total_wall_s is "
+            "this invocation's",
+        }
+    )
     command = "python -m experiments.echo_dnd_tables " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    md = write_results(out_dir, NAME, _header(settings, arm_list, timings["total_wall_s"], note) + "\n" + table_md,
-                       results, command)
+    md = write_results(
+        out_dir, NAME, _header(settings, arm_list, timings["total_wall_s"], note) + "\n" + table_md, results, command
+    )
     if errors:
         raise RuntimeError(f"{len(errors)} arm(s) failed: {errors}")
     print(f"wrote {md} in {timings['total_wall_s']:.0f} s")

@@ -17,10 +17,30 @@ from echogains.data.nnunet import RawDataset
 from echogains.data.phantom import make_phantom
 from echogains.utils import EchoDataError
 
-__all__ = ["ARMS", "QUICK_REVERSE_ARMS", "PHANTOM_CUTOFFS", "PAPER_CUTOFFS", "TRAINERS", "DEFAULT_TRAIN_SEEDS", "Arm",
-           "Direction", "Settings", "arm_spec", "short_name", "plan_directions", "parse_train_seeds", "make_settings",
-           "raw_dir", "train_dataset_dir", "arm_dataset_dir", "test_dataset_dir", "test_images_dir", "arm_dir",
-           "seed_dir", "prepare_datasets"]
+__all__ = [
+    "ARMS",
+    "QUICK_REVERSE_ARMS",
+    "PHANTOM_CUTOFFS",
+    "PAPER_CUTOFFS",
+    "TRAINERS",
+    "DEFAULT_TRAIN_SEEDS",
+    "Arm",
+    "Direction",
+    "Settings",
+    "arm_spec",
+    "short_name",
+    "plan_directions",
+    "parse_train_seeds",
+    "make_settings",
+    "raw_dir",
+    "train_dataset_dir",
+    "arm_dataset_dir",
+    "test_dataset_dir",
+    "test_images_dir",
+    "arm_dir",
+    "seed_dir",
+    "prepare_datasets",
+]
 
 #: Arms in the paper's Table 3 order.
 ARMS: tuple[str, ...] = ("none", "depth", "tilt", "width", "translation", "combination", "combination_no_repaint")
@@ -134,9 +154,14 @@ def _check_dataset(path: str | os.PathLike, what: str) -> Path:
     return root
 
 
-def plan_directions(quick: bool, train_dataset: str | None = None, test_dataset: str | None = None,
-                    arms: str | Sequence[str] | None = None, reverse: bool = True,
-                    reverse_arms: str | Sequence[str] | None = None) -> list[Direction]:
+def plan_directions(
+    quick: bool,
+    train_dataset: str | None = None,
+    test_dataset: str | None = None,
+    arms: str | Sequence[str] | None = None,
+    reverse: bool = True,
+    reverse_arms: str | Sequence[str] | None = None,
+) -> list[Direction]:
     """The directions and their arms: the phantom's (lv-focused -> camus-like, reverse) or the given datasets'.
 
     Raises:
@@ -153,7 +178,10 @@ def plan_directions(quick: bool, train_dataset: str | None = None, test_dataset:
         a, b = "lv-focused", "camus-like"
         cut_a, cut_b = PHANTOM_CUTOFFS[b], PHANTOM_CUTOFFS[a]
     else:
-        a, b = str(_check_dataset(train_dataset, "--train_dataset")), str(_check_dataset(test_dataset, "--test_dataset"))
+        a, b = (
+            str(_check_dataset(train_dataset, "--train_dataset")),
+            str(_check_dataset(test_dataset, "--test_dataset")),
+        )
         if a == b:
             raise EchoDataError(a, "--train_dataset and --test_dataset are the same folder")
         cut_a = cut_b = PAPER_CUTOFFS
@@ -184,10 +212,25 @@ def parse_train_seeds(value: str | int | Sequence[int] | None, default: Sequence
     return seeds
 
 
-def make_settings(quick: bool, seed: int, directions: Sequence[Direction], *, n_train: int | None, n_test: int | None,
-                  image_size: int | None, k: int | None, sampler: str | None, trainer: str | None, ddpm: str | None,
-                  device: str, tta: bool | None, test_subset: str, train_dataset: str | None,
-                  test_dataset: str | None, train_seeds: str | int | Sequence[int] | None = None) -> Settings:
+def make_settings(
+    quick: bool,
+    seed: int,
+    directions: Sequence[Direction],
+    *,
+    n_train: int | None,
+    n_test: int | None,
+    image_size: int | None,
+    k: int | None,
+    sampler: str | None,
+    trainer: str | None,
+    ddpm: str | None,
+    device: str,
+    tta: bool | None,
+    test_subset: str,
+    train_dataset: str | None,
+    test_dataset: str | None,
+    train_seeds: str | int | Sequence[int] | None = None,
+) -> Settings:
     """Quick or full defaults, overridden by the given values; validated.
 
     Raises:
@@ -198,8 +241,10 @@ def make_settings(quick: bool, seed: int, directions: Sequence[Direction], *, n_
     from echogains.ddpm import DEMO_WEIGHTS
 
     mode = "quick" if quick else "full"
-    defaults = {"quick": dict(n_train=8, n_test=8, image_size=64, k=1, sampler="fast", tta=False),
-                "full": dict(n_train=60, n_test=30, image_size=256, k=5, sampler="repaint", tta=True)}[mode]
+    defaults = {
+        "quick": dict(n_train=8, n_test=8, image_size=64, k=1, sampler="fast", tta=False),
+        "full": dict(n_train=60, n_test=30, image_size=256, k=5, sampler="repaint", tta=True),
+    }[mode]
     values = {"n_train": n_train, "n_test": n_test, "image_size": image_size, "k": k}
     checked: dict[str, int] = {}
     for name, low in (("n_train", 2), ("n_test", 1), ("image_size", 16), ("k", 1)):
@@ -217,12 +262,21 @@ def make_settings(quick: bool, seed: int, directions: Sequence[Direction], *, n_
         raise EchoDataError(model, "--ddpm: DDPM weights not found")
     if device not in ("cpu", "cuda", "mps"):
         raise EchoDataError(None, f"--device must be cpu, cuda or mps, got {device!r}")
-    return Settings(mode=mode, seed=int(seed), sampler=sampler, trainer=trainer or TRAINERS[mode], ddpm=str(model),
-                    train_seeds=parse_train_seeds(train_seeds, DEFAULT_TRAIN_SEEDS[mode]),
-                    device=device, tta=bool(defaults["tta"] if tta is None else tta), test_subset=test_subset,
-                    train_dataset=train_dataset and str(Path(train_dataset).resolve()),
-                    test_dataset=test_dataset and str(Path(test_dataset).resolve()),
-                    directions=[asdict(d) for d in directions], **checked)
+    return Settings(
+        mode=mode,
+        seed=int(seed),
+        sampler=sampler,
+        trainer=trainer or TRAINERS[mode],
+        ddpm=str(model),
+        train_seeds=parse_train_seeds(train_seeds, DEFAULT_TRAIN_SEEDS[mode]),
+        device=device,
+        tta=bool(defaults["tta"] if tta is None else tta),
+        test_subset=test_subset,
+        train_dataset=train_dataset and str(Path(train_dataset).resolve()),
+        test_dataset=test_dataset and str(Path(test_dataset).resolve()),
+        directions=[asdict(d) for d in directions],
+        **checked,
+    )
 
 
 # --- working folders ----------------------------------------------------------------------------------------------
@@ -239,7 +293,9 @@ def arm_dataset_dir(work: Path, direction: Direction, arm: str) -> Path:
     if arm == "none":
         return train_dataset_dir(work, direction)
     index = ARMS.index(arm)
-    return raw_dir(work) / f"Dataset{direction.dataset_id + 1 + index:03d}_EG{direction.key}{arm.title().replace('_', '')}"
+    return (
+        raw_dir(work) / f"Dataset{direction.dataset_id + 1 + index:03d}_EG{direction.key}{arm.title().replace('_', '')}"
+    )
 
 
 def test_dataset_dir(work: Path, direction: Direction) -> Path:
@@ -267,15 +323,25 @@ def _phantom_seed(seed: int, direction: Direction, role: str) -> int:
 def prepare_datasets(work: Path, settings: Settings, direction: Direction) -> tuple[Path, Path]:
     """The direction's training dataset in ``work/nnUNet_raw`` and its test dataset, made or linked (idempotent)."""
     train_dir, test_dir = train_dataset_dir(work, direction), test_dataset_dir(work, direction)
-    for role, spec, target, n in (("train", direction.train, train_dir, settings.n_train),
-                                  ("test", direction.test, test_dir, settings.n_test)):
+    for role, spec, target, n in (
+        ("train", direction.train, train_dir, settings.n_train),
+        ("test", direction.test, test_dir, settings.n_test),
+    ):
         if (target / "dataset.json").is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if spec in PHANTOM_CUTOFFS:
-            make_phantom(target, n_patients=n, preset=spec, layout="nnunet", labels="lv,myo",
-                         image_size=(settings.image_size, settings.image_size),
-                         seed=_phantom_seed(settings.seed, direction, role), overwrite=True, progress=False)
+            make_phantom(
+                target,
+                n_patients=n,
+                preset=spec,
+                layout="nnunet",
+                labels="lv,myo",
+                image_size=(settings.image_size, settings.image_size),
+                seed=_phantom_seed(settings.seed, direction, role),
+                overwrite=True,
+                progress=False,
+            )
         else:
             if target.is_symlink():
                 target.unlink()

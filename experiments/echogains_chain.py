@@ -15,8 +15,18 @@ import echogains.evaluation.evaluate as evaluation  # the module: tests replace 
 from echogains.nnunet_runner import NnUNet
 from echogains.utils import atomic_write_json, read_json
 from experiments.common import StepTimer
-from experiments.echogains_arms import (Direction, Settings, arm_dataset_dir, arm_dir, arm_spec, raw_dir, seed_dir,
-                                        test_dataset_dir, test_images_dir, train_dataset_dir)
+from experiments.echogains_arms import (
+    Direction,
+    Settings,
+    arm_dataset_dir,
+    arm_dir,
+    arm_spec,
+    raw_dir,
+    seed_dir,
+    test_dataset_dir,
+    test_images_dir,
+    train_dataset_dir,
+)
 
 __all__ = ["run_chain"]
 
@@ -50,18 +60,36 @@ def run_chain(work: str, settings: dict[str, Any], direction: dict[str, Any], ar
     dataset = arm_dataset_dir(root, d, arm)
     nn = NnUNet(raw=raw_dir(root), device=cfg.device, threads=1, log_dir=root / "logs")
     if spec.augment is not None and not (dataset / "dataset.json").is_file():
-        step("expand", lambda: expand_dataset(train_dir, dataset, model=cfg.ddpm if spec.repaint else None,
-                                              augment=spec.augment, k=cfg.k, repaint=spec.repaint,
-                                              sampler=cfg.sampler, seed=cfg.seed, fold=0, device=cfg.device,
-                                              augment_validation=cfg.mode == "full",  # the paper's Sec. 2.6
-                                              progress=False))
+        step(
+            "expand",
+            lambda: expand_dataset(
+                train_dir,
+                dataset,
+                model=cfg.ddpm if spec.repaint else None,
+                augment=spec.augment,
+                k=cfg.k,
+                repaint=spec.repaint,
+                sampler=cfg.sampler,
+                seed=cfg.seed,
+                fold=0,
+                device=cfg.device,
+                augment_validation=cfg.mode == "full",  # the paper's Sec. 2.6
+                progress=False,
+            ),
+        )
     planned = folder / "planned.json"
     if not planned.is_file():
         step("plan", lambda: nn.plan_and_preprocess(dataset))
         atomic_write_json(planned, {"dataset": dataset.name})
     seeds = {str(s): _run_seed(root, cfg, d, arm, dataset, s) for s in cfg.train_seeds}
-    record = {"direction": d.key, "arm": arm, "dataset": dataset.name, "timings": step.timings, "seeds": seeds,
-              "n_training_images": _count_training(dataset)}
+    record = {
+        "direction": d.key,
+        "arm": arm,
+        "dataset": dataset.name,
+        "timings": step.timings,
+        "seeds": seeds,
+        "n_training_images": _count_training(dataset),
+    }
     atomic_write_json(result_file, record)
     return record
 
@@ -73,8 +101,14 @@ def _run_seed(root: Path, cfg: Settings, d: Direction, arm: str, dataset: Path, 
         return previous
     folder.mkdir(parents=True, exist_ok=True)
     step = StepTimer(folder / "timings.json")
-    nn = NnUNet(raw=raw_dir(root), results=root / "nnUNet_results" / f"seed{seed}", device=cfg.device, threads=1,
-                seed=seed, log_dir=root / "logs" / f"seed{seed}")
+    nn = NnUNet(
+        raw=raw_dir(root),
+        results=root / "nnUNet_results" / f"seed{seed}",
+        device=cfg.device,
+        threads=1,
+        seed=seed,
+        log_dir=root / "logs" / f"seed{seed}",
+    )
     model = nn.model_folder(dataset, cfg.trainer) / "fold_0" / "checkpoint_final.pth"
     if not model.is_file():
         step("train", lambda: nn.train(dataset, cfg.trainer, fold=0))
@@ -87,8 +121,12 @@ def _run_seed(root: Path, cfg: Settings, d: Direction, arm: str, dataset: Path, 
         atomic_write_json(folder / "predicted.json", {"n": len(list(pred.glob("*.nii.gz")))})
     out = folder / "evaluation"
     if not (out / "metrics_summary.json").is_file():
-        step("evaluate", lambda: evaluation.evaluate(pred, test_dataset_dir(root, d), out, subset=cfg.test_subset,
-                                                     overlays=False, progress=False))
+        step(
+            "evaluate",
+            lambda: evaluation.evaluate(
+                pred, test_dataset_dir(root, d), out, subset=cfg.test_subset, overlays=False, progress=False
+            ),
+        )
     record = {"seed": seed, "timings": step.timings, "evaluation": str(out)}
     atomic_write_json(folder / "result.json", record)
     return record

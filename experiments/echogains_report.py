@@ -22,8 +22,17 @@ from echogains.utils import EchoDataError, atomic_path, read_json
 from experiments.common import bootstrap_mean_ci, fmt, markdown_table
 from experiments.echogains_arms import ARMS, Direction, Settings, arm_spec, seed_dir
 
-__all__ = ["TABLE3_COLUMNS", "SEEDED_COLUMNS", "table3_rows", "seeded_table3_rows", "subset_rows", "table4_rows",
-           "bar_plot", "build_report", "header"]
+__all__ = [
+    "TABLE3_COLUMNS",
+    "SEEDED_COLUMNS",
+    "table3_rows",
+    "seeded_table3_rows",
+    "subset_rows",
+    "table4_rows",
+    "bar_plot",
+    "build_report",
+    "header",
+]
 
 _BA_PLOT = "bland_altman_ef_pred_vs_reference.png"
 
@@ -43,26 +52,44 @@ def table3_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     for arm, summary in summaries.items():
         seg = summary.get("segmentation", {}).get("all", {})
         lv, myo = seg.get("LV", {}), seg.get("MYO", {})
-        ef = (summary.get("clinical", {}).get("agreement", {}).get("prediction vs reference", {}).get("ef_pct", {}))
+        ef = summary.get("clinical", {}).get("agreement", {}).get("prediction vs reference", {}).get("ef_pct", {})
         bias, lo, hi = ef.get("bias"), ef.get("loa_lower"), ef.get("loa_upper")
-        rows.append({
-            "arm": arm_spec(arm).label, "arm_key": arm,
-            "n": lv.get("n_cases"),
-            "lv_dice": _pm(lv.get("dice"), 3), "lv_hd": _pm(lv.get("hd_mm"), 1),
-            "myo_dice": _pm(myo.get("dice"), 3),
-            "lv_dice_mean": (lv.get("dice") or {}).get("mean"), "lv_dice_sd": (lv.get("dice") or {}).get("std"),
-            "lv_hd_mean": (lv.get("hd_mm") or {}).get("mean"), "lv_hd_sd": (lv.get("hd_mm") or {}).get("std"),
-            "failures": lv.get("n_failures"),
-            "ef_n": ef.get("n"), "ef_bias": bias, "ef_mae": ef.get("mae"),
-            "ef_loa": "–" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}]",
-            "ef_loa_lower": lo, "ef_loa_upper": hi,
-        })
+        rows.append(
+            {
+                "arm": arm_spec(arm).label,
+                "arm_key": arm,
+                "n": lv.get("n_cases"),
+                "lv_dice": _pm(lv.get("dice"), 3),
+                "lv_hd": _pm(lv.get("hd_mm"), 1),
+                "myo_dice": _pm(myo.get("dice"), 3),
+                "lv_dice_mean": (lv.get("dice") or {}).get("mean"),
+                "lv_dice_sd": (lv.get("dice") or {}).get("std"),
+                "lv_hd_mean": (lv.get("hd_mm") or {}).get("mean"),
+                "lv_hd_sd": (lv.get("hd_mm") or {}).get("std"),
+                "failures": lv.get("n_failures"),
+                "ef_n": ef.get("n"),
+                "ef_bias": bias,
+                "ef_mae": ef.get("mae"),
+                "ef_loa": "–" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}]",
+                "ef_loa_lower": lo,
+                "ef_loa_upper": hi,
+            }
+        )
     return rows
 
 
-TABLE3_COLUMNS = {"arm": "arm", "n": "test images", "lv_dice": "LV Dice", "lv_hd": "LV HD (mm)",
-                  "myo_dice": "MYO Dice", "failures": "LV failures", "ef_n": "EF patients",
-                  "ef_bias": "EF bias (%)", "ef_loa": "EF 95 % LoA (%)", "ef_mae": "EF MAE (%)"}
+TABLE3_COLUMNS = {
+    "arm": "arm",
+    "n": "test images",
+    "lv_dice": "LV Dice",
+    "lv_hd": "LV HD (mm)",
+    "myo_dice": "MYO Dice",
+    "failures": "LV failures",
+    "ef_n": "EF patients",
+    "ef_bias": "EF bias (%)",
+    "ef_loa": "EF 95 % LoA (%)",
+    "ef_mae": "EF MAE (%)",
+}
 
 
 def _float(text: str | None) -> float:
@@ -78,8 +105,12 @@ def _read_rows(per_case_csv: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def subset_rows(per_case_csv: str | os.PathLike | Sequence[str | os.PathLike], depth_cut_mm: float,
-                angle_cut_deg: float, label: str = "LV") -> dict[str, dict[str, Any]]:
+def subset_rows(
+    per_case_csv: str | os.PathLike | Sequence[str | os.PathLike],
+    depth_cut_mm: float,
+    angle_cut_deg: float,
+    label: str = "LV",
+) -> dict[str, dict[str, Any]]:
     """``{subset: {n, dice: stats, hd_mm: stats}}`` for depth < / >= and sector angle < / >= the cut-offs.
 
     Reads the evaluator's ``metrics_per_case.csv`` (columns ``depth_mm``, ``opening_deg``, ``{label}_dice``,
@@ -99,9 +130,11 @@ def subset_rows(per_case_csv: str | os.PathLike | Sequence[str | os.PathLike], d
     out = {}
     for name, keep in subsets.items():
         members = [r for r in rows if keep(r)]
-        out[name] = {"n": len(members) // max(1, len(per_file)),
-                     "dice": describe(_float(r[f"{label}_dice"]) for r in members),
-                     "hd_mm": describe(_float(r[f"{label}_hd_mm"]) for r in members)}
+        out[name] = {
+            "n": len(members) // max(1, len(per_file)),
+            "dice": describe(_float(r[f"{label}_dice"]) for r in members),
+            "hd_mm": describe(_float(r[f"{label}_hd_mm"]) for r in members),
+        }
     return out
 
 
@@ -146,8 +179,10 @@ def bar_plot(path: Path, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> P
         ax.set_xticklabels([arm_spec(a).label for a in arms], rotation=30, ha="right", fontsize=8)
         ax.legend(fontsize=8)
     axes[0].set_ylim(0, 1)
-    fig.suptitle("EchoGAINS arms: LV Dice and Hausdorff distance on the test set "
-                 "(mean, 95 % bootstrap interval over training seeds and test patients)")
+    fig.suptitle(
+        "EchoGAINS arms: LV Dice and Hausdorff distance on the test set "
+        "(mean, 95 % bootstrap interval over training seeds and test patients)"
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
@@ -163,10 +198,10 @@ def _per_case(rows: Sequence[Mapping[str, str]], column: str) -> dict[str, tuple
     return {r["case_id"]: (r.get("patient") or r["case_id"], _float(r.get(column))) for r in rows}
 
 
-def _matrix(per_seed_rows: Mapping[int, Sequence[Mapping[str, str]]], column: str,
-            cases: Sequence[str]) -> Any:
-    return np.array([[_per_case(rows, column).get(c, ("", float("nan")))[1] for c in cases]
-                     for rows in per_seed_rows.values()])
+def _matrix(per_seed_rows: Mapping[int, Sequence[Mapping[str, str]]], column: str, cases: Sequence[str]) -> Any:
+    return np.array(
+        [[_per_case(rows, column).get(c, ("", float("nan")))[1] for c in cases] for rows in per_seed_rows.values()]
+    )
 
 
 def _ci_text(mean: float, lower: float, upper: float, digits: int, signed: bool = False) -> str:
@@ -183,8 +218,11 @@ def _resolved(lower: float, upper: float, higher_is_better: bool) -> str:
     return "yes, better" if better else "yes, worse"
 
 
-def seeded_table3_rows(per_seed: Mapping[str, Mapping[int, tuple[Mapping[str, Any], Sequence[Mapping[str, str]]]]],
-                       reference: str = "none", n_boot: int = 2000) -> list[dict[str, Any]]:
+def seeded_table3_rows(
+    per_seed: Mapping[str, Mapping[int, tuple[Mapping[str, Any], Sequence[Mapping[str, str]]]]],
+    reference: str = "none",
+    n_boot: int = 2000,
+) -> list[dict[str, Any]]:
     """Table 3 over training seeds, with bootstrap 95 % intervals and the paired difference to ``reference``.
 
     ``per_seed`` is ``{arm: {seed: (metrics_summary.json, rows of metrics_per_case.csv)}}``. Per arm: LV Dice and HD
@@ -201,8 +239,12 @@ def seeded_table3_rows(per_seed: Mapping[str, Mapping[int, tuple[Mapping[str, An
         cases = sorted(patient_of)
         patients = [patient_of[c] for c in cases]
         seed_rows = {s: table3_rows({arm: summary})[0] for s, (summary, _) in seeds.items()}
-        row: dict[str, Any] = {"arm": arm_spec(arm).label, "arm_key": arm, "seeds": ",".join(map(str, seeds)),
-                               "n": len(cases)}
+        row: dict[str, Any] = {
+            "arm": arm_spec(arm).label,
+            "arm_key": arm,
+            "seeds": ",".join(map(str, seeds)),
+            "n": len(cases),
+        }
         for key, column, digits, better_high in (("lv_dice", "LV_dice", 3, True), ("lv_hd", "LV_hd_mm", 1, False)):
             means = np.array([_nan(r[f"{key}_mean"]) for r in seed_rows.values()])
             mean, lower, upper = bootstrap_mean_ci(_matrix(per_seed_rows, column, cases), patients, n_boot=n_boot)
@@ -212,36 +254,73 @@ def seeded_table3_rows(per_seed: Mapping[str, Mapping[int, tuple[Mapping[str, An
             row[f"{key}_ci"] = _ci_text(mean, lower, upper, digits)
             shared = [s for s in seeds if s in ref]
             if arm != reference and shared:
-                diff = (_matrix({s: per_seed_rows[s] for s in shared}, column, cases)
-                        - _matrix({s: ref[s][1] for s in shared}, column, cases))
+                diff = _matrix({s: per_seed_rows[s] for s in shared}, column, cases) - _matrix(
+                    {s: ref[s][1] for s in shared}, column, cases
+                )
                 d_mean, d_lower, d_upper = bootstrap_mean_ci(diff, patients, n_boot=n_boot)
                 row[f"{key}_delta"] = _ci_text(d_mean, d_lower, d_upper, digits, signed=True)
-                row[f"{key}_delta_mean"], row[f"{key}_delta_lower"], row[f"{key}_delta_upper"] = d_mean, d_lower, d_upper
+                row[f"{key}_delta_mean"], row[f"{key}_delta_lower"], row[f"{key}_delta_upper"] = (
+                    d_mean,
+                    d_lower,
+                    d_upper,
+                )
                 row[f"{key}_resolved"] = _resolved(d_lower, d_upper, better_high)
         for key in ("ef_bias", "ef_mae", "ef_loa_lower", "ef_loa_upper"):
             values = [r[key] for r in seed_rows.values() if r.get(key) is not None]
             row[key] = float(np.mean(values)) if values else None
-        row["myo_dice"] = fmt(float(np.mean([_nan((seeds[s][0].get("segmentation", {}).get("all", {}).get("MYO") or {})
-                                                  .get("dice", {}).get("mean")) for s in seeds])), 3)
+        row["myo_dice"] = fmt(
+            float(
+                np.mean(
+                    [
+                        _nan(
+                            (seeds[s][0].get("segmentation", {}).get("all", {}).get("MYO") or {})
+                            .get("dice", {})
+                            .get("mean")
+                        )
+                        for s in seeds
+                    ]
+                )
+            ),
+            3,
+        )
         row["failures"] = sum(int(r.get("failures") or 0) for r in seed_rows.values())
         row["ef_n"] = next(iter(seed_rows.values())).get("ef_n")
         lo, hi = row["ef_loa_lower"], row["ef_loa_upper"]
         row["ef_loa"] = "–" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}]"
-        row["per_seed"] = {str(s): {k: r[k] for k in ("lv_dice_mean", "lv_hd_mean", "ef_bias")} for s, r in seed_rows.items()}
+        row["per_seed"] = {
+            str(s): {k: r[k] for k in ("lv_dice_mean", "lv_hd_mean", "ef_bias")} for s, r in seed_rows.items()
+        }
         rows.append(row)
     return rows
 
 
-SEEDED_COLUMNS = {"arm": "arm", "seeds": "training seeds", "n": "test images",
-                  "lv_dice": "LV Dice (mean ± sd over seeds)", "lv_dice_ci": "LV Dice [95 % CI]",
-                  "lv_dice_delta": "Δ Dice vs none [95 % CI]", "lv_dice_resolved": "Dice difference resolved",
-                  "lv_hd": "LV HD mm (mean ± sd over seeds)", "lv_hd_delta": "Δ HD mm vs none [95 % CI]",
-                  "lv_hd_resolved": "HD difference resolved", "myo_dice": "MYO Dice", "failures": "LV failures (all seeds)",
-                  "ef_n": "EF patients", "ef_bias": "EF bias (%)", "ef_loa": "EF 95 % LoA (%)", "ef_mae": "EF MAE (%)"}
+SEEDED_COLUMNS = {
+    "arm": "arm",
+    "seeds": "training seeds",
+    "n": "test images",
+    "lv_dice": "LV Dice (mean ± sd over seeds)",
+    "lv_dice_ci": "LV Dice [95 % CI]",
+    "lv_dice_delta": "Δ Dice vs none [95 % CI]",
+    "lv_dice_resolved": "Dice difference resolved",
+    "lv_hd": "LV HD mm (mean ± sd over seeds)",
+    "lv_hd_delta": "Δ HD mm vs none [95 % CI]",
+    "lv_hd_resolved": "HD difference resolved",
+    "myo_dice": "MYO Dice",
+    "failures": "LV failures (all seeds)",
+    "ef_n": "EF patients",
+    "ef_bias": "EF bias (%)",
+    "ef_loa": "EF 95 % LoA (%)",
+    "ef_mae": "EF MAE (%)",
+}
 
 
-def build_report(work: Path, out: Path, settings: Settings, directions: Sequence[Direction],
-                 records: Mapping[tuple[str, str], Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+def build_report(
+    work: Path,
+    out: Path,
+    settings: Settings,
+    directions: Sequence[Direction],
+    records: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> tuple[str, dict[str, Any]]:
     """Tables 3/4 markdown, the results dict, the bar plot and the Bland-Altman plots (copied to ``out``)."""
     md: list[str] = []
     results: dict[str, Any] = {"directions": {}}
@@ -252,13 +331,17 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
         subsets = {}
         for arm in d.arms:
             evaluations = {s: seed_dir(work, d, arm, s) / "evaluation" for s in settings.train_seeds}
-            if (d.key, arm) not in records or not all((e / "metrics_summary.json").is_file()
-                                                      for e in evaluations.values()):
+            if (d.key, arm) not in records or not all(
+                (e / "metrics_summary.json").is_file() for e in evaluations.values()
+            ):
                 continue
-            per_seed[arm] = {s: (read_json(e / "metrics_summary.json"), _read_rows(e / "metrics_per_case.csv"))
-                             for s, e in evaluations.items()}
-            subsets[arm] = subset_rows([e / "metrics_per_case.csv" for e in evaluations.values()], d.depth_cut_mm,
-                                       d.angle_cut_deg)
+            per_seed[arm] = {
+                s: (read_json(e / "metrics_summary.json"), _read_rows(e / "metrics_per_case.csv"))
+                for s, e in evaluations.items()
+            }
+            subsets[arm] = subset_rows(
+                [e / "metrics_per_case.csv" for e in evaluations.values()], d.depth_cut_mm, d.angle_cut_deg
+            )
             plot = evaluations[settings.train_seeds[0]] / _BA_PLOT
             if plot.is_file():
                 shutil.copyfile(plot, out / "bland_altman" / f"{d.key}_{arm}.png")
@@ -267,14 +350,20 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
         table3_by_dir[d.title] = t3
         missing = [a for a in d.arms if a not in per_seed]
         md.append(f"## Direction {d.key}: train {d.title.split(' -> ')[0]}, test {d.title.split(' -> ')[1]}\n")
-        md.append(f"### Table 3 style (all test images, {len(settings.train_seeds)} nnU-Net training seed(s); "
-                  "EF vs the analytic reference, per patient)\n")
+        md.append(
+            f"### Table 3 style (all test images, {len(settings.train_seeds)} nnU-Net training seed(s); "
+            "EF vs the analytic reference, per patient)\n"
+        )
         md.append(markdown_table(t3, SEEDED_COLUMNS, digits=2))
-        md.append("\nIntervals: two-stage percentile bootstrap (2,000 draws) over training seeds and test patients; "
-                  "Δ is the arm minus no augmentation, image by image for the same training seed; a difference is "
-                  "resolved when its 95 % interval excludes 0.\n")
-        md.append(f"\n### Table 4 style (LV, subsets by depth {d.depth_cut_mm:g} mm and sector angle "
-                  f"{d.angle_cut_deg:g} deg; images of all seeds pooled)\n")
+        md.append(
+            "\nIntervals: two-stage percentile bootstrap (2,000 draws) over training seeds and test patients; "
+            "Δ is the arm minus no augmentation, image by image for the same training seed; a difference is "
+            "resolved when its 95 % interval excludes 0.\n"
+        )
+        md.append(
+            f"\n### Table 4 style (LV, subsets by depth {d.depth_cut_mm:g} mm and sector angle "
+            f"{d.angle_cut_deg:g} deg; images of all seeds pooled)\n"
+        )
         md.append(markdown_table(t4, t4_columns) if t4 else "(no finished arm)\n")
         empty = [c for c, title in t4_columns.items() if "(n=0)" in title]
         if empty:
@@ -283,14 +372,22 @@ def build_report(work: Path, out: Path, settings: Settings, directions: Sequence
             md.append(f"\nNot finished: {', '.join(missing)}.\n")
         md.append("")
         results["directions"][d.key] = {
-            "title": d.title, "train": d.train, "test": d.test, "cutoffs": {"depth_mm": d.depth_cut_mm,
-                                                                          "angle_deg": d.angle_cut_deg},
-            "table3": t3, "table4": t4, "subsets": subsets, "missing": missing,
-            "arms": {arm: {"record": records.get((d.key, arm)),
-                           "segmentation_all": {str(s): v[0]["segmentation"]["all"] for s, v in seeds.items()},
-                           "clinical_agreement": {str(s): v[0].get("clinical", {}).get("agreement")
-                                                  for s, v in seeds.items()}}
-                     for arm, seeds in per_seed.items()},
+            "title": d.title,
+            "train": d.train,
+            "test": d.test,
+            "cutoffs": {"depth_mm": d.depth_cut_mm, "angle_deg": d.angle_cut_deg},
+            "table3": t3,
+            "table4": t4,
+            "subsets": subsets,
+            "missing": missing,
+            "arms": {
+                arm: {
+                    "record": records.get((d.key, arm)),
+                    "segmentation_all": {str(s): v[0]["segmentation"]["all"] for s, v in seeds.items()},
+                    "clinical_agreement": {str(s): v[0].get("clinical", {}).get("agreement") for s, v in seeds.items()},
+                }
+                for arm, seeds in per_seed.items()
+            },
         }
     if any(table3_by_dir.values()):
         bar_plot(out / "dice_hd_per_arm.png", table3_by_dir)
@@ -306,14 +403,17 @@ def header(settings: Settings, directions: Sequence[Direction], timings: Mapping
         f"DDPM `{Path(settings.ddpm).name}`; nnU-Net trainer `{settings.trainer}` (2d, fold 0), "
         f"TTA {'on' if settings.tta else 'off'}, device {settings.device}; test subset `{settings.test_subset}`; "
         f"phantom/augmentation seed {settings.seed}; nnU-Net training seeds {settings.train_seeds}."
-        if settings.train_dataset is None else
-        f"Mode: **{settings.mode}**. Datasets: train `{settings.train_dataset}`, test `{settings.test_dataset}`; "
+        if settings.train_dataset is None
+        else f"Mode: **{settings.mode}**. Datasets: train `{settings.train_dataset}`, test `{settings.test_dataset}`; "
         f"K = {settings.k}, {settings.sampler} sampler, DDPM `{Path(settings.ddpm).name}`, trainer "
         f"`{settings.trainer}`, TTA {'on' if settings.tta else 'off'}, device {settings.device}, seed {settings.seed}, "
         f"nnU-Net training seeds {settings.train_seeds}.",
         "",
-        "Table 4 cut-offs: " + "; ".join(f"{d.key} ({d.title}): depth {d.depth_cut_mm:g} mm, angle "
-                                         f"{d.angle_cut_deg:g} deg" for d in directions) + ".",
+        "Table 4 cut-offs: "
+        + "; ".join(
+            f"{d.key} ({d.title}): depth {d.depth_cut_mm:g} mm, angle {d.angle_cut_deg:g} deg" for d in directions
+        )
+        + ".",
         "",
         f"Wall time: {timings['total_wall_s']:.0f} s in all (chains {timings.get('chains', 0):.0f} s). "
         "Per-arm step timings in the JSON. Bland-Altman plots of EF (prediction vs reference) per arm in "

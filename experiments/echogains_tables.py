@@ -41,15 +41,40 @@ from pathlib import Path
 from typing import Any
 
 from echogains.utils import EchoDataError, get_logger, set_progress
-from experiments.common import (Stopwatch, check_resume, machine, markdown_table, positive_int, run_arms,
-                                write_results)
-from experiments.echogains_arms import (ARMS, DEFAULT_TRAIN_SEEDS, PAPER_CUTOFFS, PHANTOM_CUTOFFS, QUICK_REVERSE_ARMS,
-                                        TRAINERS, Arm, Direction, Settings, arm_dataset_dir, arm_dir, arm_spec,
-                                        make_settings, parse_train_seeds, plan_directions, prepare_datasets,
-                                        seed_dir, test_dataset_dir, train_dataset_dir)
+from experiments.common import Stopwatch, check_resume, machine, markdown_table, positive_int, run_arms, write_results
+from experiments.echogains_arms import (
+    ARMS,
+    DEFAULT_TRAIN_SEEDS,
+    PAPER_CUTOFFS,
+    PHANTOM_CUTOFFS,
+    QUICK_REVERSE_ARMS,
+    TRAINERS,
+    Arm,
+    Direction,
+    Settings,
+    arm_dataset_dir,
+    arm_dir,
+    arm_spec,
+    make_settings,
+    parse_train_seeds,
+    plan_directions,
+    prepare_datasets,
+    seed_dir,
+    test_dataset_dir,
+    train_dataset_dir,
+)
 from experiments.echogains_chain import run_chain
-from experiments.echogains_report import (SEEDED_COLUMNS, TABLE3_COLUMNS, bar_plot, build_report, header,
-                                          seeded_table3_rows, subset_rows, table3_rows, table4_rows)
+from experiments.echogains_report import (
+    SEEDED_COLUMNS,
+    TABLE3_COLUMNS,
+    bar_plot,
+    build_report,
+    header,
+    seeded_table3_rows,
+    subset_rows,
+    table3_rows,
+    table4_rows,
+)
 
 log = get_logger("experiments.echogains_tables")
 
@@ -72,8 +97,21 @@ __all__ = [
     "run",
 ]
 # also importable from here, as before the split (the tests and scripts use them)
-_REEXPORTED = (DEFAULT_TRAIN_SEEDS, PAPER_CUTOFFS, TRAINERS, SEEDED_COLUMNS, TABLE3_COLUMNS, arm_dataset_dir, arm_dir,
-               bar_plot, markdown_table, parse_train_seeds, seed_dir, test_dataset_dir, train_dataset_dir)
+_REEXPORTED = (
+    DEFAULT_TRAIN_SEEDS,
+    PAPER_CUTOFFS,
+    TRAINERS,
+    SEEDED_COLUMNS,
+    TABLE3_COLUMNS,
+    arm_dataset_dir,
+    arm_dir,
+    bar_plot,
+    markdown_table,
+    parse_train_seeds,
+    seed_dir,
+    test_dataset_dir,
+    train_dataset_dir,
+)
 
 NAME = "echogains_tables"
 
@@ -143,10 +181,24 @@ def run(
     set_progress(progress)
     jobs = positive_int(jobs, "jobs")
     directions = plan_directions(bool(quick), train_dataset, test_dataset, arms, reverse, reverse_arms)
-    settings = make_settings(bool(quick), seed, directions, n_train=n_train, n_test=n_test, image_size=image_size,
-                             k=k, sampler=sampler, trainer=trainer, ddpm=ddpm, device=device, tta=tta,
-                             test_subset=test_subset, train_dataset=train_dataset, test_dataset=test_dataset,
-                             train_seeds=train_seeds)
+    settings = make_settings(
+        bool(quick),
+        seed,
+        directions,
+        n_train=n_train,
+        n_test=n_test,
+        image_size=image_size,
+        k=k,
+        sampler=sampler,
+        trainer=trainer,
+        ddpm=ddpm,
+        device=device,
+        tta=tta,
+        test_subset=test_subset,
+        train_dataset=train_dataset,
+        test_dataset=test_dataset,
+        train_seeds=train_seeds,
+    )
     work_dir, out_dir = _check_run(settings, directions, ddpm, work, out, overwrite)
     sw = Stopwatch()
     with sw("datasets"):
@@ -159,12 +211,14 @@ def run(
     return _finish(out_dir, settings, directions, sw, records, errors, table_md, results)
 
 
-def _check_run(settings: Settings, directions: Sequence[Direction], ddpm: str | None, work: str, out: str,
-               overwrite: bool) -> tuple[Path, Path]:
+def _check_run(
+    settings: Settings, directions: Sequence[Direction], ddpm: str | None, work: str, out: str, overwrite: bool
+) -> tuple[Path, Path]:
     """Warn about a resized demo DDPM, refuse ``out`` inside ``work``, make ``work`` hold a run of ``settings``."""
     if settings.image_size != 64 and ddpm is None and any(arm_spec(a).augment for d in directions for a in d.arms):
-        log.warning("the demo DDPM is 64 px; RePaint runs in its 64 px frame and is resized to %d px",
-                    settings.image_size)
+        log.warning(
+            "the demo DDPM is 64 px; RePaint runs in its 64 px frame and is resized to %d px", settings.image_size
+        )
     work_dir, out_dir = Path(work).resolve(), Path(out).resolve()
     if out_dir == work_dir or work_dir in out_dir.parents:
         raise EchoDataError(out_dir, "--out must not lie inside --work")
@@ -172,14 +226,31 @@ def _check_run(settings: Settings, directions: Sequence[Direction], ddpm: str | 
     return work_dir, out_dir
 
 
-def _finish(out_dir: Path, settings: Settings, directions: Sequence[Direction], sw: Stopwatch,
-            records: Mapping[tuple[str, str], Mapping[str, Any]], errors: Mapping[str, str], table_md: str,
-            results: dict[str, Any]) -> str:
+def _finish(
+    out_dir: Path,
+    settings: Settings,
+    directions: Sequence[Direction],
+    sw: Stopwatch,
+    records: Mapping[tuple[str, str], Mapping[str, Any]],
+    errors: Mapping[str, str],
+    table_md: str,
+    results: dict[str, Any],
+) -> str:
     """Write the markdown and JSON (with timings, machine, errors, command); then fail if an arm failed."""
-    timings = {**sw.timings, "total_wall_s": sw.total(),
-               "per_arm": {f"{k0}/{k1}": r["timings"] for (k0, k1), r in sorted(records.items())}}
-    results.update({"settings": asdict(settings), "timings": timings, "machine": machine(), "errors": errors,
-                    "resumed_arms_note": "per-arm timings are those of the run that computed each step"})
+    timings = {
+        **sw.timings,
+        "total_wall_s": sw.total(),
+        "per_arm": {f"{k0}/{k1}": r["timings"] for (k0, k1), r in sorted(records.items())},
+    }
+    results.update(
+        {
+            "settings": asdict(settings),
+            "timings": timings,
+            "machine": machine(),
+            "errors": errors,
+            "resumed_arms_note": "per-arm timings are those of the run that computed each step",
+        }
+    )
     command = "python -m experiments.echogains_tables " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     md = write_results(out_dir, NAME, header(settings, directions, timings) + "\n" + table_md, results, command)
     if errors:
@@ -188,8 +259,9 @@ def _finish(out_dir: Path, settings: Settings, directions: Sequence[Direction], 
     return str(md)
 
 
-def _run_chains(work: Path, settings: Settings, directions: Sequence[Direction],
-                jobs: int) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
+def _run_chains(
+    work: Path, settings: Settings, directions: Sequence[Direction], jobs: int
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
     """Every (direction, arm) chain in ``jobs`` workers; returns ({(direction, arm): record}, {"A/arm": failure})."""
     # longest chains first (expansions with RePaint), so the two workers finish together
     chains = [(d, a) for d in directions for a in d.arms]

@@ -53,14 +53,20 @@ def raw_dataset_folder(dataset_name: str, environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     root = env.get("nnUNet_raw", "").strip()
     if not root:
-        raise EchoDataError(None, f"nnUNet_raw is not set: the nnUNetTrainerEcho* trainers take their patient-grouped "
-                                  f"folds from the raw dataset {dataset_name} (splits_final.json / cases.json); "
-                                  "export nnUNet_raw=<the folder holding it> (nnU-Net's random split would train on "
-                                  "augmented copies of validation patients; -tr nnUNetTrainer if you want that)")
+        raise EchoDataError(
+            None,
+            f"nnUNet_raw is not set: the nnUNetTrainerEcho* trainers take their patient-grouped "
+            f"folds from the raw dataset {dataset_name} (splits_final.json / cases.json); "
+            "export nnUNet_raw=<the folder holding it> (nnU-Net's random split would train on "
+            "augmented copies of validation patients; -tr nnUNetTrainer if you want that)",
+        )
     raw = Path(root) / dataset_name
     if not raw.is_dir():
-        raise EchoDataError(raw, "raw dataset not found: the nnUNetTrainerEcho* trainers take their patient-grouped "
-                                 f"folds from it; set nnUNet_raw (now {root}) to the folder holding {dataset_name}")
+        raise EchoDataError(
+            raw,
+            "raw dataset not found: the nnUNetTrainerEcho* trainers take their patient-grouped "
+            f"folds from it; set nnUNet_raw (now {root}) to the folder holding {dataset_name}",
+        )
     return raw
 
 
@@ -90,8 +96,9 @@ def is_validation_copy(record: Mapping[str, Any] | None) -> bool:
     return isinstance(prov, Mapping) and bool(prov.get("augmented")) and bool(prov.get("validation_copy"))
 
 
-def echo_split(splits: Sequence[Mapping[str, Sequence[str]]], fold: int, records: Mapping[str, Any],
-               identifiers: Sequence[str]) -> tuple[list[str], list[str]]:
+def echo_split(
+    splits: Sequence[Mapping[str, Sequence[str]]], fold: int, records: Mapping[str, Any], identifiers: Sequence[str]
+) -> tuple[list[str], list[str]]:
     """Training and validation keys of ``fold``.
 
     Validation keeps original cases, and the copies that ``expand-dataset --augment_validation`` made of them
@@ -103,8 +110,11 @@ def echo_split(splits: Sequence[Mapping[str, Sequence[str]]], fold: int, records
         raise ValueError(f"fold {fold} not in the {len(splits)} folds of splits_final.json")
     present = set(identifiers)
     train = [c for c in splits[fold]["train"] if c in present]
-    val = [c for c in splits[fold]["val"] if c in present
-           and (not is_augmented(c, records.get(c)) or is_validation_copy(records.get(c)))]
+    val = [
+        c
+        for c in splits[fold]["val"]
+        if c in present and (not is_augmented(c, records.get(c)) or is_validation_copy(records.get(c)))
+    ]
 
     def patient(case: str) -> str:
         return str(records.get(case, {}).get("patient", case.split("_")[0]))

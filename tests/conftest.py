@@ -9,7 +9,7 @@ os.environ.setdefault("ECHOGAINS_NO_PROGRESS", "1")
 os.environ.setdefault("nnUNet_def_n_proc", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 

@@ -73,9 +73,21 @@ def test_make_source_has_exactly_n_training_cases_in_patient_folds(bench, tmp_pa
 
 def test_smoke_run_writes_the_json_with_its_keys_types_and_ratios(bench, micro, tmp_path):
     profile = dataclasses.replace(
-        bench.QUICK, name="smoke", repaint_max_evaluations=2, fast_max_evaluations=2, batch_sizes=(1, 2),
-        paper_config="micro", paper_threads=(1,), paper_repeats=1, phantom_size=(48, 40), throughput_cases=8,
-        throughput_k=1, throughput_batch=2, throughput_repaint=False, memory_cases=(5, 8), memory_k=1,
+        bench.QUICK,
+        name="smoke",
+        repaint_max_evaluations=2,
+        fast_max_evaluations=2,
+        batch_sizes=(1, 2),
+        paper_config="micro",
+        paper_threads=(1,),
+        paper_repeats=1,
+        phantom_size=(48, 40),
+        throughput_cases=8,
+        throughput_k=1,
+        throughput_batch=2,
+        throughput_repaint=False,
+        memory_cases=(5, 8),
+        memory_k=1,
     )
     out = tmp_path / "results" / "echogains.json"
     returned = bench.run_benchmark(out, micro, profile, workdir=tmp_path)
@@ -105,17 +117,22 @@ def test_smoke_run_writes_the_json_with_its_keys_types_and_ratios(bench, micro, 
     ratios = result["ratios"]
     timing = result["repaint"]["timing"]
     assert ratios["fast_over_full_time_batch_1"] == pytest.approx(
-        timing["fast"]["batch_1"]["s_per_image"] / timing["repaint"]["batch_1"]["s_per_image"])
+        timing["fast"]["batch_1"]["s_per_image"] / timing["repaint"]["batch_1"]["s_per_image"]
+    )
     assert ratios["fast_over_full_evaluations"] == pytest.approx(schedule_counts(*FAST_SCHEDULE).evaluations / 2410)
     assert ratios["mem8_over_mem5"] == pytest.approx(mem["cases_8"]["peak_rss_mib"] / mem["cases_5"]["peak_rss_mib"])
     assert ratios["shards_2_over_shards_1_throughput"] == pytest.approx(
-        thr["shards_2"]["images_per_min"] / thr["shards_1"]["images_per_min"])
+        thr["shards_2"]["images_per_min"] / thr["shards_1"]["images_per_min"]
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--threads", "0"], "--threads must be >= 1"),
-    (["--model", "missing.pt"], "DDPM weights file not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--model", "missing.pt"], "DDPM weights file not found"),
+    ],
+)
 def test_command_line_refuses_bad_arguments_before_writing(bench, tmp_path, capsys, args, message):
     out = tmp_path / "echogains.json"
     assert bench.main(["--out", str(out), "--quick", "--workdir", str(tmp_path), *args]) == 2

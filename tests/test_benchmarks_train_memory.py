@@ -37,8 +37,17 @@ def test_per_sample_arithmetic(bench):
 def test_tiny_run_table_guard_and_markdown(bench, tmp_path):
     out = tmp_path / "tm.json"
     config = "checkpointing+bf16+acc"
-    results = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1, 2], threads=1, steps=1,
-                        max_gb=9.0, scale="tiny", cite=[f"ddpm/{config}/batch_4=3.0@a test's number"])
+    results = bench.run(
+        str(out),
+        models=["ddpm"],
+        configurations=[config],
+        batches=[1, 2],
+        threads=1,
+        steps=1,
+        max_gb=9.0,
+        scale="tiny",
+        cite=[f"ddpm/{config}/batch_4=3.0@a test's number"],
+    )
     assert json.loads(out.read_text())["how"]["scale"] == "tiny"
     for batch in (1, 2):
         record = results["measurements"][f"ddpm/{config}/batch_{batch}"]
@@ -54,15 +63,42 @@ def test_tiny_run_table_guard_and_markdown(bench, tmp_path):
     table = bench.markdown(results)
     assert f"| ddpm | {config} | 1: " in table and "4: 3.00*" in table and "(2 x 32)" in table
     # the guard: an estimate above --max_gb is not run, a child above it is killed (and recorded as such)
-    guarded = bench.run(str(tmp_path / "guard.json"), models=["ddpm"], configurations=["baseline"], batches=[1],
-                        threads=1, steps=1, max_gb=0.2, scale="tiny")
+    guarded = bench.run(
+        str(tmp_path / "guard.json"),
+        models=["ddpm"],
+        configurations=["baseline"],
+        batches=[1],
+        threads=1,
+        steps=1,
+        max_gb=0.2,
+        scale="tiny",
+    )
     assert "resident memory above 0.2 GB" in guarded["measurements"]["ddpm/baseline/batch_1"]["error"]
-    lean = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1], threads=1, steps=1, max_gb=9.0,
-                     scale="tiny", resume=True, lean=True)  # the slope mode's child runs (SGD, no EMA)
+    lean = bench.run(
+        str(out),
+        models=["ddpm"],
+        configurations=[config],
+        batches=[1],
+        threads=1,
+        steps=1,
+        max_gb=9.0,
+        scale="tiny",
+        resume=True,
+        lean=True,
+    )  # the slope mode's child runs (SGD, no EMA)
     assert lean["lean"][f"ddpm/{config}/batch_1"]["vm_hwm_gb"] > 0
     assert lean["table"]["ddpm"][config]["lean_peak_gb"].keys() == {"1"}
-    resumed = bench.run(str(out), models=["ddpm"], configurations=[config], batches=[1, 2, 4096], threads=1, steps=1,
-                        max_gb=2.0, scale="tiny", resume=True)  # nothing new is run: batch 4096 is estimated too big
+    resumed = bench.run(
+        str(out),
+        models=["ddpm"],
+        configurations=[config],
+        batches=[1, 2, 4096],
+        threads=1,
+        steps=1,
+        max_gb=2.0,
+        scale="tiny",
+        resume=True,
+    )  # nothing new is run: batch 4096 is estimated too big
     assert "is above --max_gb 2" in resumed["skipped"][f"ddpm/{config}/batch_4096"]
     assert resumed["measurements"].keys() == results["measurements"].keys()  # kept (as written: floats rounded)
     for key, record in results["measurements"].items():
@@ -76,7 +112,10 @@ def test_derive_takes_the_slope_from_lean_runs_and_keeps_guard_kills(bench):
             "echo_dnd/checkpointing/batch_2": {"error": "resident memory above 9.0 GB"},
             "echo_dnd/baseline/batch_1": {"vm_hwm_gb": 8.0, "step_seconds": [100.0]},
         },
-        "lean": {"echo_dnd/checkpointing/batch_1": {"vm_hwm_gb": 4.5}, "echo_dnd/checkpointing/batch_2": {"vm_hwm_gb": 6.5}},
+        "lean": {
+            "echo_dnd/checkpointing/batch_1": {"vm_hwm_gb": 4.5},
+            "echo_dnd/checkpointing/batch_2": {"vm_hwm_gb": 6.5},
+        },
     }
     row = bench.derive(results, "cpu")["echo_dnd"]["checkpointing"]
     assert row["per_sample_from"] == "lean" and row["per_sample_gb"] == pytest.approx(2.0)
@@ -92,7 +131,9 @@ def test_derive_takes_the_slope_from_lean_runs_and_keeps_guard_kills(bench):
     assert "| echo_dnd | checkpointing | 1: 7.50, 2: > 9.0 | 5.50 | 2.00 (slope of lean) |" in table
     assert "<= 3.00" in table and ">= 6 / >= 11 / >= 25" in table
     # a timing pass (all configurations back to back) is preferred for the seconds
-    results["timing"] = {"echo_dnd/checkpointing/batch_1": {"step_seconds": [30.0]},
-                         "echo_dnd/baseline/batch_1": {"step_seconds": [20.0]}}
+    results["timing"] = {
+        "echo_dnd/checkpointing/batch_1": {"step_seconds": [30.0]},
+        "echo_dnd/baseline/batch_1": {"step_seconds": [20.0]},
+    }
     row = bench.derive(results, "cpu")["echo_dnd"]["checkpointing"]
     assert row["seconds_from"] == "timing pass" and row["time_vs_baseline"] == pytest.approx(1.5)

@@ -25,13 +25,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     size = {"image_size": (48, 40)}
     paths = {
         "root": root,
-        "nnunet": make_phantom(root / "Dataset561_Err", n_patients=3, layout="nnunet", labels="lv,myo", progress=False,
-                               **size),
+        "nnunet": make_phantom(
+            root / "Dataset561_Err", n_patients=3, layout="nnunet", labels="lv,myo", progress=False, **size
+        ),
         "camus": make_phantom(root / "camus", n_patients=2, layout="camus-nifti", progress=False, **size),
         "echonet": make_phantom(root / "echonet", n_patients=2, layout="echonet", progress=False),
     }
-    paths["expanded"] = expand_dataset(paths["nnunet"], root / "Dataset571_Expanded", k=1, repaint=False,
-                                       progress=False)
+    paths["expanded"] = expand_dataset(
+        paths["nnunet"], root / "Dataset571_Expanded", k=1, repaint=False, progress=False
+    )
     corrupt = root / "corrupt_model.pt"
     corrupt.write_bytes(b"this is not a torch checkpoint")
     paths["corrupt_model"] = corrupt
@@ -68,8 +70,16 @@ def corrupt_copy(src: Path, dest: Path, pattern: str) -> Path:
 
 
 # --- make-phantom ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("flag", "value"), [("--n_patients", "0"), ("--preset", "bogus"), ("--layout", "bogus"),
-                                             ("--labels", "lv,spleen"), ("--depth_mm", "(-5, 10)")])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--n_patients", "0"),
+        ("--preset", "bogus"),
+        ("--layout", "bogus"),
+        ("--labels", "lv,spleen"),
+        ("--depth_mm", "(-5, 10)"),
+    ],
+)
 def test_make_phantom_wrong_argument(data, tmp_path, capfd, flag, value) -> None:
     code, err = run_cli(["make-phantom", str(tmp_path / "out"), flag, value], capfd)
     assert_one_line_error(code, err, 2, flag.lstrip("-"))
@@ -105,11 +115,16 @@ def test_convert_echonet_corrupt_video(data, tmp_path, capfd) -> None:
     assert not (tmp_path / "Dataset564_X").exists()
 
 
-@pytest.mark.parametrize(("command", "flag", "value"), [("convert-camus", "--labels", "lv,spleen"),
-                                                        ("convert-camus", "--views", "3CH"),
-                                                        ("convert-camus", "--n_folds", "0"),
-                                                        ("convert-echonet", "--limit", "0"),
-                                                        ("convert-echonet", "--n_folds", "3")])
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("convert-camus", "--labels", "lv,spleen"),
+        ("convert-camus", "--views", "3CH"),
+        ("convert-camus", "--n_folds", "0"),
+        ("convert-echonet", "--limit", "0"),
+        ("convert-echonet", "--n_folds", "3"),
+    ],
+)
 def test_converter_wrong_argument(data, tmp_path, capfd, command, flag, value) -> None:
     src = data["camus"] if command == "convert-camus" else data["echonet"]
     code, err = run_cli([command, str(src), str(tmp_path / "Dataset565_X"), flag, value], capfd)
@@ -159,8 +174,9 @@ def test_evaluate_corrupt_prediction(data, tmp_path, capfd) -> None:
 
 def test_evaluate_wrong_subset(data, tmp_path, capfd) -> None:
     preds = _predictions(data, tmp_path / "preds")
-    code, err = run_cli(["evaluate", str(preds), str(data["nnunet"]), str(tmp_path / "report"), "--subset", "Xx"],
-                        capfd)
+    code, err = run_cli(
+        ["evaluate", str(preds), str(data["nnunet"]), str(tmp_path / "report"), "--subset", "Xx"], capfd
+    )
     assert_one_line_error(code, err, 2, "subset")
     assert not (tmp_path / "report").exists()
 
@@ -174,14 +190,27 @@ def test_train_ddpm_missing_data(tmp_path, capfd) -> None:
 
 def test_train_ddpm_corrupt_image(data, tmp_path, capfd) -> None:
     victim = corrupt_copy(data["nnunet"], tmp_path / "Dataset567_X", "*_0000.nii.gz")
-    code, err = run_cli(["train-ddpm", str(tmp_path / "Dataset567_X"), str(tmp_path / "run"), "--config", "micro",
-                         "--steps", "1", "--device", "cpu"], capfd)
+    code, err = run_cli(
+        [
+            "train-ddpm",
+            str(tmp_path / "Dataset567_X"),
+            str(tmp_path / "run"),
+            "--config",
+            "micro",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capfd,
+    )
     assert_one_line_error(code, err, 2, victim.name)
     assert_not_created(tmp_path / "run")
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--config", "huge"), ("--steps", "-3"), ("--batch_size", "0"),
-                                             ("--device", "tpu")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--config", "huge"), ("--steps", "-3"), ("--batch_size", "0"), ("--device", "tpu")]
+)
 def test_train_ddpm_wrong_argument(data, tmp_path, capfd, flag, value) -> None:
     args = ["train-ddpm", str(data["nnunet"]), str(tmp_path / "run"), "--config", "micro", flag, value]
     code, err = run_cli(args, capfd)
@@ -191,24 +220,49 @@ def test_train_ddpm_wrong_argument(data, tmp_path, capfd, flag, value) -> None:
 
 # --- expand-dataset -------------------------------------------------------------------------------------------------
 def test_expand_missing_source(tmp_path, capfd) -> None:
-    code, err = run_cli(["expand-dataset", str(tmp_path / "nowhere"), str(tmp_path / "Dataset568_X"), "--model",
-                         str(DDPM)], capfd)
+    code, err = run_cli(
+        ["expand-dataset", str(tmp_path / "nowhere"), str(tmp_path / "Dataset568_X"), "--model", str(DDPM)], capfd
+    )
     assert_one_line_error(code, err, 2, "nowhere")
     assert not (tmp_path / "Dataset568_X").exists()
 
 
 def test_expand_corrupt_model(data, tmp_path, capfd) -> None:
-    code, err = run_cli(["expand-dataset", str(data["nnunet"]), str(tmp_path / "Dataset569_X"), "--model",
-                         str(data["corrupt_model"]), "--device", "cpu"], capfd)
+    code, err = run_cli(
+        [
+            "expand-dataset",
+            str(data["nnunet"]),
+            str(tmp_path / "Dataset569_X"),
+            "--model",
+            str(data["corrupt_model"]),
+            "--device",
+            "cpu",
+        ],
+        capfd,
+    )
     assert_one_line_error(code, err, 2, data["corrupt_model"].name)
     assert not (tmp_path / "Dataset569_X").exists()
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--augment", "zoom"), ("--k", "0"), ("--shard", "3/2"),
-                                             ("--sampler", "magic"), ("--labels", "lv,spleen")])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--augment", "zoom"), ("--k", "0"), ("--shard", "3/2"), ("--sampler", "magic"), ("--labels", "lv,spleen")],
+)
 def test_expand_wrong_argument(data, tmp_path, capfd, flag, value) -> None:
-    code, err = run_cli(["expand-dataset", str(data["nnunet"]), str(tmp_path / "Dataset570_X"), "--model", str(DDPM),
-                         "--device", "cpu", flag, value], capfd)
+    code, err = run_cli(
+        [
+            "expand-dataset",
+            str(data["nnunet"]),
+            str(tmp_path / "Dataset570_X"),
+            "--model",
+            str(DDPM),
+            "--device",
+            "cpu",
+            flag,
+            value,
+        ],
+        capfd,
+    )
     assert_one_line_error(code, err, 2, flag.lstrip("-"))
     assert not (tmp_path / "Dataset570_X").exists()
 
@@ -221,12 +275,23 @@ def test_augmentation_report_missing_dataset(tmp_path, capfd) -> None:
 
 
 def test_augmentation_report_corrupt_model_and_wrong_argument(data, tmp_path, capfd) -> None:
-    code, err = run_cli(["augmentation-report", str(data["expanded"]), str(tmp_path / "report"), "--model",
-                         str(data["corrupt_model"]), "--device", "cpu"], capfd)
+    code, err = run_cli(
+        [
+            "augmentation-report",
+            str(data["expanded"]),
+            str(tmp_path / "report"),
+            "--model",
+            str(data["corrupt_model"]),
+            "--device",
+            "cpu",
+        ],
+        capfd,
+    )
     assert_one_line_error(code, err, 2, data["corrupt_model"].name)
     assert not (tmp_path / "report").exists()
-    code, err = run_cli(["augmentation-report", str(data["expanded"]), str(tmp_path / "report"), "--n_samples", "-1"],
-                        capfd)
+    code, err = run_cli(
+        ["augmentation-report", str(data["expanded"]), str(tmp_path / "report"), "--n_samples", "-1"], capfd
+    )
     assert_one_line_error(code, err, 2, "n_samples")
     assert not (tmp_path / "report").exists()
 
@@ -241,7 +306,9 @@ def test_unknown_flag_is_refused(data, tmp_path, capfd) -> None:
     code, err = run_cli(["evaluate", str(tmp_path), str(data["nnunet"]), str(tmp_path / "r"), "--subsett", "Ts"], capfd)
     assert_one_line_error(code, err, 2, "--subsett")
     assert not (tmp_path / "r").exists()
-    code, err = run_cli(["expand-dataset", str(data["nnunet"]), str(tmp_path / "Dataset572_X"), "--no-repaint",
-                         "--smapler", "repaint"], capfd)
+    code, err = run_cli(
+        ["expand-dataset", str(data["nnunet"]), str(tmp_path / "Dataset572_X"), "--no-repaint", "--smapler", "repaint"],
+        capfd,
+    )
     assert_one_line_error(code, err, 2, "--smapler")
     assert not (tmp_path / "Dataset572_X").exists()

@@ -6,9 +6,12 @@ from echogains.demo import _index, _models_table, _scores
 
 
 def _summary(dice: float, hd: float, bias: float, lo: float, hi: float) -> dict:
-    return {"segmentation": {"all": {"LV": {"dice": {"mean": dice}, "hd_mm": {"mean": hd}}}},
-            "clinical": {"agreement": {"prediction vs reference": {
-                "ef_pct": {"bias": bias, "loa_lower": lo, "loa_upper": hi}}}}}
+    return {
+        "segmentation": {"all": {"LV": {"dice": {"mean": dice}, "hd_mm": {"mean": hd}}}},
+        "clinical": {
+            "agreement": {"prediction vs reference": {"ef_pct": {"bias": bias, "loa_lower": lo, "loa_upper": hi}}}
+        },
+    }
 
 
 def test_scores_read_evaluate_summary():

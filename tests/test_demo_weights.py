@@ -24,8 +24,9 @@ def test_echo_dnd_demo_weights_segment_the_sample_images(tmp_path):
     weights = BUNDLE / "models" / "model.pt"
     model = load_model(weights)
     assert model.config.image_size == 64
-    EchoDNDInference(model, EchoDNDSampler(num_steps=10), BUNDLE / "sample_data", tmp_path, weights=weights,
-                     progress=False).run()
+    EchoDNDInference(
+        model, EchoDNDSampler(num_steps=10), BUNDLE / "sample_data", tmp_path, weights=weights, progress=False
+    ).run()
     for label in sorted((BUNDLE / "sample_data" / "labelsTs").iterdir()):
         ref = sitk.ReadImage(str(label))
         pred = sitk.ReadImage(str(tmp_path / label.name))

@@ -43,9 +43,15 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
 def test_phantom_to_nnunet_to_evaluation(tmp_path):
     from echogains.ddpm import DEMO_WEIGHTS
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ECHOGAINS_NO_PROGRESS": "1",
-           "nnUNet_raw": str(tmp_path / "nnUNet_raw"), "nnUNet_preprocessed": str(tmp_path / "nnUNet_preprocessed"),
-           "nnUNet_results": str(tmp_path / "nnUNet_results"), "nnUNet_def_n_proc": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ECHOGAINS_NO_PROGRESS": "1",
+        "nnUNet_raw": str(tmp_path / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(tmp_path / "nnUNet_preprocessed"),
+        "nnUNet_results": str(tmp_path / "nnUNet_results"),
+        "nnUNet_def_n_proc": "1",
+    }
     echogains = _cmd("echogains")
 
     # eval "$(echogains nnunet-env)"
@@ -53,25 +59,75 @@ def test_phantom_to_nnunet_to_evaluation(tmp_path):
     assert line.startswith("export nnUNet_extTrainer=")
     env["nnUNet_extTrainer"] = line.split("=", 1)[1]
 
-    _run([echogains, "make-phantom", "camus", "--n_patients", "4", "--image_size", "64", "--seed", "3",
-          "--progress", "False"], env, tmp_path)
+    _run(
+        [
+            echogains,
+            "make-phantom",
+            "camus",
+            "--n_patients",
+            "4",
+            "--image_size",
+            "64",
+            "--seed",
+            "3",
+            "--progress",
+            "False",
+        ],
+        env,
+        tmp_path,
+    )
     raw = tmp_path / "nnUNet_raw"
-    _run([echogains, "convert-camus", "camus", str(raw / "Dataset901_E2E"), "--labels", "lv,myo",
-          "--progress", "False"], env, tmp_path)
+    _run(
+        [echogains, "convert-camus", "camus", str(raw / "Dataset901_E2E"), "--labels", "lv,myo", "--progress", "False"],
+        env,
+        tmp_path,
+    )
     aug = raw / "Dataset902_E2EAug"
-    _run([echogains, "expand-dataset", str(raw / "Dataset901_E2E"), str(aug), "--model", str(DEMO_WEIGHTS),
-          "--augment", "combination", "--k", "1", "--sampler", "fast", "--device", "cpu", "--progress", "False"],
-         env, tmp_path)
+    _run(
+        [
+            echogains,
+            "expand-dataset",
+            str(raw / "Dataset901_E2E"),
+            str(aug),
+            "--model",
+            str(DEMO_WEIGHTS),
+            "--augment",
+            "combination",
+            "--k",
+            "1",
+            "--sampler",
+            "fast",
+            "--device",
+            "cpu",
+            "--progress",
+            "False",
+        ],
+        env,
+        tmp_path,
+    )
     cases = json.loads((aug / "cases.json").read_text())
     augmented = [c for c, r in cases.items() if r["provenance"]["augmented"]]
     assert augmented, "expand-dataset wrote no augmented case"
 
-    out = _run([_cmd("nnUNetv2_plan_and_preprocess"), "-d", "902", "-c", "2d", "--verify_dataset_integrity",
-                "-np", "1", "-npfp", "1"], env, tmp_path)
+    out = _run(
+        [
+            _cmd("nnUNetv2_plan_and_preprocess"),
+            "-d",
+            "902",
+            "-c",
+            "2d",
+            "--verify_dataset_integrity",
+            "-np",
+            "1",
+            "-npfp",
+            "1",
+        ],
+        env,
+        tmp_path,
+    )
     assert "Dataset902_E2EAug" in out
 
-    _run([_cmd("nnUNetv2_train"), "902", "2d", "0", "-tr", "nnUNetTrainerEchoSmoke", "-device", "cpu"], env,
-         tmp_path)
+    _run([_cmd("nnUNetv2_train"), "902", "2d", "0", "-tr", "nnUNetTrainerEchoSmoke", "-device", "cpu"], env, tmp_path)
     model = tmp_path / "nnUNet_results" / "Dataset902_E2EAug" / "nnUNetTrainerEchoSmoke__nnUNetPlans__2d"
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
     # the plugin's fold: grouped by patient, original cases only in validation
@@ -83,8 +139,31 @@ def test_phantom_to_nnunet_to_evaluation(tmp_path):
     assert not any(cases[c]["provenance"]["augmented"] for c in val_files)
 
     preds = tmp_path / "preds"
-    _run([_cmd("nnUNetv2_predict"), "-i", str(aug / "imagesTs"), "-o", str(preds), "-d", "902", "-c", "2d", "-f", "0",
-          "-tr", "nnUNetTrainerEchoSmoke", "-device", "cpu", "-npp", "1", "-nps", "1"], env, tmp_path)
+    _run(
+        [
+            _cmd("nnUNetv2_predict"),
+            "-i",
+            str(aug / "imagesTs"),
+            "-o",
+            str(preds),
+            "-d",
+            "902",
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "-tr",
+            "nnUNetTrainerEchoSmoke",
+            "-device",
+            "cpu",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        env,
+        tmp_path,
+    )
     test_cases = sorted(p.name.removesuffix(".nii.gz") for p in (aug / "labelsTs").glob("*.nii.gz"))
     assert test_cases
     for case in test_cases:  # predictions in the input geometry, labels of the dataset only
@@ -96,8 +175,11 @@ def test_phantom_to_nnunet_to_evaluation(tmp_path):
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
 
     report = tmp_path / "report"
-    _run([echogains, "evaluate", str(preds), str(aug), str(report), "--subset", "Ts", "--progress", "False"], env,
-         tmp_path)
+    _run(
+        [echogains, "evaluate", str(preds), str(aug), str(report), "--subset", "Ts", "--progress", "False"],
+        env,
+        tmp_path,
+    )
     summary = json.loads((report / "metrics_summary.json").read_text())
     lv = summary["segmentation"]["all"]["LV"]
     assert lv["n_cases"] == len(test_cases)

@@ -21,8 +21,9 @@ def test_bundle_from_argument_then_environment_then_checkout(tmp_path, monkeypat
     monkeypatch.delenv(locate.BUNDLE_VARIABLE)
     assert locate.find_bundle() == REPO / "bundles" / "echo_dnd"
     monkeypatch.setattr(locate, "REPOSITORY_BUNDLE", tmp_path / "not_a_checkout")
-    with pytest.raises(EchoDataError, match="no Echo-DND bundle found.*--bundle_root FOLDER or set "
-                                            "ECHOGAINS_ECHO_DND_BUNDLE"):
+    with pytest.raises(
+        EchoDataError, match="no Echo-DND bundle found.*--bundle_root FOLDER or set ECHOGAINS_ECHO_DND_BUNDLE"
+    ):
         locate.find_bundle()
 
 

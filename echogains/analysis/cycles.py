@@ -73,7 +73,7 @@ def fill_gaps(values: np.ndarray) -> np.ndarray:
 def _refine(curve: np.ndarray, frame: int, largest: bool, lo: int, hi: int) -> int:
     """The extremum of ``curve`` within +-1 frame of ``frame`` (clipped to ``[lo, hi]``)."""
     a, b = max(lo, frame - 1), min(hi, frame + 1)
-    window = curve[a:b + 1]
+    window = curve[a : b + 1]
     return int(a + (np.argmax(window) if largest else np.argmin(window)))
 
 
@@ -94,7 +94,7 @@ def _ed_candidates(smooth: np.ndarray, distance: int, prominence: float, spread:
         neighbour = smooth[edge + inward]
         near = min(abs(edge - p) for p in peaks)
         if smooth[edge] > neighbour and smooth[edge] >= floor and near >= distance:
-            drop = smooth[edge] - (smooth[: peaks[0] + 1].min() if edge == 0 else smooth[peaks[-1]:].min())
+            drop = smooth[edge] - (smooth[: peaks[0] + 1].min() if edge == 0 else smooth[peaks[-1] :].min())
             if drop >= prominence:
                 peaks.append(edge)
     return sorted(peaks)
@@ -138,7 +138,7 @@ def detect_beats(
     for a, b in zip(eds[:-1], eds[1:]):
         if b - a < min_len:
             continue
-        es = a + 1 + int(np.argmin(smooth[a + 1:b]))
+        es = a + 1 + int(np.argmin(smooth[a + 1 : b]))
         ed, next_ed = _refine(fine, a, True, 0, es - 1), _refine(fine, b, True, es + 1, n - 1)
         es = _refine(fine, es, False, ed + 1, next_ed - 1)
         if min(es - ed, next_ed - es) < min_len / 2.0:

@@ -34,8 +34,17 @@ from echogains.data.echonet import read_video_frames
 from echogains.data.nnunet import read_image
 from echogains.utils import EchoDataError, get_logger
 
-__all__ = ["Loop", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "find_loop_files", "read_loop", "name_patient_view", "loop_kind",
-           "assign_views", "safe_name"]
+__all__ = [
+    "Loop",
+    "VIDEO_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "find_loop_files",
+    "read_loop",
+    "name_patient_view",
+    "loop_kind",
+    "assign_views",
+    "safe_name",
+]
 
 log = get_logger("echogains.analysis")
 
@@ -80,10 +89,18 @@ class Loop:
         return int(self.frames.shape[0])
 
     def record(self) -> dict[str, Any]:
-        return {"file": str(self.path), "kind": self.kind, "patient": self.patient, "view": self.view,
-                "n_frames": self.n_frames, "size_hw": list(self.frames.shape[1:]),
-                "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm),
-                "units": "mm" if self.spacing_mm is not None else "pixels", "fps": self.fps, "warnings": list(self.warnings)}
+        return {
+            "file": str(self.path),
+            "kind": self.kind,
+            "patient": self.patient,
+            "view": self.view,
+            "n_frames": self.n_frames,
+            "size_hw": list(self.frames.shape[1:]),
+            "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm),
+            "units": "mm" if self.spacing_mm is not None else "pixels",
+            "fps": self.fps,
+            "warnings": list(self.warnings),
+        }
 
 
 def safe_name(text: str) -> str:
@@ -132,8 +149,13 @@ def find_loop_files(source: str | os.PathLike) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise EchoDataError(root, "input not found (expected a video, a DICOM file, a 2D+t image or a folder of them)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-                   and loop_kind(p) is not None)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and loop_kind(p) is not None
+    )
     if not files:
         raise EchoDataError(root, "no loops found (videos, DICOM files, 2D+t NIfTI/mhd images)")
     return files
@@ -156,7 +178,9 @@ def _read_video(path: Path) -> tuple[np.ndarray, float | None]:
         if "truncated" in err.problem:  # the reader's message names FileList.csv: say what was checked here
             decoded = re.search(r"(\d+) of (\d+) frames", err.problem)
             got = decoded.group(1) if decoded else "fewer"
-            raise EchoDataError(path, f"truncated or corrupt video: {got} of the {count} frames in its header decode") from err
+            raise EchoDataError(
+                path, f"truncated or corrupt video: {got} of the {count} frames in its header decode"
+            ) from err
         raise
     return np.stack([frames[i] for i in range(count)]).astype(np.float32), (fps if fps > 0 else None)
 
@@ -164,7 +188,9 @@ def _read_video(path: Path) -> tuple[np.ndarray, float | None]:
 def _read_image_loop(path: Path) -> tuple[np.ndarray, tuple[float, float], sitk.Image]:
     image = read_image(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise EchoDataError(path, f"expected a grey image, got {image.GetNumberOfComponentsPerPixel()} components per pixel")
+        raise EchoDataError(
+            path, f"expected a grey image, got {image.GetNumberOfComponentsPerPixel()} components per pixel"
+        )
     if image.GetDimension() not in (2, 3):
         raise EchoDataError(path, f"expected a 2D+t sequence, got {image.GetDimension()} dimensions")
     array = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -215,7 +241,11 @@ def read_loop(path: str | os.PathLike, require_spacing: bool = False, fps: float
     if min(loop.frames.shape[1:]) < 8:
         raise EchoDataError(path, f"frames of {loop.frames.shape[1]} x {loop.frames.shape[2]} pixels are too small")
     if loop.spacing_mm is None:
-        what = "no physical pixel spacing (no calibrated ultrasound region)" if kind == "dicom" else "no physical pixel spacing"
+        what = (
+            "no physical pixel spacing (no calibrated ultrasound region)"
+            if kind == "dicom"
+            else "no physical pixel spacing"
+        )
         if require_spacing:
             raise EchoDataError(path, f"{what}; --require_spacing is set")
         loop.warnings.append(f"{what}: areas and volumes in pixel units")
@@ -234,8 +264,11 @@ def assign_views(loops: Sequence[Loop], views: Sequence[str] | None) -> list[Loo
     for loop in loops:
         if loop.view is None:
             if len(views) != 1:
-                raise EchoDataError(loop.path, f"cannot tell the view of this loop (name it {{patient}}_{{2CH|4CH}} or set "
-                                               f"ViewName); --views lists {','.join(views)}")
+                raise EchoDataError(
+                    loop.path,
+                    f"cannot tell the view of this loop (name it {{patient}}_{{2CH|4CH}} or set "
+                    f"ViewName); --views lists {','.join(views)}",
+                )
             loop.view = views[0]
         if loop.view in views:
             kept.append(loop)

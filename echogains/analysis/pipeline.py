@@ -108,11 +108,27 @@ def _check_out(out: Any, source: Path, overwrite: bool) -> Path:
     return path
 
 
-def check_settings(source: Any, out: Any, views: Any, skip_bad: Any, require_spacing: Any, fps: Any, spacing_mm: Any,
-                   min_beat_s: Any, overlay: Any, overwrite: Any, progress: Any) -> AnalyzeSettings:
+def check_settings(
+    source: Any,
+    out: Any,
+    views: Any,
+    skip_bad: Any,
+    require_spacing: Any,
+    fps: Any,
+    spacing_mm: Any,
+    min_beat_s: Any,
+    overlay: Any,
+    overwrite: Any,
+    progress: Any,
+) -> AnalyzeSettings:
     """Every option checked before anything is read or written (one-line :class:`EchoDataError` naming it)."""
-    for name, value in (("skip_bad", skip_bad), ("require_spacing", require_spacing), ("overlay", overlay),
-                        ("overwrite", overwrite), ("progress", progress)):
+    for name, value in (
+        ("skip_bad", skip_bad),
+        ("require_spacing", require_spacing),
+        ("overlay", overlay),
+        ("overwrite", overwrite),
+        ("progress", progress),
+    ):
         if not isinstance(value, (bool, np.bool_)):
             raise EchoDataError(None, f"--{name}: expected True or False, got {value!r}")
     spacing = None
@@ -122,14 +138,35 @@ def check_settings(source: Any, out: Any, views: Any, skip_bad: Any, require_spa
             raise EchoDataError(None, f"--spacing_mm: expected sx,sy in mm, got {spacing_mm!r}")
         spacing = (_positive("spacing_mm", pair[0]), _positive("spacing_mm", pair[1]))
     source_path = Path(source)
-    return AnalyzeSettings(source_path, _check_out(out, source_path, bool(overwrite)), _parse_views(views), bool(skip_bad),
-                           bool(require_spacing), _positive("fps", fps), spacing,  # type: ignore[arg-type]
-                           float(_positive("min_beat_s", min_beat_s) or 0.3), bool(overlay), bool(overwrite), bool(progress))
+    return AnalyzeSettings(
+        source_path,
+        _check_out(out, source_path, bool(overwrite)),
+        _parse_views(views),
+        bool(skip_bad),
+        bool(require_spacing),
+        _positive("fps", fps),
+        spacing,  # type: ignore[arg-type]
+        float(_positive("min_beat_s", min_beat_s) or 0.3),
+        bool(overlay),
+        bool(overwrite),
+        bool(progress),
+    )
 
 
-def make_segmenter(model: str, model_path: str | None, bundle_root: str | None, num_steps: int, ensemble: int,
-                   batch_size: int, seed: int, fold: int | str, checkpoint: str, tta: bool, device: str,
-                   progress: bool) -> Segmenter:
+def make_segmenter(
+    model: str,
+    model_path: str | None,
+    bundle_root: str | None,
+    num_steps: int,
+    ensemble: int,
+    batch_size: int,
+    seed: int,
+    fold: int | str,
+    checkpoint: str,
+    tta: bool,
+    device: str,
+    progress: bool,
+) -> Segmenter:
     """The model of ``--model`` (see :mod:`echogains.analysis.segmenters`)."""
     if model == "echo_dnd":
         return EchoDNDSegmenter(bundle_root, model_path, num_steps, ensemble, batch_size, seed, device, progress)
@@ -157,7 +194,9 @@ def _probe(path: Path, s: AnalyzeSettings) -> Loop:
     needed = min_beat_frames(loop.fps, s.min_beat_s) + 1
     if loop.n_frames < needed:
         rate = f"at {loop.fps:.3g} fps" if loop.fps else "without a frame rate"
-        raise EchoDataError(path, f"loop too short for a beat: {loop.n_frames} frame(s), a beat needs at least {needed} {rate}")
+        raise EchoDataError(
+            path, f"loop too short for a beat: {loop.n_frames} frame(s), a beat needs at least {needed} {rate}"
+        )
     return loop
 
 
@@ -176,15 +215,19 @@ def _group_patient(patient: str, loops: Sequence[Loop]) -> dict[str, Loop]:
     for loop in loops:
         view = loop.view or UNKNOWN_VIEW
         if view in views:
-            raise EchoDataError(loop.path, f"mismatched views: patient {patient} has two {view} loops "
-                                           f"(also {views[view].path.name})")
+            raise EchoDataError(
+                loop.path, f"mismatched views: patient {patient} has two {view} loops (also {views[view].path.name})"
+            )
         views[view] = loop
     known = {v: lp.spacing_mm is not None for v, lp in views.items()}
     if len(set(known.values())) > 1:
         mm = [v for v, k in known.items() if k]
         px = [v for v, k in known.items() if not k]
-        raise EchoDataError(views[px[0]].path, f"mismatched views: patient {patient}'s {mm[0]} loop is calibrated (mm) "
-                                               f"and its {px[0]} loop is not (pixels); pass --spacing_mm or --require_spacing")
+        raise EchoDataError(
+            views[px[0]].path,
+            f"mismatched views: patient {patient}'s {mm[0]} loop is calibrated (mm) "
+            f"and its {px[0]} loop is not (pixels); pass --spacing_mm or --require_spacing",
+        )
     return views
 
 
@@ -258,8 +301,18 @@ def _curves_csv(r: _LoopResult) -> str:
     units = r.curves.units
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(["frame", "time_s", f"lv_area_{units['area']}", f"lv_length_{units['length']}",
-                  f"lv_volume_{units['volume']}", "mean_uncertainty", "phase", "beat"])
+    out.writerow(
+        [
+            "frame",
+            "time_s",
+            f"lv_area_{units['area']}",
+            f"lv_length_{units['length']}",
+            f"lv_volume_{units['volume']}",
+            "mean_uncertainty",
+            "phase",
+            "beat",
+        ]
+    )
     phase = {b.ed: ("ED", i) for i, b in enumerate(r.beats)} | {b.es: ("ES", i) for i, b in enumerate(r.beats)}
     if r.beats:
         phase.setdefault(r.beats[-1].next_ed, ("ED", len(r.beats)))
@@ -272,29 +325,40 @@ def _curves_csv(r: _LoopResult) -> str:
         name, beat = phase.get(k, ("", ""))
         time_s = num(k / r.loop.fps) if r.loop.fps else ""
         mean_unc = num(float(unc[k].mean())) if unc is not None else ""
-        out.writerow([k, time_s, num(r.curves.area[k]), num(r.curves.length[k]), num(r.curves.volume[k]), mean_unc, name, beat])
+        out.writerow(
+            [k, time_s, num(r.curves.area[k]), num(r.curves.length[k]), num(r.curves.volume[k]), mean_unc, name, beat]
+        )
     return buffer.getvalue()
 
 
 def _write_loop(r: _LoopResult, folder: Path, s: AnalyzeSettings, root: Path) -> dict[str, Any]:
     """Write one loop's files; returns its record (paths relative to ``root``)."""
     name = r.loop.loop_id
-    files = {"mask": folder / f"{name}_mask.nii.gz", "curves_csv": folder / f"{name}_curves.csv",
-             "curves_png": folder / f"{name}_curves.png", "phases_png": folder / f"{name}_phases.png"}
+    files = {
+        "mask": folder / f"{name}_mask.nii.gz",
+        "curves_csv": folder / f"{name}_curves.csv",
+        "curves_png": folder / f"{name}_curves.png",
+        "phases_png": folder / f"{name}_phases.png",
+    }
     write_image(_mask_image(r.seg.masks, r.loop), files["mask"])
     if r.seg.uncertainty is not None:
         files["uncertainty"] = folder / f"{name}_uncertainty.nii.gz"
         write_image(_mask_image(r.seg.uncertainty, r.loop), files["uncertainty"])
     atomic_write_text(files["curves_csv"], _curves_csv(r))
     rp.plot_curves(files["curves_png"], r.curves, r.beats, r.loop.fps, f"{name}: {len(r.beats)} beat(s)")
-    rp.plot_phases(files["phases_png"], r.loop.frames, r.seg.masks, r.beats[0] if r.beats else None, r.loop.spacing_mm, name)
+    rp.plot_phases(
+        files["phases_png"], r.loop.frames, r.seg.masks, r.beats[0] if r.beats else None, r.loop.spacing_mm, name
+    )
     if s.overlay:
         files["overlay_video"] = folder / f"{name}_overlay.avi"
         rp.write_overlay_video(files["overlay_video"], r.loop.frames, r.seg.masks, r.beats, r.loop.fps)
     record = r.loop.record()
     record.update({k: rp.relative(v, root) for k, v in files.items()})
-    record.update(beats=[b.to_dict() for b in r.beats], segmentation_seconds=round(r.seconds, 3),
-                  frames_per_second_segmented=round(r.loop.n_frames / r.seconds, 3) if r.seconds > 0 else None)
+    record.update(
+        beats=[b.to_dict() for b in r.beats],
+        segmentation_seconds=round(r.seconds, 3),
+        frames_per_second_segmented=round(r.loop.n_frames / r.seconds, 3) if r.seconds > 0 else None,
+    )
     return record
 
 
@@ -306,23 +370,37 @@ def _beats_csv(beats: Sequence[Mapping[str, Any]], views: Sequence[str], unit: s
     for b in beats:
         frames = [b["frames"][v][p] for v in views for p in ("ed", "es")]
         values = [b["edv"], b["esv"], b["ef_pct"], b["ef_low_pct"], b["ef_high_pct"]]
-        out.writerow([b["beat"], b["method"], *frames, *[("" if v is None or not np.isfinite(v) else f"{v:.6g}") for v in values]])
+        out.writerow(
+            [
+                b["beat"],
+                b["method"],
+                *frames,
+                *[("" if v is None or not np.isfinite(v) else f"{v:.6g}") for v in values],
+            ]
+        )
     return buffer.getvalue()
 
 
-def _analyse_patient(patient: str, loops: Mapping[str, Loop], segmenter: Segmenter, s: AnalyzeSettings) -> dict[str, Any]:
+def _analyse_patient(
+    patient: str, loops: Mapping[str, Loop], segmenter: Segmenter, s: AnalyzeSettings
+) -> dict[str, Any]:
     """Segment and measure a patient's loops, write their files; returns the patient's result record."""
     results: dict[str, _LoopResult] = {}
     warnings = [w for lp in loops.values() for w in lp.warnings]
     for view, loop in sorted(loops.items()):
         r = _analyse_loop(loop, segmenter, s, loop.loop_id)
         if not r.beats:
-            raise EchoDataError(loop.path, f"loop too short for a beat: no ED -> ES -> ED cycle in the LV volume curve "
-                                           f"of its {loop.n_frames} frames")
+            raise EchoDataError(
+                loop.path,
+                f"loop too short for a beat: no ED -> ES -> ED cycle in the LV volume curve "
+                f"of its {loop.n_frames} frames",
+            )
         results[view] = r
     if set(results) == {"2CH", "4CH"} and len(results["2CH"].beats) != len(results["4CH"].beats):
-        warnings.append(f"2CH has {len(results['2CH'].beats)} beats, 4CH {len(results['4CH'].beats)}: "
-                        "the first beats of each are paired")
+        warnings.append(
+            f"2CH has {len(results['2CH'].beats)} beats, 4CH {len(results['4CH'].beats)}: "
+            "the first beats of each are paired"
+        )
     folder = s.out / patient
     records = {v: _write_loop(r, folder, s, s.out) for v, r in results.items()}
     beats = beat_volumes({v: r.curves for v, r in results.items()}, {v: r.beats for v, r in results.items()})
@@ -331,8 +409,15 @@ def _analyse_patient(patient: str, loops: Mapping[str, Loop], segmenter: Segment
     if n_members >= 2 and all(m is not None for m in members.values()):
         sample_efs(beats, members, n_members, {v: r.loop.spacing_mm for v, r in results.items()})  # type: ignore[arg-type]
     known = all(r.curves.spacing_known for r in results.values())
-    result = {"patient": patient, "method": beats[0].method if beats else "none", "units": units_of(known),
-              "loops": records, "beats": [b.to_dict() for b in beats], "loop": loop_summary(beats), "warnings": warnings}
+    result = {
+        "patient": patient,
+        "method": beats[0].method if beats else "none",
+        "units": units_of(known),
+        "loops": records,
+        "beats": [b.to_dict() for b in beats],
+        "loop": loop_summary(beats),
+        "warnings": warnings,
+    }
     unit = result["units"]["volume"]
     atomic_write_text(folder / f"{patient}_beats.csv", _beats_csv(result["beats"], sorted(results), unit))
     atomic_write_json(folder / f"{patient}_result.json", result)
@@ -342,14 +427,38 @@ def _analyse_patient(patient: str, loops: Mapping[str, Loop], segmenter: Segment
 def _results_csv(results: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(["patient", "method", "volume_unit", "n_beats", "edv", "esv", "ef_pct", "ef_low_pct", "ef_high_pct",
-                  "ef_beat_mean_pct", "ef_beat_sd_pct", "loops"])
+    out.writerow(
+        [
+            "patient",
+            "method",
+            "volume_unit",
+            "n_beats",
+            "edv",
+            "esv",
+            "ef_pct",
+            "ef_low_pct",
+            "ef_high_pct",
+            "ef_beat_mean_pct",
+            "ef_beat_sd_pct",
+            "loops",
+        ]
+    )
     for r in results:
         loop = r["loop"]
-        values = [loop[k] for k in ("edv", "esv", "ef_pct", "ef_low_pct", "ef_high_pct", "ef_beat_mean_pct", "ef_beat_sd_pct")]
+        values = [
+            loop[k] for k in ("edv", "esv", "ef_pct", "ef_low_pct", "ef_high_pct", "ef_beat_mean_pct", "ef_beat_sd_pct")
+        ]
         text = ["" if v is None or not np.isfinite(v) else f"{v:.6g}" for v in values]
-        out.writerow([r["patient"], r["method"], r["units"]["volume"], loop["n_beats"], *text,
-                      ";".join(rec["file"] for rec in r["loops"].values())])
+        out.writerow(
+            [
+                r["patient"],
+                r["method"],
+                r["units"]["volume"],
+                loop["n_beats"],
+                *text,
+                ";".join(rec["file"] for rec in r["loops"].values()),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -362,8 +471,9 @@ def _skipped_csv(skipped: Sequence[_Skip]) -> str:
     return buffer.getvalue()
 
 
-def _run(groups: Mapping[str, Mapping[str, Loop]], segmenter: Segmenter, s: AnalyzeSettings,
-         skipped: list[_Skip]) -> list[dict[str, Any]]:
+def _run(
+    groups: Mapping[str, Mapping[str, Loop]], segmenter: Segmenter, s: AnalyzeSettings, skipped: list[_Skip]
+) -> list[dict[str, Any]]:
     results = []
     for patient in sorted(groups):
         try:
@@ -432,18 +542,43 @@ def analyze(
     Returns:
         The run record (also ``results.json``).
     """
-    s = check_settings(input, out, views, skip_bad, require_spacing, fps, spacing_mm, min_beat_s, overlay, overwrite, progress)
+    s = check_settings(
+        input, out, views, skip_bad, require_spacing, fps, spacing_mm, min_beat_s, overlay, overwrite, progress
+    )
     groups, skipped = _collect(s)
     if segmenter is None:
-        segmenter = make_segmenter(model, model_path, bundle_root, num_steps, ensemble, batch_size, seed, fold,
-                                   checkpoint, tta, device, progress)
+        segmenter = make_segmenter(
+            model,
+            model_path,
+            bundle_root,
+            num_steps,
+            ensemble,
+            batch_size,
+            seed,
+            fold,
+            checkpoint,
+            tta,
+            device,
+            progress,
+        )
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = _run(groups, segmenter, s, skipped)
-    settings = {"input": str(s.source), "model": segmenter.settings(), "views": s.views, "fps": s.fps,
-                "spacing_mm": s.spacing_mm, "min_beat_s": s.min_beat_s, "require_spacing": s.require_spacing}
-    record = {"settings": settings, "results": results, "skipped": [vars(x) for x in skipped],
-              "seconds": round(time.perf_counter() - t0, 2)}
+    settings = {
+        "input": str(s.source),
+        "model": segmenter.settings(),
+        "views": s.views,
+        "fps": s.fps,
+        "spacing_mm": s.spacing_mm,
+        "min_beat_s": s.min_beat_s,
+        "require_spacing": s.require_spacing,
+    }
+    record = {
+        "settings": settings,
+        "results": results,
+        "skipped": [vars(x) for x in skipped],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     atomic_write_text(s.out / "results.csv", _results_csv(results))
     if s.skip_bad:
         atomic_write_text(s.out / "skipped.csv", _skipped_csv(skipped))

@@ -38,8 +38,14 @@ def _time_axis(n: int, fps: float | None) -> tuple[np.ndarray, str]:
     return (np.arange(n) / fps, "time (s)") if fps else (np.arange(n, dtype=float), "frame")
 
 
-def plot_curves(path: Path, curves: Any, beats: Sequence[Beat], fps: float | None, title: str,
-                truth_volume: np.ndarray | None = None) -> Path:
+def plot_curves(
+    path: Path,
+    curves: Any,
+    beats: Sequence[Beat],
+    fps: float | None,
+    title: str,
+    truth_volume: np.ndarray | None = None,
+) -> Path:
     """Area and volume curves with the detected ED/ES frames (``curves``: :class:`~echogains.analysis.volumes.LoopCurves`)."""
     import matplotlib
 
@@ -49,8 +55,10 @@ def plot_curves(path: Path, curves: Any, beats: Sequence[Beat], fps: float | Non
     t, xlabel = _time_axis(len(curves.area), fps)
     units = curves.units
     fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    for ax, values, label in ((axes[0], curves.area, f"LV area ({units['area']})"),
-                              (axes[1], curves.volume, f"LV volume, area-length ({units['volume']})")):
+    for ax, values, label in (
+        (axes[0], curves.area, f"LV area ({units['area']})"),
+        (axes[1], curves.volume, f"LV volume, area-length ({units['volume']})"),
+    ):
         ax.plot(t, values, "-", color="0.2", lw=1.2, label="segmented")
         ed = ([b.ed for b in beats] + [beats[-1].next_ed]) if beats else []
         es = [b.es for b in beats]
@@ -70,8 +78,9 @@ def plot_curves(path: Path, curves: Any, beats: Sequence[Beat], fps: float | Non
     return path
 
 
-def plot_phases(path: Path, frames: np.ndarray, masks: np.ndarray, beat: Beat | None, spacing: Sequence[float] | None,
-                title: str) -> Path:
+def plot_phases(
+    path: Path, frames: np.ndarray, masks: np.ndarray, beat: Beat | None, spacing: Sequence[float] | None, title: str
+) -> Path:
     """The ED and ES frames of ``beat`` (frame 0 and the smallest mask without a beat) with the LV contour."""
     import matplotlib
 
@@ -95,7 +104,9 @@ def plot_phases(path: Path, frames: np.ndarray, masks: np.ndarray, beat: Beat | 
     return path
 
 
-def write_overlay_video(path: Path, frames: np.ndarray, masks: np.ndarray, beats: Sequence[Beat], fps: float | None) -> Path:
+def write_overlay_video(
+    path: Path, frames: np.ndarray, masks: np.ndarray, beats: Sequence[Beat], fps: float | None
+) -> Path:
     """MJPG AVI of the frames with the LV contour (green on ED, blue on ES, red otherwise) and the frame number."""
     import cv2
 
@@ -140,7 +151,8 @@ def _patient_section(root: Path, result: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{b['beat'] + 1}</td><td>{html.escape(str(b['frames']))}</td><td>{_fmt(b['edv'])}</td>"
         f"<td>{_fmt(b['esv'])}</td><td>{_fmt(b['ef_pct'])}</td><td>{_interval_text(b['ef_low_pct'], b['ef_high_pct'])}</td></tr>"
-        for b in result["beats"])
+        for b in result["beats"]
+    )
     images, links = "", ""
     for info in result["loops"].values():
         for key in ("curves_png", "phases_png"):
@@ -150,17 +162,20 @@ def _patient_section(root: Path, result: Mapping[str, Any]) -> str:
             if info.get(key):
                 links += f'<a href="{html.escape(info[key])}">{html.escape(Path(info[key]).name)}</a> '
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in result.get("warnings", []))
-    return (f"<h2>{html.escape(result['patient'])}</h2><p>{html.escape(result['method'])}, units {html.escape(unit)}; "
-            f"loop: EDV {_fmt(loop['edv'])}, ESV {_fmt(loop['esv'])}, <b>EF {_fmt(loop['ef_pct'])} %</b> "
-            f"(95 % interval from the diffusion samples: {_interval_text(loop['ef_low_pct'], loop['ef_high_pct'])}; "
-            f"{loop['n_beats']} beat(s))</p>"
-            + (f"<ul>{warnings}</ul>" if warnings else "")
-            + "<table border=1 cellspacing=0><tr><th>beat</th><th>ED/ES frames</th><th>EDV</th><th>ESV</th><th>EF (%)</th>"
-            f"<th>EF 95 % interval</th></tr>{rows}</table><p>{images}</p><p>files: {links}</p>")
+    return (
+        f"<h2>{html.escape(result['patient'])}</h2><p>{html.escape(result['method'])}, units {html.escape(unit)}; "
+        f"loop: EDV {_fmt(loop['edv'])}, ESV {_fmt(loop['esv'])}, <b>EF {_fmt(loop['ef_pct'])} %</b> "
+        f"(95 % interval from the diffusion samples: {_interval_text(loop['ef_low_pct'], loop['ef_high_pct'])}; "
+        f"{loop['n_beats']} beat(s))</p>"
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+        + "<table border=1 cellspacing=0><tr><th>beat</th><th>ED/ES frames</th><th>EDV</th><th>ESV</th><th>EF (%)</th>"
+        f"<th>EF 95 % interval</th></tr>{rows}</table><p>{images}</p><p>files: {links}</p>"
+    )
 
 
-def write_report(root: Path, results: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, str]],
-                 settings: Mapping[str, Any]) -> Path:
+def write_report(
+    root: Path, results: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, str]], settings: Mapping[str, Any]
+) -> Path:
     """``root/report.html`` for the analysed patients (paths in ``results`` are relative to ``root``)."""
     sections = "".join(_patient_section(root, r) for r in results)
     skip = "".join(f"<li>{html.escape(s['file'])}: {html.escape(s['problem'])}</li>" for s in skipped)

@@ -36,10 +36,16 @@ import numpy as np
 from echogains.locate import BUNDLE_VARIABLE, find_bundle, nnunet_trainer_dir
 from echogains.utils import EchoDataError, get_logger, progress
 
-__all__ = ["Segmentation", "Segmenter", "EchoDNDSegmenter", "NnUNetSegmenter", "default_bundle_root", "load_bundle_scripts"]
+__all__ = [
+    "Segmentation",
+    "Segmenter",
+    "EchoDNDSegmenter",
+    "NnUNetSegmenter",
+    "default_bundle_root",
+    "load_bundle_scripts",
+]
 
 log = get_logger("echogains.analysis")
-
 
 
 @dataclass
@@ -84,7 +90,9 @@ def load_bundle_scripts(bundle_root: str | os.PathLike) -> ModuleType:
     root = Path(bundle_root).resolve()
     init = root / "scripts" / "__init__.py"
     if not init.is_file():
-        raise EchoDataError(root, f"not an Echo-DND bundle (no scripts/__init__.py); pass --bundle_root or set {BUNDLE_VARIABLE}")
+        raise EchoDataError(
+            root, f"not an Echo-DND bundle (no scripts/__init__.py); pass --bundle_root or set {BUNDLE_VARIABLE}"
+        )
     name = "_echogains_bundle_" + hashlib.sha1(str(root).encode()).hexdigest()[:10]
     if name in sys.modules:
         return sys.modules[name]
@@ -116,9 +124,17 @@ class EchoDNDSegmenter:
 
     name = "echo_dnd"
 
-    def __init__(self, bundle_root: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
-                 num_steps: int = 5, ensemble: int = 2, batch_size: int = 8, seed: int = 0, device: str = "cpu",
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike | None = None,
+        model_path: str | os.PathLike | None = None,
+        num_steps: int = 5,
+        ensemble: int = 2,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
         import torch
 
         self.bundle_root = Path(bundle_root) if bundle_root else default_bundle_root()
@@ -133,11 +149,18 @@ class EchoDNDSegmenter:
 
     def settings(self) -> dict[str, Any]:
         config = self.model.config
-        return {"model": self.name, "bundle_root": str(self.bundle_root), "weights": str(self.model_path),
-                "weights_sha256": hashlib.sha256(self.model_path.read_bytes()).hexdigest(),
-                "image_size": int(config.image_size), "num_steps": self.sampler.num_steps,
-                "ensemble": self.sampler.ensemble, "seed": self.seed, "device": str(self.device),
-                "chains": [c for c, on in (("gaussian", config.use_gaussian), ("bernoulli", config.use_bernoulli)) if on]}
+        return {
+            "model": self.name,
+            "bundle_root": str(self.bundle_root),
+            "weights": str(self.model_path),
+            "weights_sha256": hashlib.sha256(self.model_path.read_bytes()).hexdigest(),
+            "image_size": int(config.image_size),
+            "num_steps": self.sampler.num_steps,
+            "ensemble": self.sampler.ensemble,
+            "seed": self.seed,
+            "device": str(self.device),
+            "chains": [c for c, on in (("gaussian", config.use_gaussian), ("bernoulli", config.use_bernoulli)) if on],
+        }
 
     def segment(self, frames: np.ndarray, spacing_mm: Sequence[float] | None, desc: str = "") -> Segmentation:
         torch, data = self._torch, self.data
@@ -147,10 +170,14 @@ class EchoDNDSegmenter:
         generator = torch.Generator().manual_seed(self.seed)
         soft, unc, members = [], [], []
         starts = range(0, len(pairs), self.batch_size)
-        bar = progress(starts, total=len(starts), desc=f"{desc} (Echo-DND, {len(pairs)} frames)") if self.progress else starts
+        bar = (
+            progress(starts, total=len(starts), desc=f"{desc} (Echo-DND, {len(pairs)} frames)")
+            if self.progress
+            else starts
+        )
         with torch.no_grad():
             for start in bar:
-                batch = torch.stack([p[0] for p in pairs[start:start + self.batch_size]]).to(self.device)
+                batch = torch.stack([p[0] for p in pairs[start : start + self.batch_size]]).to(self.device)
                 out = self.sampler(self.model, batch, generator)
                 soft.append(out["prob"][:, 0].float().cpu())
                 unc.append(out["uncertainty"][:, 0].float().cpu())
@@ -160,7 +187,9 @@ class EchoDNDSegmenter:
         threshold = float(self.sampler.threshold)
         masks = np.stack([data.mask_to_input(soft_t[i], maps[i], threshold) for i in range(len(maps))])
         masks = self.scripts.postprocess_mask(masks).astype(np.uint8)
-        uncertainty = np.stack([np.clip(data.soft_to_input(unc_t[i], maps[i], sigma=0.0), 0, 1) for i in range(len(maps))])
+        uncertainty = np.stack(
+            [np.clip(data.soft_to_input(unc_t[i], maps[i], sigma=0.0), 0, 1) for i in range(len(maps))]
+        )
 
         def member_mask(member: int, frame: int) -> np.ndarray:
             mask = data.mask_to_input(member_t[frame, member].astype(np.float32), maps[frame], 0.5)
@@ -194,22 +223,40 @@ class NnUNetSegmenter:
 
     name = "nnunet"
 
-    def __init__(self, model_path: str | os.PathLike, fold: int | str = 0, checkpoint: str = "checkpoint_final.pth",
-                 device: str = "cpu", tta: bool = False, label: str = "LV", progress: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        fold: int | str = 0,
+        checkpoint: str = "checkpoint_final.pth",
+        device: str = "cpu",
+        tta: bool = False,
+        label: str = "LV",
+        progress: bool = True,
+    ) -> None:
         import torch
 
         folder = Path(model_path)
         ckpt = folder / f"fold_{fold}" / checkpoint
         for needed in (folder / "plans.json", folder / "dataset.json", ckpt):
             if not needed.is_file():
-                raise EchoDataError(needed, "missing: --model_path must be a trained nnU-Net model folder "
-                                            "(nnUNet_results/DatasetXXX/TRAINER__PLANS__2d) with this fold and checkpoint")
+                raise EchoDataError(
+                    needed,
+                    "missing: --model_path must be a trained nnU-Net model folder "
+                    "(nnUNet_results/DatasetXXX/TRAINER__PLANS__2d) with this fold and checkpoint",
+                )
         _ensure_trainer_path()
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=bool(tta),
-                                         perform_everything_on_device=False, device=torch.device(device),
-                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        self.predictor = nnUNetPredictor(
+            tile_step_size=0.5,
+            use_gaussian=True,
+            use_mirroring=bool(tta),
+            perform_everything_on_device=False,
+            device=torch.device(device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
         fold_value: int | str = fold if fold == "all" else int(fold)
         self.predictor.initialize_from_trained_model_folder(str(folder), (fold_value,), checkpoint)
         labels = self.predictor.dataset_json.get("labels", {})
@@ -221,8 +268,15 @@ class NnUNetSegmenter:
         self.device = device
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.name, "model_path": str(self.folder), "fold": self.fold, "checkpoint": self.checkpoint,
-                "tta": self.tta, "device": str(self.device), "label_value": self.label_value}
+        return {
+            "model": self.name,
+            "model_path": str(self.folder),
+            "fold": self.fold,
+            "checkpoint": self.checkpoint,
+            "tta": self.tta,
+            "device": str(self.device),
+            "label_value": self.label_value,
+        }
 
     def segment(self, frames: np.ndarray, spacing_mm: Sequence[float] | None, desc: str = "") -> Segmentation:
         sx, sy = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))

@@ -40,7 +40,11 @@ _ML = 1000.0  # clinical returns ml (mm^3 / 1000); in pixel units we report px^3
 
 def units_of(spacing_known: bool) -> dict[str, str]:
     """Names of the units of areas, lengths and volumes."""
-    return {"area": "mm2", "length": "mm", "volume": "ml"} if spacing_known else {"area": "px2", "length": "px", "volume": "px3"}
+    return (
+        {"area": "mm2", "length": "mm", "volume": "ml"}
+        if spacing_known
+        else {"area": "px2", "length": "px", "volume": "px3"}
+    )
 
 
 @dataclass
@@ -118,9 +122,17 @@ class BeatResult:
 
     def to_dict(self) -> dict:
         low_high = self.interval()
-        return {"beat": self.index, "method": self.method, "frames": self.frames, "edv": self.edv, "esv": self.esv,
-                "ef_pct": self.ef, "ef_low_pct": None if low_high is None else low_high[0],
-                "ef_high_pct": None if low_high is None else low_high[1], "n_samples": len(self.ef_samples)}
+        return {
+            "beat": self.index,
+            "method": self.method,
+            "frames": self.frames,
+            "edv": self.edv,
+            "esv": self.esv,
+            "ef_pct": self.ef,
+            "ef_low_pct": None if low_high is None else low_high[0],
+            "ef_high_pct": None if low_high is None else low_high[1],
+            "n_samples": len(self.ef_samples),
+        }
 
 
 def _interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
@@ -177,11 +189,17 @@ def loop_summary(results: Sequence[BeatResult]) -> dict[str, float | int | None]
         s_esv = np.nanmean([r.sample_volumes[m][1] for r in results])
         loop_samples.append(ejection_fraction(s_edv, s_esv))
     interval = _interval(loop_samples)
-    return {"n_beats": len(results), "edv": edv, "esv": esv, "ef_pct": ejection_fraction(edv, esv),
-            "ef_beat_mean_pct": float(efs.mean()) if efs.size else None,
-            "ef_beat_sd_pct": float(efs.std(ddof=1)) if efs.size > 1 else None,
-            "ef_low_pct": None if interval is None else interval[0], "ef_high_pct": None if interval is None else interval[1],
-            "n_samples": len(loop_samples)}
+    return {
+        "n_beats": len(results),
+        "edv": edv,
+        "esv": esv,
+        "ef_pct": ejection_fraction(edv, esv),
+        "ef_beat_mean_pct": float(efs.mean()) if efs.size else None,
+        "ef_beat_sd_pct": float(efs.std(ddof=1)) if efs.size > 1 else None,
+        "ef_low_pct": None if interval is None else interval[0],
+        "ef_high_pct": None if interval is None else interval[1],
+        "n_samples": len(loop_samples),
+    }
 
 
 def sample_efs(

@@ -120,8 +120,9 @@ def load_case(src: RawDataset, case_id: str, mapping: Mapping[int, int]) -> Sour
             sector = fit_sector(image, spacing, source=str(src.image_path(case_id)))
         except EchoDataError as err:
             problem = f"no sector recorded and none fitted: {err.problem}"
-    return SourceCase(case_id, image, label, spacing, tuple(img.GetOrigin()), tuple(img.GetDirection()), sector,
-                      record, problem)
+    return SourceCase(
+        case_id, image, label, spacing, tuple(img.GetOrigin()), tuple(img.GetDirection()), sector, record, problem
+    )
 
 
 @dataclass
@@ -172,28 +173,37 @@ def prepare_augmentation(
     sector = case.sector
     if sector is None:
         return Prepared(case_id, case, k, [], 0, 0.0, False, torch_seed(key), key, reason=case.sector_problem)
-    draw = draw_steps(augment, rng, policy, frame_size,
-                      lambda steps: label_kept_fraction(case.label, sector, steps, frame_shape, policy.margin_px,
-                                                        policy.kept_region))
+    draw = draw_steps(
+        augment,
+        rng,
+        policy,
+        frame_size,
+        lambda steps: label_kept_fraction(case.label, sector, steps, frame_shape, policy.margin_px, policy.kept_region),
+    )
     item = Prepared(case_id, case, k, draw.steps, draw.tries, draw.label_kept, draw.ok, torch_seed(key), key)
     if not draw.ok:
-        item.reason = (f"no draw in {draw.tries} tries kept >= {policy.min_label_inside:.0%} of the label "
-                       f"(best {draw.label_kept:.1%})")
+        item.reason = (
+            f"no draw in {draw.tries} tries kept >= {policy.min_label_inside:.0%} of the label "
+            f"(best {draw.label_kept:.1%})"
+        )
         return item
     unit, item.unit_range = to_unit(case.image)
-    item.full = apply_transforms(unit, case.label, sector, draw.steps, frame_shape, policy.margin_px,
-                                 policy.kept_region)
+    item.full = apply_transforms(
+        unit, case.label, sector, draw.steps, frame_shape, policy.margin_px, policy.kept_region
+    )
     item.frame = frame_transform(unit, sector, draw.steps, frame_size, policy)
     return item
 
 
-def frame_transform(unit: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_size: int,
-                    policy: TransformPolicy) -> TransformResult:
+def frame_transform(
+    unit: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_size: int, policy: TransformPolicy
+) -> TransformResult:
     """The transform of a unit image in the model's square frame (what RePaint sees)."""
     frame_shape = (frame_size, frame_size)
     frame_sector = regrid_sector(sector, unit.shape, frame_shape)
-    return apply_transforms(resize(unit, frame_shape), None, frame_sector, steps, None, policy.margin_px,
-                            policy.kept_region)
+    return apply_transforms(
+        resize(unit, frame_shape), None, frame_sector, steps, None, policy.margin_px, policy.kept_region
+    )
 
 
 def frame_keep_mask(frame_known: np.ndarray, border: int) -> np.ndarray:
@@ -279,4 +289,3 @@ def output_geometry(item: Prepared) -> tuple[tuple[float, float], tuple[float, .
     shift[:2] = np.asarray(src.sector.apex, dtype=np.float64) * (1.0 - c)
     origin = tuple(float(v) for v in np.asarray(src.origin, dtype=np.float64) + direction @ shift)
     return (float(src.spacing[0] * c), float(src.spacing[1] * c)), origin
-

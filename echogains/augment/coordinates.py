@@ -10,8 +10,7 @@ import numpy as np
 
 from echogains.geometry import Sector
 
-__all__ = ["regrid_coordinates", "regrid_sector", "scale_sector", "to_mm", "to_px", "sector_contains",
-           "inside_image"]
+__all__ = ["regrid_coordinates", "regrid_sector", "scale_sector", "to_mm", "to_px", "sector_contains", "inside_image"]
 
 
 def regrid_coordinates(
@@ -47,8 +46,13 @@ def scale_sector(sector: Sector, zoom: float) -> Sector:
     """
     if zoom == 1.0:
         return sector
-    return replace(sector, apex=(sector.apex[0] * zoom, sector.apex[1] * zoom), r_max=sector.r_max * zoom,
-                   r_min=sector.r_min * zoom, spacing=(sector.spacing[0] * zoom, sector.spacing[1] * zoom))
+    return replace(
+        sector,
+        apex=(sector.apex[0] * zoom, sector.apex[1] * zoom),
+        r_max=sector.r_max * zoom,
+        r_min=sector.r_min * zoom,
+        spacing=(sector.spacing[0] * zoom, sector.spacing[1] * zoom),
+    )
 
 
 def to_mm(sector: Sector, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,8 +31,13 @@ def _sample_one(kind: str, rng: np.random.Generator, policy: TransformPolicy, sc
     direction = float(rng.uniform(0.0, 360.0))
     length = float(rng.uniform(*policy.translation_px))
     a = np.radians(direction)
-    return {"type": "translation", "dx_px": length * scale * np.cos(a), "dy_px": length * scale * np.sin(a),
-            "length_ref": length, "direction_deg": direction}
+    return {
+        "type": "translation",
+        "dx_px": length * scale * np.cos(a),
+        "dy_px": length * scale * np.sin(a),
+        "length_ref": length,
+        "direction_deg": direction,
+    }
 
 
 def sample_steps(mode: str, rng: np.random.Generator, policy: TransformPolicy, frame_size: int) -> list[dict[str, Any]]:

@@ -184,16 +184,35 @@ def expand_dataset(
     out = Path(out)
     if merge_only:
         return merge_shards(out)
-    setup = _validate(src, out, model, augment=augment, k=k, labels=labels, repaint=repaint, sampler=sampler, seed=seed,
-                      fold=fold, shard=shard, batch_size=batch_size, device=device, overwrite=overwrite,
-                      frame_size=frame_size, schedule=schedule, border=border, policy=policy,
-                      augment_validation=augment_validation)
+    setup = _validate(
+        src,
+        out,
+        model,
+        augment=augment,
+        k=k,
+        labels=labels,
+        repaint=repaint,
+        sampler=sampler,
+        seed=seed,
+        fold=fold,
+        shard=shard,
+        batch_size=batch_size,
+        device=device,
+        overwrite=overwrite,
+        frame_size=frame_size,
+        schedule=schedule,
+        border=border,
+        policy=policy,
+        augment_validation=augment_validation,
+    )
     _start(out, setup, overwrite)
     settings = setup.settings
-    writer = RawDatasetWriter(out, label_dict(settings.labels), description=settings.description(), overwrite=overwrite,
-                              resume=True)
-    ctx = ShardContext(setup.source, out, settings, setup.plan, writer, setup.mapping, setup.model, setup.diffusion,
-                       setup.device)
+    writer = RawDatasetWriter(
+        out, label_dict(settings.labels), description=settings.description(), overwrite=overwrite, resume=True
+    )
+    ctx = ShardContext(
+        setup.source, out, settings, setup.plan, writer, setup.mapping, setup.model, setup.diffusion, setup.device
+    )
     _run_shard(ctx, *setup.shard)
     if missing_ids(out, setup.plan, settings.k):
         log.info("shard %d/%d done; other shards still running (the last one writes dataset.json)", *setup.shard)
@@ -216,10 +235,26 @@ class _Setup(NamedTuple):
 
 
 def _validate(
-    src: str | os.PathLike, out: Path, model: str | os.PathLike | None, *, augment: str, k: int,
-    labels: str | Sequence[str], repaint: bool, sampler: str, seed: int, fold: int, shard: str | Sequence[int] | None,
-    batch_size: int, device: str | None, overwrite: bool, frame_size: int | None, schedule: Sequence[int] | None,
-    border: int | None, policy: TransformPolicy | None, augment_validation: bool,
+    src: str | os.PathLike,
+    out: Path,
+    model: str | os.PathLike | None,
+    *,
+    augment: str,
+    k: int,
+    labels: str | Sequence[str],
+    repaint: bool,
+    sampler: str,
+    seed: int,
+    fold: int,
+    shard: str | Sequence[int] | None,
+    batch_size: int,
+    device: str | None,
+    overwrite: bool,
+    frame_size: int | None,
+    schedule: Sequence[int] | None,
+    border: int | None,
+    policy: TransformPolicy | None,
+    augment_validation: bool,
 ) -> _Setup:
     """Check every argument, read the source dataset and load the model: the one place the settings are validated.
 
@@ -235,8 +270,9 @@ def _validate(
     keys = parse_labels(labels)
     shard_i, shard_n = parse_shard(shard)
     if overwrite and shard_n > 1:
-        raise EchoDataError(out, "--overwrite with several shards would let shards delete each other's work; "
-                                 "remove the folder first")
+        raise EchoDataError(
+            out, "--overwrite with several shards would let shards delete each other's work; remove the folder first"
+        )
     source = RawDataset(src)
     mapping = label_mapping(source.labels, keys, source.root / "dataset.json")
     for case_id in source.case_ids("Tr"):
@@ -247,9 +283,19 @@ def _validate(
     sampler_info = SamplerSettings.resolve(sampler, schedule, border, size) if repaint else None
     plan = make_plan(source, fold, k, batch_size, bool(augment_validation))
     settings = ExpansionSettings(
-        source=source.root.name, augment=augment, k=k, labels=tuple(keys), repaint=bool(repaint), sampler=sampler_info,
-        model=model_info if repaint else None, seed=seed, fold=fold, batch_size=batch_size, frame_size=size,
-        policy=policy or TransformPolicy(), augment_validation=bool(augment_validation),
+        source=source.root.name,
+        augment=augment,
+        k=k,
+        labels=tuple(keys),
+        repaint=bool(repaint),
+        sampler=sampler_info,
+        model=model_info if repaint else None,
+        seed=seed,
+        fold=fold,
+        batch_size=batch_size,
+        frame_size=size,
+        policy=policy or TransformPolicy(),
+        augment_validation=bool(augment_validation),
     )
     return _Setup(settings, (shard_i, shard_n), source, mapping, plan, net, diffusion, dev)
 
@@ -278,8 +324,15 @@ def _run_shard(ctx: ShardContext, shard_i: int, shard_n: int) -> None:
     groups = ctx.plan["groups"][shard_i::shard_n]
     copies = ctx.plan["copies"][shard_i::shard_n]
     work = [("group", g) for g in groups] + [("copy", c) for c in copies]
-    log.info("expand %s -> %s: shard %d/%d, %d work groups, %d copies", ctx.src.root, ctx.out, shard_i, shard_n,
-             len(groups), len(copies))
+    log.info(
+        "expand %s -> %s: shard %d/%d, %d work groups, %d copies",
+        ctx.src.root,
+        ctx.out,
+        shard_i,
+        shard_n,
+        len(groups),
+        len(copies),
+    )
     for kind, what in progress_bar(work, total=len(work), desc=f"expand {shard_i}/{shard_n}"):
         if kind == "group":
             process_group(ctx, what)
@@ -320,20 +373,31 @@ def _merge_unlocked(out: Path) -> Path:
     settings, plan = ExpansionSettings.from_dict(saved["settings"]), saved["plan"]
     missing = missing_ids(out, plan, settings.k)
     if missing:
-        raise EchoDataError(out, f"{len(missing)} case(s) not finished yet (e.g. {missing[:3]}); "
-                                 "run the remaining shards")
-    writer = RawDatasetWriter(out, label_dict(settings.labels), description=settings.description(), overwrite=True,
-                              resume=True)
+        raise EchoDataError(
+            out, f"{len(missing)} case(s) not finished yet (e.g. {missing[:3]}); run the remaining shards"
+        )
+    writer = RawDatasetWriter(
+        out, label_dict(settings.labels), description=settings.description(), overwrite=True, resume=True
+    )
     written = set()
     for case_id in expected_ids(plan, settings.k):
         rec = read_json(out / RECORDS_DIR / f"{case_id}.json")
         if rec["status"] != "done":
             continue
-        writer.add_case(case_id, None, None, spacing=rec["spacing"], record=rec["record"],  # type: ignore[arg-type]
-                        test=rec["test"], write=False)
+        writer.add_case(
+            case_id,
+            None,
+            None,
+            spacing=rec["spacing"],
+            record=rec["record"],  # type: ignore[arg-type]
+            test=rec["test"],
+            write=False,
+        )
         written.add(case_id)
-    splits = [{"train": [c for c in s["train"] if c in written], "val": [c for c in s["val"] if c in written]}
-              for s in plan["splits"]]
+    splits = [
+        {"train": [c for c in s["train"] if c in written], "val": [c for c in s["val"] if c in written]}
+        for s in plan["splits"]
+    ]
     summary = {key: getattr(settings, key) for key in ("source", "augment", "k", "repaint", "fold", "seed")}
     path = writer.finalize(splits=splits, dataset_name=out.name, extra={"echogains_expansion": summary})
     skipped = sum(1 for _ in expected_ids(plan, settings.k)) - len(written)

@@ -81,8 +81,9 @@ def make_plan(src: RawDataset, fold: int, k: int, batch_size: int, augment_valid
     out_splits = []
     for s in splits:
         extra = [f"{c}_aug{j}" for c in s["train"] if c in augmented for j in range(1, k + 1)]
-        val_extra = ([f"{c}_aug{j}" for c in s["val"] if c in augmented for j in range(1, k + 1)]
-                     if augment_validation else [])
+        val_extra = (
+            [f"{c}_aug{j}" for c in s["val"] if c in augmented for j in range(1, k + 1)] if augment_validation else []
+        )
         out_splits.append({"train": sorted(s["train"]) + sorted(extra), "val": sorted(s["val"]) + sorted(val_extra)})
     copies = [c for c in tr if c not in augmented] + ts
     return {"groups": groups, "copies": copies, "test": ts, "splits": out_splits}
@@ -103,8 +104,9 @@ def missing_ids(out: Path, plan: Mapping[str, Any], k: int) -> list[str]:
     return [c for c in expected_ids(plan, k) if not (records / f"{c}.json").is_file()]
 
 
-def check_out(out: Path, src: RawDataset, overwrite: bool, settings: ExpansionSettings, plan: Mapping[str, Any]
-              ) -> None:
+def check_out(
+    out: Path, src: RawDataset, overwrite: bool, settings: ExpansionSettings, plan: Mapping[str, Any]
+) -> None:
     """Refuse to mix with foreign content or with an expansion made with other arguments.
 
     The generic part is the shared :func:`echogains.utils.check_output_dir` (a folder path, not a file; no complete
@@ -120,8 +122,11 @@ def check_out(out: Path, src: RawDataset, overwrite: bool, settings: ExpansionSe
     plan_file = out / RECORDS_DIR / PLAN_FILE
     if not plan_file.is_file():
         if any(p.name != RECORDS_DIR for p in out.iterdir()):
-            raise EchoDataError(out, "folder exists, is not empty and is not an interrupted expansion; "
-                                     "choose a new folder or pass --overwrite")
+            raise EchoDataError(
+                out,
+                "folder exists, is not empty and is not an interrupted expansion; "
+                "choose a new folder or pass --overwrite",
+            )
         # empty, or only .records/ without a plan: a shard is starting (it holds the lock) or died before its plan
         return
     same_plan(plan_file, settings, plan)
@@ -135,9 +140,12 @@ def same_plan(plan_file: Path, settings: ExpansionSettings, plan: Mapping[str, A
     if theirs != mine:
         before = theirs["settings"] or {}
         changed = sorted(key for key in mine["settings"] if mine["settings"].get(key) != before.get(key))
-        raise EchoDataError(plan_file, "an interrupted expansion with other arguments is here "
-                                       f"(differs in {changed or ['source cases']}); "
-                                       "use the same arguments or --overwrite")
+        raise EchoDataError(
+            plan_file,
+            "an interrupted expansion with other arguments is here "
+            f"(differs in {changed or ['source cases']}); "
+            "use the same arguments or --overwrite",
+        )
 
 
 @contextlib.contextmanager
@@ -191,4 +199,3 @@ def create_exclusive(path: Path, payload: Mapping[str, Any]) -> bool:
         return True
     finally:
         staged.unlink(missing_ok=True)
-

@@ -63,8 +63,12 @@ class TransformPolicy:
             lo, hi = getattr(self, name)
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
                 raise EchoDataError(None, f"transform policy: {name} must be (low, high) with low <= high")
-        if self.width_factor[0] <= 0 or self.sector_angle_factor[0] <= 0 or self.depth_px[0] < 0 \
-                or self.translation_px[0] < 0:
+        if (
+            self.width_factor[0] <= 0
+            or self.sector_angle_factor[0] <= 0
+            or self.depth_px[0] < 0
+            or self.translation_px[0] < 0
+        ):
             raise EchoDataError(None, "transform policy: width factors must be > 0, depth and translation >= 0")
         if self.kept_region not in KEPT_REGIONS:
             raise EchoDataError(None, f"transform policy: kept_region must be one of {', '.join(KEPT_REGIONS)}")
@@ -79,8 +83,9 @@ class TransformPolicy:
     def from_dict(cls, recorded: Mapping[str, Any]) -> TransformPolicy:
         """A policy from its recorded form (:meth:`to_dict`, JSON lists for the ranges); other keys are ignored."""
         names = {f.name for f in fields(cls)}
-        kwargs: dict[str, Any] = {key: (tuple(v) if isinstance(v, list) else v) for key, v in recorded.items()
-                                  if key in names}
+        kwargs: dict[str, Any] = {
+            key: (tuple(v) if isinstance(v, list) else v) for key, v in recorded.items() if key in names
+        }
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -214,8 +214,9 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
     recorded.setdefault("kept_region", "transformed_sector")  # expansions from before the cut to the footprint
     policy = TransformPolicy.from_dict(recorded)
     sector = Sector.from_dict(sector_dict)
-    result = apply_transforms(unit_src, None, sector, prov["transforms"], (frame, frame), policy.margin_px,
-                              policy.kept_region)
+    result = apply_transforms(
+        unit_src, None, sector, prov["transforms"], (frame, frame), policy.margin_px, policy.kept_region
+    )
     original = result.known
     sampler = prov.get("sampler") or {}
     if prov.get("repaint") and sampler.get("border_px"):
@@ -223,8 +224,17 @@ def render_case(ds: RawDataset, case_id: str) -> Rendered:
         original = original_pixels(result.known, frame_keep_mask(frame_known, int(sampler["border_px"])))
     baseline = from_unit(result.image, rng, out.dtype)  # what --no-repaint writes
     exact = bool(np.array_equal(baseline[original], out[original]))
-    return Rendered(case_id, source_case, transform_kind(prov["transforms"]), unit_src, _unit(baseline, rng),
-                    _unit(out, rng), result.known, exact, original)
+    return Rendered(
+        case_id,
+        source_case,
+        transform_kind(prov["transforms"]),
+        unit_src,
+        _unit(baseline, rng),
+        _unit(out, rng),
+        result.known,
+        exact,
+        original,
+    )
 
 
 def _unit(image: np.ndarray, rng: tuple[float, float]) -> np.ndarray:
@@ -251,8 +261,9 @@ def _gallery(rows: Sequence[Rendered], path: Path) -> None:
     fig = Figure(figsize=(7.5, 2.6 * len(rows)))
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for r, row in enumerate(rows):
-        for c, (title, img) in enumerate((("original", row.original), ("transformed", row.transformed),
-                                          ("repainted", row.output))):
+        for c, (title, img) in enumerate(
+            (("original", row.original), ("transformed", row.transformed), ("repainted", row.output))
+        ):
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             kept = row.known if c == 1 or row.original_mask is None else row.original_mask
@@ -265,8 +276,13 @@ def _gallery(rows: Sequence[Rendered], path: Path) -> None:
     _save_figure(fig, path)
 
 
-def _neighbour_figure(generated: Sequence[tuple[str, np.ndarray]], training: np.ndarray, names: Sequence[str],
-                      table: Sequence[Sequence[tuple[int, float]]], path: Path) -> None:
+def _neighbour_figure(
+    generated: Sequence[tuple[str, np.ndarray]],
+    training: np.ndarray,
+    names: Sequence[str],
+    table: Sequence[Sequence[tuple[int, float]]],
+    path: Path,
+) -> None:
     """Generated image | its nearest training image (Fig. 12)."""
     from matplotlib.figure import Figure
 
@@ -325,8 +341,15 @@ def _seam_rows(rendered: Sequence[Rendered]) -> list[dict[str, Any]]:
         # the seam band (the band stays repainted), the no-repaint baseline's at the edge of the kept content
         original = r.original_mask if r.original_mask is not None else r.known
         written, baseline = seam_score(r.output, original), seam_score(r.transformed, r.known)
-        rows.append({"case": r.case_id, "kind": r.kind, "seam_written": written, "seam_no_repaint": baseline,
-                     "ratio": written / baseline if np.isfinite(baseline) and baseline > 0 else float("nan")})
+        rows.append(
+            {
+                "case": r.case_id,
+                "kind": r.kind,
+                "seam_written": written,
+                "seam_no_repaint": baseline,
+                "ratio": written / baseline if np.isfinite(baseline) and baseline > 0 else float("nan"),
+            }
+        )
     return rows
 
 
@@ -375,8 +398,13 @@ def augmentation_report(
         Path of ``report.json``.
     """
     set_progress(progress)
-    for name, value in (("n_samples", n_samples), ("sample_steps", sample_steps), ("max_cases", max_cases),
-                        ("max_training", max_training), ("top", top)):
+    for name, value in (
+        ("n_samples", n_samples),
+        ("sample_steps", sample_steps),
+        ("max_cases", max_cases),
+        ("max_training", max_training),
+        ("top", top),
+    ):
         check_int(name, value, 0 if name == "n_samples" else 1)
     device = resolve_device(device)
     ds = RawDataset(dataset)
@@ -396,8 +424,9 @@ def augmentation_report(
     seam_columns = ["case", "kind", "seam_written", "seam_no_repaint", "ratio"]
     atomic_write_text(out / "seam_scores.csv", _csv(seams, seam_columns))
     repainted = bool(ds.record(cases[0])["provenance"].get("repaint"))
-    nn = _neighbour_check(ds, rendered, originals, frame, loaded, n_samples, sample_steps, top, seed, device, out,
-                          repainted)
+    nn = _neighbour_check(
+        ds, rendered, originals, frame, loaded, n_samples, sample_steps, top, seed, device, out, repainted
+    )
     summary = {
         "dataset": str(ds.root),
         "augmented_cases": len(augmented),
@@ -408,9 +437,9 @@ def augmentation_report(
         "gallery_rows": [r.kind for r in _gallery_rows(rendered)],
         "seam": {
             "definition": "mean |grad I| in the 1-px band either side of the source/generated border "
-                          "/ mean |grad I| inside the source content (>= 3 px from the border); 1 = seamless. "
-                          "Written image: the border of the pixels still holding the source (kept content minus "
-                          "the repainted seam band); no-repaint baseline: the border of the kept content",
+            "/ mean |grad I| inside the source content (>= 3 px from the border); 1 = seamless. "
+            "Written image: the border of the pixels still holding the source (kept content minus "
+            "the repainted seam band); no-repaint baseline: the border of the kept content",
             "median_written": _median([s["seam_written"] for s in seams]),
             "median_no_repaint": _median([s["seam_no_repaint"] for s in seams]),
             "median_ratio": _median([s["ratio"] for s in seams]),
@@ -423,8 +452,18 @@ def augmentation_report(
 
 
 def _neighbour_check(
-    ds: RawDataset, rendered: Sequence[Rendered], originals: Sequence[str], frame: int, model: Any, n_samples: int,
-    sample_steps: int, top: int, seed: int, device: str, out: Path, repainted_dataset: bool,
+    ds: RawDataset,
+    rendered: Sequence[Rendered],
+    originals: Sequence[str],
+    frame: int,
+    model: Any,
+    n_samples: int,
+    sample_steps: int,
+    top: int,
+    seed: int,
+    device: str,
+    out: Path,
+    repainted_dataset: bool,
 ) -> dict[str, Any]:
     """SSIM nearest neighbours of samples and repainted content among the original training images.
 
@@ -444,24 +483,43 @@ def _neighbour_check(
         repainted = (resize((~r.known).astype(np.float32), (size, size)) > 0.5) & (output > 0.02)
         if repainted.any():
             generated.append((r.case_id, "augmentation", output, repainted))
-    table = nearest_neighbours(np.stack([g[2] for g in generated]), training,
-                               np.stack([g[3] if g[3] is not None else np.ones((size, size), bool) for g in generated]),
-                               top=top) if generated else []
+    table = (
+        nearest_neighbours(
+            np.stack([g[2] for g in generated]),
+            training,
+            np.stack([g[3] if g[3] is not None else np.ones((size, size), bool) for g in generated]),
+            top=top,
+        )
+        if generated
+        else []
+    )
     rows = []
     for (name, kind, _, _), best in zip(generated, table):
         source = ds.record(name).get("provenance", {}).get("source_case") if kind == "augmentation" else None
         for rank, (j, score) in enumerate(best, start=1):
-            rows.append({"generated": name, "kind": kind, "rank": rank, "training_case": originals[j], "ssim": score,
-                         "same_patient": bool(source) and patients[j] == _patient(ds, str(source))})
-    atomic_write_text(out / "nearest_neighbours.csv",
-                      _csv(rows, ["generated", "kind", "rank", "training_case", "ssim", "same_patient"]))
+            rows.append(
+                {
+                    "generated": name,
+                    "kind": kind,
+                    "rank": rank,
+                    "training_case": originals[j],
+                    "ssim": score,
+                    "same_patient": bool(source) and patients[j] == _patient(ds, str(source)),
+                }
+            )
+    atomic_write_text(
+        out / "nearest_neighbours.csv",
+        _csv(rows, ["generated", "kind", "rank", "training_case", "ssim", "same_patient"]),
+    )
     atomic_write_json(out / "nearest_neighbours.json", rows)
     if generated:
         shown = [(g[0], g[2]) for g in generated[:8]]
         _neighbour_figure(shown, training, originals, table[:8], out / "nearest_neighbours.png")
     reference = _reference_top1(training, patients)
-    top1 = {kind: [b[0][1] for (name, k, _, _), b in zip(generated, table) if k == kind and b]
-            for kind in ("sample", "augmentation")}
+    top1 = {
+        kind: [b[0][1] for (name, k, _, _), b in zip(generated, table) if k == kind and b]
+        for kind in ("sample", "augmentation")
+    }
     return {
         "size": size,
         "training_images": len(originals),

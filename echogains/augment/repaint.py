@@ -71,8 +71,10 @@ class ScheduleCounts:
 
 def _check_schedule(t_T: int, jump_length: int, jump_n_sample: int) -> None:
     if t_T < 1 or jump_length < 1 or jump_n_sample < 1:
-        raise EchoDataError(None, "RePaint schedule needs t_T, jump_length, jump_n_sample >= 1, "
-                                  f"got ({t_T}, {jump_length}, {jump_n_sample})")
+        raise EchoDataError(
+            None,
+            f"RePaint schedule needs t_T, jump_length, jump_n_sample >= 1, got ({t_T}, {jump_length}, {jump_n_sample})",
+        )
 
 
 def jump_schedule(t_T: int, jump_length: int, jump_n_sample: int) -> list[int]:

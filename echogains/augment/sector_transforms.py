@@ -98,8 +98,11 @@ class Depth(SectorTransform):
 
     def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         c = self._c(shape)  # (2): same pixel apex; radii in mm kept, spacing x c
-        return replace(sector, apex=(sector.apex[0] * c, sector.apex[1] * c),
-                       spacing=(sector.spacing[0] * c, sector.spacing[1] * c))
+        return replace(
+            sector,
+            apex=(sector.apex[0] * c, sector.apex[1] * c),
+            spacing=(sector.spacing[0] * c, sector.spacing[1] * c),
+        )
 
     def pixel_scale(self, shape: tuple[int, int]) -> float:
         return self._c(shape)
@@ -224,8 +227,11 @@ class SectorAngle(SectorTransform):
 
     def new_sector(self, sector: Sector, shape: tuple[int, int]) -> Sector:
         b = sector.tilt_deg
-        return replace(sector, theta_min=b + self.factor * (sector.theta_min - b),
-                       theta_max=b + self.factor * (sector.theta_max - b))
+        return replace(
+            sector,
+            theta_min=b + self.factor * (sector.theta_min - b),
+            theta_max=b + self.factor * (sector.theta_max - b),
+        )
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,11 @@ class Translation(SectorTransform):
 
 #: Transform classes by recorded type name.
 TRANSFORM_TYPES: dict[str, type[SectorTransform]] = {
-    "depth": Depth, "depth_rows": DepthRows, "tilt": Tilt, "width": Width, "sector_angle": SectorAngle,
+    "depth": Depth,
+    "depth_rows": DepthRows,
+    "tilt": Tilt,
+    "width": Width,
+    "sector_angle": SectorAngle,
     "translation": Translation,
 }
 #: The paper's four transforms, in the order ``combination`` applies them (``depth`` follows ``depth_mode``).

@@ -50,8 +50,9 @@ class SamplerSettings:
     border_px: int
 
     @classmethod
-    def resolve(cls, sampler: str, schedule: Sequence[int] | None, border: int | None, frame_size: int
-                ) -> SamplerSettings:
+    def resolve(
+        cls, sampler: str, schedule: Sequence[int] | None, border: int | None, frame_size: int
+    ) -> SamplerSettings:
         """Validate ``sampler`` and ``schedule`` (default: the sampler's); the default border is 10 px at 256."""
         n = network_evaluations(sampler, schedule)  # validates sampler and schedule
         sched = tuple(int(v) for v in (schedule if schedule is not None else SAMPLERS[sampler]))
@@ -112,10 +113,18 @@ class ExpansionSettings:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written into the plan and the provenance (``augment_validation`` only when set)."""
         d: dict[str, Any] = {
-            "source": self.source, "augment": self.augment, "k": self.k, "labels": list(self.labels),
-            "repaint": self.repaint, "sampler": self.sampler.to_dict() if self.sampler is not None else None,
-            "model": self.model.to_dict() if self.model is not None else None, "seed": self.seed, "fold": self.fold,
-            "batch_size": self.batch_size, "frame_size": self.frame_size, "policy": self.policy.to_dict(),
+            "source": self.source,
+            "augment": self.augment,
+            "k": self.k,
+            "labels": list(self.labels),
+            "repaint": self.repaint,
+            "sampler": self.sampler.to_dict() if self.sampler is not None else None,
+            "model": self.model.to_dict() if self.model is not None else None,
+            "seed": self.seed,
+            "fold": self.fold,
+            "batch_size": self.batch_size,
+            "frame_size": self.frame_size,
+            "policy": self.policy.to_dict(),
         }
         if self.augment_validation:
             d["augment_validation"] = True
@@ -126,12 +135,24 @@ class ExpansionSettings:
         """The settings of a plan read back (inverse of :meth:`to_dict`)."""
         sampler, model = d.get("sampler"), d.get("model")
         return cls(
-            source=d["source"], augment=d["augment"], k=int(d["k"]), labels=tuple(d["labels"]),
+            source=d["source"],
+            augment=d["augment"],
+            k=int(d["k"]),
+            labels=tuple(d["labels"]),
             repaint=bool(d["repaint"]),
-            sampler=SamplerSettings(sampler["name"], tuple(sampler["schedule"]), int(sampler["network_evaluations"]),
-                                    int(sampler["border_px"])) if sampler is not None else None,
-            model=ModelInfo(**model) if model is not None else None, seed=int(d["seed"]), fold=int(d["fold"]),
-            batch_size=int(d["batch_size"]), frame_size=int(d["frame_size"]),
+            sampler=SamplerSettings(
+                sampler["name"],
+                tuple(sampler["schedule"]),
+                int(sampler["network_evaluations"]),
+                int(sampler["border_px"]),
+            )
+            if sampler is not None
+            else None,
+            model=ModelInfo(**model) if model is not None else None,
+            seed=int(d["seed"]),
+            fold=int(d["fold"]),
+            batch_size=int(d["batch_size"]),
+            frame_size=int(d["frame_size"]),
             policy=TransformPolicy.from_dict(d["policy"]),
             augment_validation=bool(d.get("augment_validation", False)),
         )
@@ -139,8 +160,10 @@ class ExpansionSettings:
     def description(self) -> str:
         """The output ``dataset.json`` description."""
         mode = "repaint" if self.repaint else "no repaint"
-        return (f"echogains expand-dataset of {self.source}: {self.augment} x{self.k} ({mode}), "
-                f"labels {','.join(self.labels)}, fold {self.fold}, seed {self.seed}")
+        return (
+            f"echogains expand-dataset of {self.source}: {self.augment} x{self.k} ({mode}), "
+            f"labels {','.join(self.labels)}, fold {self.fold}, seed {self.seed}"
+        )
 
 
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int]:

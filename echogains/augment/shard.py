@@ -80,11 +80,25 @@ class ShardContext:
             return False
         return not rec.get("has_label", True) or self.writer.label_path(case_id, test).is_file()
 
-    def save_record(self, case_id: str, status: str, test: bool, spacing: Sequence[float], record: Mapping[str, Any],
-                    has_label: bool = True, reason: str | None = None) -> None:
+    def save_record(
+        self,
+        case_id: str,
+        status: str,
+        test: bool,
+        spacing: Sequence[float],
+        record: Mapping[str, Any],
+        has_label: bool = True,
+        reason: str | None = None,
+    ) -> None:
         """Write the record of a finished (or skipped) case: the last file of the case."""
-        payload = {"case": case_id, "status": status, "test": test, "has_label": has_label,
-                   "spacing": [float(s) for s in spacing], "record": dict(record)}
+        payload = {
+            "case": case_id,
+            "status": status,
+            "test": test,
+            "has_label": has_label,
+            "spacing": [float(s) for s in spacing],
+            "record": dict(record),
+        }
         if reason:
             payload["reason"] = reason
         atomic_write_json(self.record_path(case_id), payload)
@@ -106,8 +120,10 @@ def copy_case(ctx: ShardContext, case_id: str) -> None:
         else:
             arr = remap(sitk.GetArrayFromImage(lab), ctx.mapping)
             if not arr.any():
-                raise EchoDataError(ctx.src.label_path(case_id),
-                                    f"no {','.join(ctx.settings.labels)} pixels: empty label after --labels")
+                raise EchoDataError(
+                    ctx.src.label_path(case_id),
+                    f"no {','.join(ctx.settings.labels)} pixels: empty label after --labels",
+                )
             new = sitk.GetImageFromArray(arr)
             new.CopyInformation(lab)
             write_image(new, ctx.writer.label_path(case_id, test))
@@ -158,14 +174,23 @@ def write_augmented(ctx: ShardContext, item: Prepared) -> None:
     test = False
     if not item.ok:
         log.warning("%s: augmentation skipped: %s", item.case_id, item.reason)
-        ctx.save_record(item.case_id, "skipped", test, item.source.spacing, _aug_record(ctx, item, "skipped"),
-                        reason=item.reason)
+        ctx.save_record(
+            item.case_id, "skipped", test, item.source.spacing, _aug_record(ctx, item, "skipped"), reason=item.reason
+        )
         return
     image, label = compose_output(item)
     record = _aug_record(ctx, item, "done")
     spacing, origin = output_geometry(item)
-    ctx.writer.add_case(item.case_id, image, label, spacing=spacing, origin=origin,
-                        direction=item.source.direction, record=record, test=test)
+    ctx.writer.add_case(
+        item.case_id,
+        image,
+        label,
+        spacing=spacing,
+        origin=origin,
+        direction=item.source.direction,
+        record=record,
+        test=test,
+    )
     ctx.writer.records.pop(item.case_id, None)  # bookkeeping lives in the sidecar records
     ctx.save_record(item.case_id, "done", test, spacing, record)
 
@@ -181,8 +206,9 @@ def process_group(ctx: ShardContext, group: Sequence[str]) -> None:
     items: list[Prepared] = []
     for case_id in group:
         case = load_case(ctx.src, case_id, ctx.mapping)
-        items.extend(prepare_augmentation(case, j, s.augment, s.seed, s.frame_size, s.policy)
-                     for j in range(1, s.k + 1))
+        items.extend(
+            prepare_augmentation(case, j, s.augment, s.seed, s.frame_size, s.policy) for j in range(1, s.k + 1)
+        )
     if s.repaint:
         _repaint_items(ctx, [it for it in items if it.ok])
     for it in items:
@@ -197,8 +223,9 @@ def _repaint_items(ctx: ShardContext, valid: Sequence[Prepared]) -> None:
     assert sampler is not None  # repainting always has a sampler (expand_dataset)
     for start in range(0, len(valid), s.batch_size):
         batch = valid[start : start + s.batch_size]
-        frames = repaint_frames(batch, ctx.model, ctx.diffusion, sampler.name, sampler.schedule, sampler.border_px,
-                                ctx.device)
+        frames = repaint_frames(
+            batch, ctx.model, ctx.diffusion, sampler.name, sampler.schedule, sampler.border_px, ctx.device
+        )
         for it, frame in zip(batch, frames):
             it.repainted = frame
             it.frame_keep = frame_keep_mask(it.frame.known, sampler.border_px)  # type: ignore[union-attr]

@@ -151,14 +151,17 @@ class SectorMap:
         return rows, cols
 
 
-
 def _margin_mm(sector: Sector, frame_sector: Sector, margin_px: float) -> float:
     return float(margin_px * max(*sector.spacing, *frame_sector.spacing))
 
 
 def label_kept_fraction(
-    label: np.ndarray, sector: Sector, steps: Sequence[Mapping[str, Any]], frame_shape: tuple[int, int] | None = None,
-    margin_px: float = 1.0, kept_region: str = "original_sector",
+    label: np.ndarray,
+    sector: Sector,
+    steps: Sequence[Mapping[str, Any]],
+    frame_shape: tuple[int, int] | None = None,
+    margin_px: float = 1.0,
+    kept_region: str = "original_sector",
 ) -> float:
     """Fraction of the label's foreground pixels that end up in the kept content after ``steps``.
 
@@ -182,9 +185,7 @@ def label_kept_fraction(
         return 0.0
     frame_sector = regrid_sector(sector, shape, frame_shape)
     chain = SectorMap(steps, frame_sector, frame_shape)
-    fr, fc = regrid_coordinates(
-        rows.astype(np.float64), cols.astype(np.float64), shape, frame_shape
-    )
+    fr, fc = regrid_coordinates(rows.astype(np.float64), cols.astype(np.float64), shape, frame_shape)
     orow, ocol = chain.forward(fr, fc)
     margin = _margin_mm(sector, frame_sector, margin_px)
     kept = sector_contains(sector, rows, cols, margin)

@@ -158,7 +158,9 @@ def fit_sector_record(image: np.ndarray, spacing: Sequence[float], case_id: str)
         return None
 
 
-def validate_cases(cases: Sequence[Any], check: Callable[[Any], Any], skip_bad: bool, show: bool, desc: str) -> tuple[list[tuple[Any, Any]], list[BadCase]]:
+def validate_cases(
+    cases: Sequence[Any], check: Callable[[Any], Any], skip_bad: bool, show: bool, desc: str
+) -> tuple[list[tuple[Any, Any]], list[BadCase]]:
     """Run ``check`` on every case before anything is written.
 
     Args:
@@ -308,7 +310,8 @@ def detect_camus_layout(src: str | os.PathLike) -> CamusLayout:
     release = _release_of(patients)
     if release is None:
         raise EchoDataError(
-            src, "not a CAMUS folder: expected database_nifti/ or training/ or patientXXXX folders with .nii.gz or .mhd files"
+            src,
+            "not a CAMUS folder: expected database_nifti/ or training/ or patientXXXX folders with .nii.gz or .mhd files",
         )
     return CamusLayout(release, src, src.parent, _split_dir(src.parent))
 
@@ -458,13 +461,17 @@ def read_2d_image(path: str | os.PathLike) -> sitk.Image:
 
 def _check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
     if image.GetSize() != label.GetSize():
-        raise EchoDataError(label_path, f"size {label.GetSize()} differs from the image's {image.GetSize()} ({image_path.name})")
+        raise EchoDataError(
+            label_path, f"size {label.GetSize()} differs from the image's {image.GetSize()} ({image_path.name})"
+        )
     for what in ("Spacing", "Origin", "Direction"):
         a = np.asarray(getattr(image, f"Get{what}")())
         b = np.asarray(getattr(label, f"Get{what}")())
         if not np.allclose(a, b, rtol=_GEOMETRY_TOL, atol=_GEOMETRY_TOL):
             a_text, b_text = (tuple(round(float(v), 6) for v in x) for x in (a, b))
-            raise EchoDataError(label_path, f"{what.lower()} {b_text} differs from the image's {a_text} ({image_path.name})")
+            raise EchoDataError(
+                label_path, f"{what.lower()} {b_text} differs from the image's {a_text} ({image_path.name})"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,7 +537,9 @@ def _camus_record(case: CamusCase, info: dict[str, Any], layout: CamusLayout, ke
     }
 
 
-def _write_camus_case(writer: RawDatasetWriter, case: CamusCase, info: dict[str, Any], layout: CamusLayout, keys: Sequence[str]) -> None:
+def _write_camus_case(
+    writer: RawDatasetWriter, case: CamusCase, info: dict[str, Any], layout: CamusLayout, keys: Sequence[str]
+) -> None:
     image = read_2d_image(case.image_path)
     label = read_2d_image(case.label_path)
     array = sitk.GetArrayFromImage(image)

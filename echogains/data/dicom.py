@@ -199,12 +199,21 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
         return ds.pixel_array
     except (NotImplementedError, RuntimeError) as err:
         name = getattr(syntax, "name", syntax)
-        if "plugin" in str(err).lower() or "no pixel data decoders" in str(err).lower() or "decoder" in str(err).lower():
-            raise EchoDataError(path, f"cannot decode {name} pixel data here (install pylibjpeg-libjpeg or pyjpegls "
-                                      f"for JPEG-LS/lossless JPEG): {str(err).splitlines()[0]}") from err
+        if (
+            "plugin" in str(err).lower()
+            or "no pixel data decoders" in str(err).lower()
+            or "decoder" in str(err).lower()
+        ):
+            raise EchoDataError(
+                path,
+                f"cannot decode {name} pixel data here (install pylibjpeg-libjpeg or pyjpegls "
+                f"for JPEG-LS/lossless JPEG): {str(err).splitlines()[0]}",
+            ) from err
         raise EchoDataError(path, f"corrupt or truncated pixel data ({str(err).splitlines()[0]})") from err
     except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as err:
-        raise EchoDataError(path, f"corrupt or truncated pixel data ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+        raise EchoDataError(
+            path, f"corrupt or truncated pixel data ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from err
 
 
 def read_ultrasound_dicom(path: str | os.PathLike) -> DicomLoop:
@@ -226,7 +235,9 @@ def read_ultrasound_dicom(path: str | os.PathLike) -> DicomLoop:
     try:
         ds = pydicom.dcmread(str(path))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        raise EchoDataError(path, f"not a readable DICOM file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+        raise EchoDataError(
+            path, f"not a readable DICOM file ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from err
     frames = _to_grey(_decode(ds, path), ds, path)
     if min(frames.shape[1:]) < 2:
         raise EchoDataError(path, f"degenerate frames of size {frames.shape[1:]}")
@@ -241,8 +252,15 @@ def read_ultrasound_dicom(path: str | os.PathLike) -> DicomLoop:
         "modality": str(getattr(ds, "Modality", "") or ""),
         "sop_class": str(getattr(ds, "SOPClassUID", "") or ""),
     }
-    return DicomLoop(path=path, frames=frames, spacing_mm=region_spacing_mm(ds), fps=frame_rate(ds),
-                     patient_id=str(getattr(ds, "PatientID", "") or ""), view=_view_of(ds), info=info)
+    return DicomLoop(
+        path=path,
+        frames=frames,
+        spacing_mm=region_spacing_mm(ds),
+        fps=frame_rate(ds),
+        patient_id=str(getattr(ds, "PatientID", "") or ""),
+        view=_view_of(ds),
+        info=info,
+    )
 
 
 def _uid(key: str) -> str:

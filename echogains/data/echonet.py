@@ -117,8 +117,11 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
             rows = []
             for row in reader:
                 if None in row:  # DictReader's key for values beyond the header
-                    raise EchoDataError(path, f"line {reader.line_num}: {len(columns) + len(row[None])} values, the header "
-                                              f"has {len(columns)} columns")
+                    raise EchoDataError(
+                        path,
+                        f"line {reader.line_num}: {len(columns) + len(row[None])} values, the header "
+                        f"has {len(columns)} columns",
+                    )
                 rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -159,7 +162,9 @@ def _parse_filelist_row(row: Mapping[str, str], number: int) -> EchoNetVideo:
     split_text = row.get("Split", "").upper()
     split = _SPLITS.get(split_text)
     if split_text and split is None:
-        log.warning("FileList.csv row %d: unknown Split %r for %s; treated as no official split", number, split_text, name)
+        log.warning(
+            "FileList.csv row %d: unknown Split %r for %s; treated as no official split", number, split_text, name
+        )
     return EchoNetVideo(name, number, values, split, problem)
 
 
@@ -307,15 +312,23 @@ def read_video_frames(
     if count == 0:
         raise EchoDataError(path, "no decodable frame (unreadable video)")
     if n_frames is not None and count < n_frames:
-        raise EchoDataError(path, f"truncated or corrupt video: {count} of {n_frames} frames decode (FileList.csv gives NumberOfFrames {n_frames})")
+        raise EchoDataError(
+            path,
+            f"truncated or corrupt video: {count} of {n_frames} frames decode (FileList.csv gives NumberOfFrames {n_frames})",
+        )
     if n_frames is not None and count > n_frames:
         log.warning("%s: %d frames decode, FileList.csv NumberOfFrames says %d", path, count, n_frames)
     if frame_size is not None and tuple(shape) != tuple(frame_size):
-        raise EchoDataError(path, f"frames are {shape[0]} x {shape[1]} (rows x cols) but FileList.csv says "
-                                  f"FrameHeight {frame_size[0]}, FrameWidth {frame_size[1]}")
+        raise EchoDataError(
+            path,
+            f"frames are {shape[0]} x {shape[1]} (rows x cols) but FileList.csv says "
+            f"FrameHeight {frame_size[0]}, FrameWidth {frame_size[1]}",
+        )
     missing = sorted(wanted - frames.keys())
     if missing:
-        raise EchoDataError(path, f"traced frame(s) {missing} beyond the video's {count} decodable frames (short video)")
+        raise EchoDataError(
+            path, f"traced frame(s) {missing} beyond the video's {count} decodable frames (short video)"
+        )
     return frames
 
 
@@ -353,7 +366,9 @@ class _EchoNetChecker:
         for index, rows in sorted(frames.items()):
             area = polygon_area(*tracing_polygon(rows)) if len(rows) >= 3 else 0.0
             if area <= 0:
-                raise EchoDataError(self.tracings_path, f"{video.name} frame {index}: tracing encloses no area ({len(rows)} rows)")
+                raise EchoDataError(
+                    self.tracings_path, f"{video.name} frame {index}: tracing encloses no area ({len(rows)} rows)"
+                )
             areas[index] = area
         if len(frames) > 2:
             log.warning("%s: %d traced frames; using the largest as ED and the smallest as ES", video.name, len(frames))
@@ -380,12 +395,17 @@ class _EchoNetChecker:
             image = decoded[index]
             mask = rasterise_tracing(rows, image.shape[:2])
             if not mask.any():
-                raise EchoDataError(self.tracings_path, f"{video.name} frame {index}: tracing covers no pixel of the {image.shape} frame")
+                raise EchoDataError(
+                    self.tracings_path,
+                    f"{video.name} frame {index}: tracing covers no pixel of the {image.shape} frame",
+                )
             out[phase] = TracedFrame(index, image, mask)
         return out
 
 
-def _echonet_record(video: EchoNetVideo, phase: str, frames: Mapping[str, TracedFrame], root: Path, checker: _EchoNetChecker) -> dict[str, Any]:
+def _echonet_record(
+    video: EchoNetVideo, phase: str, frames: Mapping[str, TracedFrame], root: Path, checker: _EchoNetChecker
+) -> dict[str, Any]:
     n_frames = video.values.get("NumberOfFrames")
     return {
         "dataset": "EchoNet-Dynamic",
@@ -394,7 +414,11 @@ def _echonet_record(video: EchoNetVideo, phase: str, frames: Mapping[str, Traced
         "view": ECHONET_VIEW,
         "phase": phase,
         "split": video.split,
-        "reference": {"edv_ml": video.values.get("EDV"), "esv_ml": video.values.get("ESV"), "ef_pct": video.values.get("EF")},
+        "reference": {
+            "edv_ml": video.values.get("EDV"),
+            "esv_ml": video.values.get("ESV"),
+            "ef_pct": video.values.get("EF"),
+        },
         "image_quality": None,
         "age": None,
         "sex": None,
@@ -458,7 +482,10 @@ def convert_echonet(
         raise EchoDataError(root, f"no valid video to convert ({len(bad)} bad)")
     check_folds_possible([(v.name, v.split) for v, _ in good if v.split != "test"], root)
     writer = RawDatasetWriter(
-        out, ECHONET_LABELS, description="EchoNet-Dynamic ED/ES frames, LV; pixel spacing unknown (1, 1 placeholder)", overwrite=overwrite
+        out,
+        ECHONET_LABELS,
+        description="EchoNet-Dynamic ED/ES frames, LV; pixel spacing unknown (1, 1 placeholder)",
+        overwrite=overwrite,
     )
     iterable = progress_bar(good, total=len(good), desc="writing EchoNet") if progress else good
     for video, frames in iterable:
@@ -467,7 +494,12 @@ def convert_echonet(
             record = _echonet_record(video, phase, frames, root, checker)
             record["sector"] = fit_sector_record(frames[phase].image, SPACING_PLACEHOLDER, case_id)
             writer.add_case(
-                case_id, frames[phase].image, frames[phase].mask, spacing=SPACING_PLACEHOLDER, record=record, test=video.split == "test"
+                case_id,
+                frames[phase].image,
+                frames[phase].mask,
+                spacing=SPACING_PLACEHOLDER,
+                record=record,
+                test=video.split == "test",
             )
     write_skip_report(out, bad)
     writer.finalize()

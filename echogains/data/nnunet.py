@@ -82,8 +82,18 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
 
 #: Bytes per element of the MetaImage ``ElementType`` values (MetaIO's ``MET_ValueTypeSize``).
 _MET_SIZES = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
-    "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
 }
 
 
@@ -162,14 +172,19 @@ def _check_metaimage(path: Path) -> None:
         channels = int(fields.get("ElementNumberOfChannels", "1"))
         header_size = int(fields.get("HeaderSize", "0"))
     except ValueError as err:
-        raise EchoDataError(path, f"MetaImage header has a non-integer DimSize/ElementNumberOfChannels/HeaderSize ({err})") from err
+        raise EchoDataError(
+            path, f"MetaImage header has a non-integer DimSize/ElementNumberOfChannels/HeaderSize ({err})"
+        ) from err
     if not dims:
         raise EchoDataError(path, "MetaImage header has no DimSize")
     need = int(np.prod(dims, dtype=np.int64)) * channels * _MET_SIZES[fields["ElementType"]] + max(header_size, 0)
     size = data.stat().st_size
     if size < need:
-        raise EchoDataError(data, f"raw data file is truncated: {size} bytes, header {path.name} "
-                                  f"(DimSize {' '.join(map(str, dims))}, {fields['ElementType']}) needs {need}")
+        raise EchoDataError(
+            data,
+            f"raw data file is truncated: {size} bytes, header {path.name} "
+            f"(DimSize {' '.join(map(str, dims))}, {fields['ElementType']}) needs {need}",
+        )
 
 
 def check_image_file(path: str | os.PathLike) -> None:
@@ -276,7 +291,9 @@ class RawDatasetWriter:
             log.warning("%s: nnU-Net expects a folder named DatasetXXX_Name", self.root)
         if (self.root / "dataset.json").exists():
             if not overwrite:
-                raise EchoDataError(self.root, "a complete dataset already exists here; pass overwrite=True (--overwrite)")
+                raise EchoDataError(
+                    self.root, "a complete dataset already exists here; pass overwrite=True (--overwrite)"
+                )
             (self.root / "dataset.json").unlink()  # mark incomplete until finalize() succeeds
         if not resume and not overwrite and self.root.exists() and any(self.root.iterdir()):
             raise EchoDataError(self.root, "folder exists and is not empty; choose a new folder or pass --overwrite")
@@ -338,12 +355,16 @@ class RawDatasetWriter:
             allowed = set(self.labels.values())
             present = {int(v) for v in np.unique(label)}
             if not present <= allowed:
-                raise EchoDataError(case_id, f"label values {sorted(present - allowed)} not in dataset labels {self.labels}")
+                raise EchoDataError(
+                    case_id, f"label values {sorted(present - allowed)} not in dataset labels {self.labels}"
+                )
             if present == {0}:
                 raise EchoDataError(case_id, "label mask is empty (background only)")
             if any(float(s) <= 0 or not np.isfinite(float(s)) for s in spacing):
                 raise EchoDataError(case_id, f"invalid spacing {tuple(spacing)}")
-            img = make_image(image.astype(np.float32) if image.dtype == np.float64 else image, spacing, origin, direction)
+            img = make_image(
+                image.astype(np.float32) if image.dtype == np.float64 else image, spacing, origin, direction
+            )
             lab = make_image(label.astype(np.uint8), spacing, origin, direction)
             write_image(img, self.image_path(case_id, test))
             write_image(lab, self.label_path(case_id, test))
@@ -390,11 +411,16 @@ class RawDatasetWriter:
         else:
             (self.root / "splits_final.json").unlink(missing_ok=True)  # stale folds of an overwritten dataset
             n_patients = len({str(self.records[c]["patient"]) for c in train_ids})
-            log.warning("%s: %d training patient(s): no folds, so no splits_final.json; the dataset serves inference, "
-                        "evaluation and verify-dataset, but nnU-Net training needs >= 2 patients (patient-grouped folds)",
-                        self.root, n_patients)
+            log.warning(
+                "%s: %d training patient(s): no folds, so no splits_final.json; the dataset serves inference, "
+                "evaluation and verify-dataset, but nnU-Net training needs >= 2 patients (patient-grouped folds)",
+                self.root,
+                n_patients,
+            )
         self._write_dataset_json(len(train_ids), len(test_ids), dataset_name, extra)
-        log.info("wrote %s: %d training and %d test cases, %d folds", self.root, len(train_ids), len(test_ids), len(splits))
+        log.info(
+            "wrote %s: %d training and %d test cases, %d folds", self.root, len(train_ids), len(test_ids), len(splits)
+        )
         return self.root / "dataset.json"
 
     def _default_splits(self, train_ids: list[str], n_folds: int, seed: int) -> list[dict[str, list[str]]] | None:
@@ -429,7 +455,9 @@ class RawDatasetWriter:
                     log.info("removing stale file %s", f)
                     f.unlink()
 
-    def _write_dataset_json(self, num_training: int, num_test: int, name: str | None, extra: Mapping[str, Any] | None) -> None:
+    def _write_dataset_json(
+        self, num_training: int, num_test: int, name: str | None, extra: Mapping[str, Any] | None
+    ) -> None:
         from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
@@ -459,7 +487,9 @@ class RawDataset:
         if not self.root.is_dir():
             raise EchoDataError(self.root, "dataset folder not found")
         if not (self.root / "dataset.json").is_file():
-            raise EchoDataError(self.root / "dataset.json", "missing: the dataset is incomplete or not an nnU-Net raw dataset")
+            raise EchoDataError(
+                self.root / "dataset.json", "missing: the dataset is incomplete or not an nnU-Net raw dataset"
+            )
         self.dataset_json: dict[str, Any] = read_json(self.root / "dataset.json")
         for key in ("channel_names", "labels", "file_ending"):
             if key not in self.dataset_json:
@@ -480,7 +510,9 @@ class RawDataset:
         if not folder.is_dir():
             return []
         suffix = f"_0000{self.file_ending}"
-        return sorted(f.name[: -len(suffix)] for f in folder.iterdir() if f.name.endswith(suffix) and not f.name.startswith("."))
+        return sorted(
+            f.name[: -len(suffix)] for f in folder.iterdir() if f.name.endswith(suffix) and not f.name.startswith(".")
+        )
 
     @property
     def label_values(self) -> dict[str, int]:
@@ -551,7 +583,10 @@ class RawDataset:
 def copy_dataset_files(src: RawDataset, case_id: str, writer: RawDatasetWriter, test: bool | None = None) -> None:
     """Copy one case's files unchanged into another dataset being written (e.g. originals of an expansion)."""
     is_test = src.is_test(case_id) if test is None else test
-    for a, b in ((src.image_path(case_id), writer.image_path(case_id, is_test)), (src.label_path(case_id), writer.label_path(case_id, is_test))):
+    for a, b in (
+        (src.image_path(case_id), writer.image_path(case_id, is_test)),
+        (src.label_path(case_id), writer.label_path(case_id, is_test)),
+    ):
         with atomic_path(b) as tmp:
             shutil.copyfile(a, tmp)
     spacing = tuple(read_image(src.image_path(case_id)).GetSpacing())

@@ -59,8 +59,10 @@ class VerifyReport:
         self.warnings.append(Problem(str(path), message))
 
     def summary(self) -> str:
-        lines = [f"{self.root}: {self.num_training} training + {self.num_test} test cases, "
-                 f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"]
+        lines = [
+            f"{self.root}: {self.num_training} training + {self.num_test} test cases, "
+            f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        ]
         lines += [f"ERROR   {p}" for p in self.errors]
         lines += [f"WARNING {p}" for p in self.warnings]
         return "\n".join(lines)
@@ -127,7 +129,7 @@ def _has_nonfinite(path: Path, array: np.ndarray) -> bool:
 
         try:
             array = np.asarray(nib.load(str(path)).dataobj)
-        except Exception as err:  # noqa: BLE001 - any nibabel failure is a finding about this file
+        except Exception as err:
             raise EchoDataError(path, f"cannot read voxels with nibabel ({type(err).__name__}: {err})") from err
     return bool(np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all())
 
@@ -143,16 +145,19 @@ def _geometry_mismatch(a: sitk.Image, b: sitk.Image) -> str | None:
     return None
 
 
-def _check_case(case: str, images: list[Path], label: Path | None, channels: int, allowed: set[int],
-                report: VerifyReport) -> None:
+def _check_case(
+    case: str, images: list[Path], label: Path | None, channels: int, allowed: set[int], report: VerifyReport
+) -> None:
     if len(images) != channels:
         report.error(images[0], f"case {case!r} has {len(images)} channel file(s), dataset.json declares {channels}")
     img = _read(images[0], report)
     if img is None:
         return
     if img.GetNumberOfComponentsPerPixel() != 1:
-        report.error(images[0], f"multi-channel image ({img.GetNumberOfComponentsPerPixel()} components, e.g. RGB); "
-                                "write one grey channel")
+        report.error(
+            images[0],
+            f"multi-channel image ({img.GetNumberOfComponentsPerPixel()} components, e.g. RGB); write one grey channel",
+        )
     if img.GetDimension() != 2 and not (img.GetDimension() == 3 and img.GetSize()[2] == 1):
         report.warn(images[0], f"image is {img.GetDimension()}D with size {img.GetSize()}; echo frames are 2D")
     arr = sitk.GetArrayViewFromImage(img)
@@ -222,8 +227,9 @@ def _check_dataset_json(dataset: Any, dj: Path, report: VerifyReport) -> None:
             report.error(dj, f"{key} must be a non-negative integer, got {dataset[key]!r}")
 
 
-def _check_records(root: Path, tr: set[str], ts: set[str], dataset: dict[str, Any],
-                   report: VerifyReport) -> dict[str, Any] | None:
+def _check_records(
+    root: Path, tr: set[str], ts: set[str], dataset: dict[str, Any], report: VerifyReport
+) -> dict[str, Any] | None:
     dj = root / "dataset.json"
     if dataset.get("numTraining") != len(tr):
         report.error(dj, f"numTraining is {dataset.get('numTraining')} but imagesTr holds {len(tr)} case(s)")
@@ -263,15 +269,19 @@ def _check_splits(root: Path, tr: set[str], records: dict[str, Any] | None, repo
     path = root / "splits_final.json"
     if not path.is_file():
         if tr:
-            report.warn(path, "missing: no folds (fewer than 2 training patients?); inference and evaluation need none, "
-                              "nnUNetTrainerEcho* groups folds by patient itself, nnU-Net's own trainers split at random")
+            report.warn(
+                path,
+                "missing: no folds (fewer than 2 training patients?); inference and evaluation need none, "
+                "nnUNetTrainerEcho* groups folds by patient itself, nnU-Net's own trainers split at random",
+            )
         return
     splits = _load_json_strict(path, report)
     if splits is None:
         return
-    names = (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v))  # noqa: E731
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) and names(s["train"])
-                                               and names(s["val"]) for s in splits):
+    names = lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)  # noqa: E731
+    if not isinstance(splits, list) or not all(
+        isinstance(s, dict) and {"train", "val"} <= set(s) and names(s["train"]) and names(s["val"]) for s in splits
+    ):
         report.error(path, "must be a list of {'train': [case ids], 'val': [case ids]} folds")
         return
     for i, fold in enumerate(splits):
@@ -300,8 +310,9 @@ def _nnunet_check(root: Path, report: VerifyReport, num_processes: int) -> None:
         report.error(root, "nnU-Net integrity check failed: " + " | ".join(lines[-6:]))
 
 
-def verify_dataset(root: str | os.PathLike, nnunet_check: bool = True, num_processes: int = 1,
-                   show_progress: bool = True) -> VerifyReport:
+def verify_dataset(
+    root: str | os.PathLike, nnunet_check: bool = True, num_processes: int = 1, show_progress: bool = True
+) -> VerifyReport:
     """Verify a dataset folder; returns a report (``report.ok`` is False when any error was found).
 
     Args:
@@ -343,7 +354,9 @@ def verify_dataset(root: str | os.PathLike, nnunet_check: bool = True, num_proce
         report.error(ts_labels[case], "label without an image in imagesTs")
     for case in sorted(set(tr_images) - set(tr_labels)):
         report.error(tr_images[case][0], "training image without a label in labelsTr")
-    items = [(c, f, tr_labels.get(c)) for c, f in tr_images.items()] + [(c, f, ts_labels.get(c)) for c, f in ts_images.items()]
+    items = [(c, f, tr_labels.get(c)) for c, f in tr_images.items()] + [
+        (c, f, ts_labels.get(c)) for c, f in ts_images.items()
+    ]
     for case, files, label in progress(items, desc="verify", disable=not show_progress):
         _check_case(case, files, label, channels, allowed, report)
     records = _check_records(root, set(tr_images), set(ts_images), dataset, report)

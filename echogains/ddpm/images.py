@@ -90,8 +90,13 @@ def _nnunet_training_cases(root: Path, fold: int, include_validation: bool) -> l
     missing = sorted(set(cases) - present)
     if missing:
         raise EchoDataError(root / "splits_final.json", f"fold {fold} names cases not in imagesTr: {missing[:3]}")
-    log.info("%s: fold %d: %d training cases%s", root, fold, len(cases),
-             " (with its validation cases)" if include_validation else " (validation and test cases left out)")
+    log.info(
+        "%s: fold %d: %d training cases%s",
+        root,
+        fold,
+        len(cases),
+        " (with its validation cases)" if include_validation else " (validation and test cases left out)",
+    )
     return [ds.image_path(c) for c in sorted(cases)]
 
 
@@ -152,14 +157,18 @@ def find_image_files(
     return kind, files
 
 
-def _camus_training_files(root: Path, images: list[Path], split_of: dict[str, str] | None, include_validation: bool,
-                          all_patients: bool) -> list[Path]:
+def _camus_training_files(
+    root: Path, images: list[Path], split_of: dict[str, str] | None, include_validation: bool, all_patients: bool
+) -> list[Path]:
     """The images of a CAMUS folder's training patients (``subgroup_training``, + validation if asked)."""
     if split_of is None:
         if not all_patients:
-            raise EchoDataError(root, "CAMUS folder without database_split/subgroup_*.txt: its test patients cannot be "
-                                      "told apart; add the split files, convert it (convert-camus) and train on the "
-                                      "dataset, or pass --all_patients to train on every patient")
+            raise EchoDataError(
+                root,
+                "CAMUS folder without database_split/subgroup_*.txt: its test patients cannot be "
+                "told apart; add the split files, convert it (convert-camus) and train on the "
+                "dataset, or pass --all_patients to train on every patient",
+            )
         log.warning("%s: no CAMUS split files; training on every patient (all_patients)", root)
         return [p for p in images if _patient_of(p, root) is not None]
     allowed = {"train", "val"} if include_validation else {"train"}
@@ -296,8 +305,9 @@ def load_training_images(
             sectors.append(_fit(unit, spacing, image_size, source) if fit_sectors else None)
             sources.append(source)
     n_fit = sum(s is not None for s in sectors)
-    log.info("%s (%s): %d training frames from %d files, sector fitted on %d", root, kind, len(images), len(files),
-             n_fit)
+    log.info(
+        "%s (%s): %d training frames from %d files, sector fitted on %d", root, kind, len(images), len(files), n_fit
+    )
     return TrainingImages(np.stack(images), sectors, sources)
 
 

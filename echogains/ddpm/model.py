@@ -214,10 +214,20 @@ def ddpm_unet_class() -> type:
 
         gradient_checkpointing: bool = False
 
-        def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
-                    class_labels: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-            plain = (not (self.gradient_checkpointing and torch.is_grad_enabled()) or context is not None
-                     or class_labels is not None or any(v is not None for v in kwargs.values()))
+        def forward(
+            self,
+            x: torch.Tensor,
+            timesteps: torch.Tensor,
+            context: torch.Tensor | None = None,
+            class_labels: torch.Tensor | None = None,
+            **kwargs: Any,
+        ) -> torch.Tensor:
+            plain = (
+                not (self.gradient_checkpointing and torch.is_grad_enabled())
+                or context is not None
+                or class_labels is not None
+                or any(v is not None for v in kwargs.values())
+            )
             if plain:  # MONAI's own forward
                 out = super().forward(x, timesteps, context, class_labels, **kwargs)
             else:  # MONAI's forward (steps 1, 3-7) with each block checkpointed
@@ -225,16 +235,25 @@ def ddpm_unet_class() -> type:
                 h = checkpoint(self.conv_in, x, use_reentrant=False)
                 skips: list[torch.Tensor] = [h]
                 for block in self.down_blocks:
-                    h, residuals = checkpoint(lambda hh, e, b=block: b(hidden_states=hh, temb=e, context=None), h,
-                                              emb, use_reentrant=False)
+                    h, residuals = checkpoint(
+                        lambda hh, e, b=block: b(hidden_states=hh, temb=e, context=None), h, emb, use_reentrant=False
+                    )
                     skips.extend(residuals)
-                h = checkpoint(lambda hh, e: self.middle_block(hidden_states=hh, temb=e, context=None), h, emb,
-                               use_reentrant=False)
+                h = checkpoint(
+                    lambda hh, e: self.middle_block(hidden_states=hh, temb=e, context=None), h, emb, use_reentrant=False
+                )
                 for block in self.up_blocks:
                     n = len(block.resnets)
                     residuals, skips = skips[-n:], skips[:-n]
-                    h = checkpoint(lambda hh, res, e, b=block: b(hidden_states=hh, res_hidden_states_list=res, temb=e,
-                                                                  context=None), h, residuals, emb, use_reentrant=False)
+                    h = checkpoint(
+                        lambda hh, res, e, b=block: b(
+                            hidden_states=hh, res_hidden_states_list=res, temb=e, context=None
+                        ),
+                        h,
+                        residuals,
+                        emb,
+                        use_reentrant=False,
+                    )
                 out = checkpoint(self.out, h, use_reentrant=False)
             return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
@@ -289,7 +308,7 @@ def save_weights(
 
 def _ema_network_state(ema_state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Network weights inside a ``torch.optim.swa_utils.AveragedModel`` state dict."""
-    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+    return {k[len("module.") :]: v for k, v in ema_state.items() if k.startswith("module.")}
 
 
 def load_ddpm(
@@ -310,7 +329,7 @@ def load_ddpm(
         raise EchoDataError(path, "DDPM weights file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt files
+    except Exception as err:
         raise EchoDataError(path, f"cannot read DDPM weights ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict) or "config" not in payload:
         raise EchoDataError(path, "not an echogains DDPM weights file or checkpoint (no 'config')")

@@ -236,7 +236,7 @@ class DDPMTrainer:
         """Restore the full state from a checkpoint; the configuration must match."""
         try:
             ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise EchoDataError(path, f"cannot read checkpoint ({type(err).__name__}: {err})") from err
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise EchoDataError(path, "not an echogains DDPM checkpoint")
@@ -249,7 +249,9 @@ class DDPMTrainer:
         if ckpt.get("settings") != self.settings.identity() or ckpt.get("world_size") != self.world_size:
             log.warning(
                 "%s: training settings changed (%s, %s processes); the continuation differs from an uninterrupted run",
-                path, ckpt.get("settings"), ckpt.get("world_size"),
+                path,
+                ckpt.get("settings"),
+                ckpt.get("world_size"),
             )
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
@@ -286,9 +288,13 @@ class DDPMTrainer:
             sync = k == n - 1 or self.world_size == 1
             with contextlib.nullcontext() if sync else self.net.no_sync():
                 with self._autocast():
-                    losses = self.diffusion.training_losses(self.net, x0[part].to(self.device),
-                                                            t[part].to(self.device), noise[part].to(self.device),
-                                                            vlb_weight=self.config.vlb_weight)
+                    losses = self.diffusion.training_losses(
+                        self.net,
+                        x0[part].to(self.device),
+                        t[part].to(self.device),
+                        noise[part].to(self.device),
+                        vlb_weight=self.config.vlb_weight,
+                    )
                 loss = losses["loss"].mean()
                 self.scaler.scale(loss / n).backward()
             total += float(loss.detach()) / n
@@ -351,8 +357,9 @@ class DDPMTrainer:
         return self.weights_path
 
 
-def _settings(cfg: DDPMConfig, vb_weighting: str, accumulate: int, precision: str, checkpointing: bool | str | None,
-              **given: Any) -> tuple[DDPMConfig, TrainSettings]:
+def _settings(
+    cfg: DDPMConfig, vb_weighting: str, accumulate: int, precision: str, checkpointing: bool | str | None, **given: Any
+) -> tuple[DDPMConfig, TrainSettings]:
     """The run's configuration (``vb_weighting`` applied) and :class:`TrainSettings`, checked (``train_ddpm``'s
     arguments; ``given``: the settings' fields, ``None`` for the configuration's default)."""
     if vb_weighting not in ("rescaled", "unit"):
@@ -388,13 +395,31 @@ def _settings(cfg: DDPMConfig, vb_weighting: str, accumulate: int, precision: st
 
 
 def train_ddpm(
-    data: str | os.PathLike, out_dir: str | os.PathLike, config: str | DDPMConfig | dict[str, Any] = "tiny",
-    steps: int | None = None, batch_size: int | None = None, lr: float | None = None, ema: float | None = None,
-    seed: int = 0, resume: bool = True, sample_every: int = 1000, checkpoint_every: int = 1000,
-    device: str | None = None, max_narrowing_deg: float = 20.0, frame_step: tuple[int, int] = (8, 12),
-    n_samples: int = 16, sample_steps: int = 100, progress: bool = True, *, fold: int = 0,
-    include_validation: bool = False, all_patients: bool = False, vb_weighting: str = "rescaled", accumulate: int = 1,
-    precision: str = "auto", checkpointing: bool | str | None = "auto",
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: str | DDPMConfig | dict[str, Any] = "tiny",
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    ema: float | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    sample_every: int = 1000,
+    checkpoint_every: int = 1000,
+    device: str | None = None,
+    max_narrowing_deg: float = 20.0,
+    frame_step: tuple[int, int] = (8, 12),
+    n_samples: int = 16,
+    sample_steps: int = 100,
+    progress: bool = True,
+    *,
+    fold: int = 0,
+    include_validation: bool = False,
+    all_patients: bool = False,
+    vb_weighting: str = "rescaled",
+    accumulate: int = 1,
+    precision: str = "auto",
+    checkpointing: bool | str | None = "auto",
 ) -> Path:
     """Train the unconditional DDPM on the images of ``data``; returns the EMA weights file (``ddpm_ema.pt``).
 
@@ -438,15 +463,29 @@ def train_ddpm(
     Raises:
         EchoDataError: bad data, configuration or checkpoint, before any file is written.
     """
-    cfg, settings = _settings(get_config(config), vb_weighting, accumulate, precision, checkpointing, steps=steps,
-                              batch_size=batch_size, lr=lr, ema=ema, seed=seed, max_narrowing_deg=max_narrowing_deg,
-                              sample_every=sample_every, checkpoint_every=checkpoint_every, n_samples=n_samples,
-                              sample_steps=sample_steps)
+    cfg, settings = _settings(
+        get_config(config),
+        vb_weighting,
+        accumulate,
+        precision,
+        checkpointing,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        ema=ema,
+        seed=seed,
+        max_narrowing_deg=max_narrowing_deg,
+        sample_every=sample_every,
+        checkpoint_every=checkpoint_every,
+        n_samples=n_samples,
+        sample_steps=sample_steps,
+    )
     out = check_output_dir(out_dir, allow_nonempty=True)
     check_int("fold", fold, 0)
     selection = {"fold": fold, "include_validation": bool(include_validation), "all_patients": bool(all_patients)}
-    images = load_training_images(data, cfg.image_size, seed, tuple(frame_step), settings.max_narrowing_deg > 0,
-                                  progress, **selection)
+    images = load_training_images(
+        data, cfg.image_size, seed, tuple(frame_step), settings.max_narrowing_deg > 0, progress, **selection
+    )
     trainer = DDPMTrainer(images, out, cfg, settings, device, progress)
     if resume and trainer.checkpoint_path.is_file():
         trainer.load(trainer.checkpoint_path)
@@ -454,8 +493,13 @@ def train_ddpm(
         log.warning("%s exists; starting afresh (resume=False) and overwriting it", trainer.checkpoint_path)
     if trainer.is_main:
         selection["files"] = len({src.split("[frame")[0] for src in images.sources})
-        record = {"config": cfg.to_dict(), "settings": vars(settings), "data": str(data), "images": len(images),
-                  "selection": selection}
+        record = {
+            "config": cfg.to_dict(),
+            "settings": vars(settings),
+            "data": str(data),
+            "images": len(images),
+            "selection": selection,
+        }
         atomic_write_json(out / "config.json", record)
     return trainer.run()
 

@@ -140,7 +140,10 @@ def select_labels(dataset: RawDataset, labels: str | Sequence[str] | None = None
     by_lower = {k.lower(): k for k in foreground}
     unknown = [n for n in names if n.lower() not in by_lower]
     if unknown or not names:
-        raise EchoDataError(dataset.root / "dataset.json", f"labels {unknown or names} not among its foreground labels {sorted(foreground)}")
+        raise EchoDataError(
+            dataset.root / "dataset.json",
+            f"labels {unknown or names} not among its foreground labels {sorted(foreground)}",
+        )
     chosen = {by_lower[n.lower()]: foreground[by_lower[n.lower()]] for n in names}
     return dict(sorted(chosen.items(), key=lambda kv: kv[1]))
 
@@ -194,7 +197,9 @@ def _declared_labels(pred_dir: Path) -> dict[str, int] | None:
 
 def _as_2d(image: sitk.Image, path: Path) -> sitk.Image:
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise EchoDataError(path, f"expected a one-channel label image, got {image.GetNumberOfComponentsPerPixel()} components")
+        raise EchoDataError(
+            path, f"expected a one-channel label image, got {image.GetNumberOfComponentsPerPixel()} components"
+        )
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         return image[:, :, 0]
     if image.GetDimension() != 2:
@@ -226,7 +231,9 @@ def _check_one(pred_path: Path, label_path: Path, allowed: set[int]) -> set[int]
         raise EchoDataError(pred_path, "prediction has non-integer values; expected a label map")
     values = {int(v) for v in np.unique(array)}
     if not values <= allowed:
-        raise EchoDataError(pred_path, f"label values {sorted(values - allowed)} not in dataset.json labels {sorted(allowed)}")
+        raise EchoDataError(
+            pred_path, f"label values {sorted(values - allowed)} not in dataset.json labels {sorted(allowed)}"
+        )
     return values
 
 
@@ -253,11 +260,16 @@ def _check_predictions(
         raise EchoDataError(pred_dir, "prediction folder not found")
     no_gt = [c for c in case_ids if not dataset.has_label(c)]
     if no_gt:
-        raise EchoDataError(dataset.root, f"{len(no_gt)} cases have no ground-truth label file: {', '.join(no_gt[:10])}")
+        raise EchoDataError(
+            dataset.root, f"{len(no_gt)} cases have no ground-truth label file: {', '.join(no_gt[:10])}"
+        )
     paths = {c: pred_dir / f"{c}{dataset.file_ending}" for c in case_ids}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
-        raise EchoDataError(pred_dir, f"{len(missing)} predictions missing: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        raise EchoDataError(
+            pred_dir,
+            f"{len(missing)} predictions missing: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}",
+        )
     allowed = set(dataset.labels.values())
     found: set[int] = set()
     for c, p in paths.items():
@@ -292,7 +304,9 @@ def _named_value(dataset: RawDataset, name: str) -> int | None:
     return next((v for k, v in dataset.labels.items() if k.lower() == name.lower()), None)
 
 
-def _safe_profile(label: np.ndarray, spacing: Sequence[float], values: Mapping[str, int | None], case_id: str) -> LVProfile | None:
+def _safe_profile(
+    label: np.ndarray, spacing: Sequence[float], values: Mapping[str, int | None], case_id: str
+) -> LVProfile | None:
     """LV profile of a label map, or ``None`` when the LV is empty or degenerate (a failure, not an error)."""
     lv = label == values["LV"]
     if not lv.any():
@@ -339,8 +353,10 @@ def _groups(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
     cuts = (("depth", "depth_mm", DEPTH_CUTOFF_MM, "mm"), ("angle", "opening_deg", ANGLE_CUTOFF_DEG, "deg"))
     for name, attr, cut, unit in cuts:
         known = [r for r in results if math.isfinite(getattr(r, attr))]
-        for key, members in ((f"{name}<{cut:g}{unit}", [r for r in known if getattr(r, attr) < cut]),
-                             (f"{name}>={cut:g}{unit}", [r for r in known if getattr(r, attr) >= cut])):
+        for key, members in (
+            (f"{name}<{cut:g}{unit}", [r for r in known if getattr(r, attr) < cut]),
+            (f"{name}>={cut:g}{unit}", [r for r in known if getattr(r, attr) >= cut]),
+        ):
             if members:
                 groups[key] = members
     return groups
@@ -356,7 +372,10 @@ def _label_summary(results: Sequence[CaseResult], label: str) -> dict[str, Any]:
 
 def segmentation_summary(results: Sequence[CaseResult], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{group: {label: {n_cases, n_failures, dice: stats, hd_mm: stats, ...}}}`` (stats from :func:`describe`)."""
-    return {group: {label: _label_summary(members, label) for label in labels} for group, members in _groups(results).items()}
+    return {
+        group: {label: _label_summary(members, label) for label in labels}
+        for group, members in _groups(results).items()
+    }
 
 
 @dataclass
@@ -554,8 +573,18 @@ def evaluate(
     overlay_dir = out / "overlays" if overlays else None
     iterable = progress_bar(case_ids, total=len(case_ids), desc="evaluate") if progress else case_ids
     results = [_evaluate_case(dataset, c, pred_paths[c], label_map, overlay_dir) for c in iterable]
-    return _write_outputs(out, dataset, Path(pred_dir), subset, label_map, results, overlays,
-                          label_selection=label_selection, uncertainty=uncertainty, pred_paths=pred_paths)
+    return _write_outputs(
+        out,
+        dataset,
+        Path(pred_dir),
+        subset,
+        label_map,
+        results,
+        overlays,
+        label_selection=label_selection,
+        uncertainty=uncertainty,
+        pred_paths=pred_paths,
+    )
 
 
 #: Cases shown in the uncertainty gallery (the first ones of the subset that have a map).
@@ -650,8 +679,9 @@ def _write_outputs(
     overlay_files = [f"overlays/{r.case_id}.png" for r in results] if overlays else []
     if uncertainty and pred_paths:
         summary["uncertainty"] = {
-            "gallery": _write_uncertainty_gallery(out, dataset, uncertainty, pred_paths,
-                                                  _named_value(dataset, "LV") or next(iter(label_map.values()), 1)),
+            "gallery": _write_uncertainty_gallery(
+                out, dataset, uncertainty, pred_paths, _named_value(dataset, "LV") or next(iter(label_map.values()), 1)
+            ),
             "maps": [p.name for p in uncertainty.values()],
             "note": _sampling_note(pred_dir),
         }

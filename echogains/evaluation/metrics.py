@@ -152,7 +152,15 @@ def agreement_stats(measured: Sequence[float], reference: Sequence[float]) -> di
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
     nan = float("nan")
-    out: dict[str, float | int] = {"n": int(a.size), "bias": nan, "sd": nan, "loa_lower": nan, "loa_upper": nan, "pearson_r": nan, "mae": nan}
+    out: dict[str, float | int] = {
+        "n": int(a.size),
+        "bias": nan,
+        "sd": nan,
+        "loa_lower": nan,
+        "loa_upper": nan,
+        "pearson_r": nan,
+        "mae": nan,
+    }
     if a.size == 0:
         return out
     diff = a - b
@@ -165,4 +173,3 @@ def agreement_stats(measured: Sequence[float], reference: Sequence[float]) -> di
         if a.std() > 0 and b.std() > 0:
             out["pearson_r"] = float(np.corrcoef(a, b)[0, 1])
     return out
-

@@ -19,8 +19,15 @@ from echogains.evaluation.clinical import LongAxis
 from echogains.evaluation.metrics import agreement_stats
 from echogains.utils import atomic_path
 
-__all__ = ["bland_altman_plot", "correlation_plot", "overlay_plot", "uncertainty_gallery", "UncertaintyRow",
-           "LABEL_COLOURS", "UNCERTAINTY_SCALE"]
+__all__ = [
+    "bland_altman_plot",
+    "correlation_plot",
+    "overlay_plot",
+    "uncertainty_gallery",
+    "UncertaintyRow",
+    "LABEL_COLOURS",
+    "UNCERTAINTY_SCALE",
+]
 
 #: Contour colour per label name (others cycle through ``_EXTRA``).
 LABEL_COLOURS: dict[str, str] = {"LV": "tab:red", "MYO": "tab:green", "LA": "tab:blue"}
@@ -37,7 +44,9 @@ def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
         fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": None})
 
 
-def _pairs(measured: Sequence[float], reference: Sequence[float], groups: Sequence[bool] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(
+    measured: Sequence[float], reference: Sequence[float], groups: Sequence[bool] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b = np.asarray(measured, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     g = np.zeros(a.shape, dtype=bool) if groups is None else np.asarray(groups, dtype=bool)
     keep = np.isfinite(a) & np.isfinite(b)
@@ -49,7 +58,9 @@ def _scatter_groups(ax, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_label
     for flag, colour, name in ((False, "tab:blue", 0), (True, "tab:orange", 1)):
         keep = g == flag
         if keep.any():
-            ax.scatter(x[keep], y[keep], s=18, c=colour, alpha=0.8, label=None if group_labels is None else group_labels[name])
+            ax.scatter(
+                x[keep], y[keep], s=18, c=colour, alpha=0.8, label=None if group_labels is None else group_labels[name]
+            )
     if group_labels is not None and x.size:
         ax.legend(loc="best", fontsize=7)
 
@@ -86,7 +97,10 @@ def bland_altman_plot(
             ax.axhline(stats[key], color="k", lw=1, ls="--")
     ax.set_xlabel(f"mean of automatic and reference {quantity}")
     ax.set_ylabel(f"automatic - reference {quantity}")
-    ax.set_title(f"{title}\nbias {stats['bias']:.2f}, LoA [{stats['loa_lower']:.2f}, {stats['loa_upper']:.2f}], n={stats['n']}", fontsize=9)
+    ax.set_title(
+        f"{title}\nbias {stats['bias']:.2f}, LoA [{stats['loa_lower']:.2f}, {stats['loa_upper']:.2f}], n={stats['n']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     _save(fig, path)
     return stats
@@ -146,7 +160,13 @@ def _draw_long_axis(ax, axis: LongAxis, spacing: tuple[float, float], style: str
     sx, sy = spacing
     (x0, y0), (x1, y1) = axis.base
     ax.plot([x0 / sx, x1 / sx], [y0 / sy, y1 / sy], ls="none", marker="o", ms=3, color="yellow")
-    ax.plot([axis.base_mid[0] / sx, axis.apex[0] / sx], [axis.base_mid[1] / sy, axis.apex[1] / sy], color="yellow", lw=0.8, ls=style)
+    ax.plot(
+        [axis.base_mid[0] / sx, axis.apex[0] / sx],
+        [axis.base_mid[1] / sy, axis.apex[1] / sy],
+        color="yellow",
+        lw=0.8,
+        ls=style,
+    )
 
 
 def overlay_plot(
@@ -219,7 +239,9 @@ class UncertaintyRow:
     spacing: Sequence[float]
 
 
-def uncertainty_gallery(rows: Sequence[UncertaintyRow], path: str | os.PathLike, scale_label: str = UNCERTAINTY_SCALE) -> None:
+def uncertainty_gallery(
+    rows: Sequence[UncertaintyRow], path: str | os.PathLike, scale_label: str = UNCERTAINTY_SCALE
+) -> None:
     """Per case: the image with reference (solid) and predicted (dashed) contours, and the uncertainty map as written.
 
     The map is drawn with a fixed colour scale from 0 to 1 (no rescaling per image, no smoothing, nearest display
@@ -233,7 +255,9 @@ def uncertainty_gallery(rows: Sequence[UncertaintyRow], path: str | os.PathLike,
     if not rows:
         raise ValueError("uncertainty_gallery needs at least one case")
     first = rows[0]
-    height_over_width = (first.image.shape[0] * float(first.spacing[1])) / (first.image.shape[1] * float(first.spacing[0]))
+    height_over_width = (first.image.shape[0] * float(first.spacing[1])) / (
+        first.image.shape[1] * float(first.spacing[0])
+    )
     panel = 3.2  # inches per image
     fig = Figure(figsize=(2 * panel + 1.3, len(rows) * (panel * height_over_width + 0.35) + 0.2), layout="constrained")
     axes = fig.subplots(len(rows), 2, squeeze=False)

@@ -23,7 +23,14 @@ th:first-child, td:first-child, td.text { text-align: left; }
 """
 
 _METRIC_COLUMNS = (("dice", "Dice"), ("hd_mm", "HD (mm)"), ("hd95_mm", "HD95 (mm)"), ("msd_mm", "MSD (mm)"))
-_AGREEMENT_COLUMNS = (("n", "n"), ("bias", "bias"), ("loa_lower", "LoA low"), ("loa_upper", "LoA high"), ("pearson_r", "Pearson r"), ("mae", "MAE"))
+_AGREEMENT_COLUMNS = (
+    ("n", "n"),
+    ("bias", "bias"),
+    ("loa_lower", "LoA low"),
+    ("loa_upper", "LoA high"),
+    ("pearson_r", "Pearson r"),
+    ("mae", "MAE"),
+)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -39,7 +46,11 @@ def _mean_std(stats: Mapping[str, Any]) -> str:
 
 
 def _segmentation_table(segmentation: Mapping[str, Any]) -> str:
-    head = "<tr><th>group</th><th>label</th><th>n</th><th>failures</th>" + "".join(f"<th>{t}</th>" for _, t in _METRIC_COLUMNS) + "</tr>"
+    head = (
+        "<tr><th>group</th><th>label</th><th>n</th><th>failures</th>"
+        + "".join(f"<th>{t}</th>" for _, t in _METRIC_COLUMNS)
+        + "</tr>"
+    )
     rows = []
     for group, per_label in segmentation.items():
         for label, stats in per_label.items():
@@ -52,12 +63,16 @@ def _segmentation_table(segmentation: Mapping[str, Any]) -> str:
 
 
 def _agreement_table(agreement: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    head = "<tr><th>comparison</th><th>quantity</th>" + "".join(f"<th>{t}</th>" for _, t in _AGREEMENT_COLUMNS) + "</tr>"
+    head = (
+        "<tr><th>comparison</th><th>quantity</th>" + "".join(f"<th>{t}</th>" for _, t in _AGREEMENT_COLUMNS) + "</tr>"
+    )
     rows = []
     for comparison, quantities in agreement.items():
         for quantity, stats in quantities.items():
             cells = "".join(f"<td>{_fmt(stats.get(key), 2)}</td>" for key, _ in _AGREEMENT_COLUMNS)
-            rows.append(f"<tr><td class='text'>{html.escape(comparison)}</td><td class='text'>{html.escape(quantity)}</td>{cells}</tr>")
+            rows.append(
+                f"<tr><td class='text'>{html.escape(comparison)}</td><td class='text'>{html.escape(quantity)}</td>{cells}</tr>"
+            )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -79,8 +94,11 @@ def _subset_sections(clinical: Mapping[str, Any]) -> list[str]:
     if not subsets:
         return []
     counts = {k: int(v) for k, v in subsets.get("n_patients", {}).items()}
-    parts = [f"<h3>Acquisition subsets</h3><p>{html.escape(str(subsets.get('note', '')))} "
-             + ", ".join(f"{html.escape(k)}: {n} patient{'s' if n != 1 else ''}" for k, n in counts.items()) + ".</p>"]
+    parts = [
+        f"<h3>Acquisition subsets</h3><p>{html.escape(str(subsets.get('note', '')))} "
+        + ", ".join(f"{html.escape(k)}: {n} patient{'s' if n != 1 else ''}" for k, n in counts.items())
+        + ".</p>"
+    ]
     by_subset = clinical.get("agreement_by_acquisition_subset", {})
     if len(by_subset) == 1:
         only = next(iter(by_subset))
@@ -88,8 +106,10 @@ def _subset_sections(clinical: Mapping[str, Any]) -> list[str]:
         return parts
     for name, agreement in by_subset.items():
         definition = subsets.get("definitions", {}).get(name, "")
-        parts += [f"<h3>{html.escape(name)} ({html.escape(definition)}; n = {counts.get(name, 0)})</h3>",
-                  _agreement_table(agreement)]
+        parts += [
+            f"<h3>{html.escape(name)} ({html.escape(definition)}; n = {counts.get(name, 0)})</h3>",
+            _agreement_table(agreement),
+        ]
     return parts
 
 
@@ -112,7 +132,9 @@ def _link(rel: str) -> str:
     return f"<a href='{html.escape(rel, quote=True)}'>{html.escape(rel)}</a>"
 
 
-def render_report(summary: Mapping[str, Any], files: Mapping[str, str], plots: Sequence[str], overlays: Sequence[str]) -> str:
+def render_report(
+    summary: Mapping[str, Any], files: Mapping[str, str], plots: Sequence[str], overlays: Sequence[str]
+) -> str:
     """HTML text of the report.
 
     Args:
@@ -143,11 +165,21 @@ def render_report(summary: Mapping[str, Any], files: Mapping[str, str], plots: S
         ]
         parts += _subset_sections(clinical)
     if plots:
-        parts.append("<div class='plots'>" + "".join(f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>" for p in plots) + "</div>")
+        parts.append(
+            "<div class='plots'>"
+            + "".join(
+                f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>"
+                for p in plots
+            )
+            + "</div>"
+        )
     parts += _uncertainty_section(summary.get("uncertainty") or {})
     if overlays:
         parts.append("<h2>Contour overlays (solid: reference, dashed: prediction)</h2><div class='gallery'>")
-        parts += [f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>" for p in overlays]
+        parts += [
+            f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>"
+            for p in overlays
+        ]
         parts.append("</div>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

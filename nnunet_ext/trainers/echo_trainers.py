@@ -22,7 +22,6 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.splits import echo_split, load_raw_splits, raw_dataset_folder
 
-
 #: Environment variable that seeds an Echo trainer (``echogains.nnunet_runner.NnUNet(seed=...)`` sets it).
 SEED_VARIABLE = "ECHOGAINS_NNUNET_SEED"
 
@@ -56,8 +55,14 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
     machine that oversubscribes the cores (several times slower). The trainers honour ``OMP_NUM_THREADS`` when set.
     """
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if self.device.type == "cpu" and threads.isdigit() and int(threads) > 0:
@@ -75,16 +80,24 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
         identifiers = list(self.dataset_class.get_identifiers(self.preprocessed_dataset_folder))
         splits, records = load_raw_splits(raw, identifiers)
         train, val = echo_split(splits, self.fold, records, identifiers)
-        self.print_to_log_file(f"Echo split from {raw}: fold {self.fold}, {len(train)} training and {len(val)} "
-                               "original validation cases (grouped by patient)")
+        self.print_to_log_file(
+            f"Echo split from {raw}: fold {self.fold}, {len(train)} training and {len(val)} "
+            "original validation cases (grouped by patient)"
+        )
         return train, val
 
 
 class nnUNetTrainerEcho(nnUNetTrainerEchoSplits):
     """EchoGAINS paper setting (Table 2): nnU-Net defaults, 500 epochs, patient-grouped echo folds."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 500
 
@@ -92,8 +105,14 @@ class nnUNetTrainerEcho(nnUNetTrainerEchoSplits):
 class nnUNetTrainerEchoSmoke(nnUNetTrainerEchoSplits):
     """One epoch of two iterations: checks the whole nnU-Net path on CPU in seconds. Not for real training."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 1
         self.num_iterations_per_epoch = 2
@@ -106,8 +125,14 @@ class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
     Enough to rank augmentation arms on small 64 px phantom datasets; the papers' numbers need ``nnUNetTrainerEcho``.
     """
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 15
         self.num_iterations_per_epoch = 25
@@ -127,25 +152,42 @@ class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
     BASE_FEATURES = 16
     MAX_FEATURES = 96
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 16
         self.num_iterations_per_epoch = 25
         self.num_val_iterations_per_epoch = 5
 
     @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
-                                   enable_deep_supervision: bool = True):
+    def build_network_architecture(
+        plans_manager,
+        configuration_manager,
+        num_input_channels,
+        num_output_channels,
+        enable_deep_supervision: bool = True,
+    ):
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
         n_stages = int(kwargs["n_stages"])
         base, top = nnUNetTrainerEchoDemo.BASE_FEATURES, nnUNetTrainerEchoDemo.MAX_FEATURES
         kwargs["features_per_stage"] = [min(base * 2**i, top) for i in range(n_stages)]
-        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
-                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+        return get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import,
+            num_input_channels,
+            num_output_channels,
+            allow_init=True,
+            deep_supervision=enable_deep_supervision,
+        )
 
     def save_checkpoint(self, filename: str) -> None:
         if not str(filename).endswith("checkpoint_final.pth"):
@@ -155,7 +197,14 @@ class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
         module = self.network.module if self.is_ddp else self.network
         module = getattr(module, "_orig_mod", module)
         weights = {k: (v.half() if v.is_floating_point() else v) for k, v in module.state_dict().items()}
-        torch.save({"network_weights": weights, "init_args": self.my_init_kwargs, "trainer_name": self.__class__.__name__,
-                    "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-                    "current_epoch": self.current_epoch + 1}, filename)
+        torch.save(
+            {
+                "network_weights": weights,
+                "init_args": self.my_init_kwargs,
+                "trainer_name": self.__class__.__name__,
+                "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+                "current_epoch": self.current_epoch + 1,
+            },
+            filename,
+        )
         return None

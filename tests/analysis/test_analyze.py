@@ -19,7 +19,7 @@ from echogains.cli import main as cli_main
 from echogains.data.dicom import write_ultrasound_dicom
 from echogains.data.phantom import make_phantom, simulate_cycle
 from echogains.data.phantom_curves import cycle_truth
-from echogains.evaluation.clinical import simpson_biplane_volume, area_length_volume
+from echogains.evaluation.clinical import area_length_volume, simpson_biplane_volume
 from echogains.utils import EchoDataError
 
 SIZE = (64, 48)  # rows, cols: CAMUS-like anisotropic pixels (sy = sx / 2)
@@ -61,8 +61,17 @@ def _write_avi(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def _cycle(index: int, view: str, fps: float = 25.0, n_beats: int = 2):
-    return simulate_cycle(index, "camus-like", 0, image_size=SIZE, anisotropy=0.5, render_images=False, n_beats=n_beats,
-                          fps=fps, view=view)
+    return simulate_cycle(
+        index,
+        "camus-like",
+        0,
+        image_size=SIZE,
+        anisotropy=0.5,
+        render_images=False,
+        n_beats=n_beats,
+        fps=fps,
+        view=view,
+    )
 
 
 def _label_dicoms(folder: Path, patients=(1, 2), names: str = "opaque") -> dict:
@@ -72,8 +81,15 @@ def _label_dicoms(folder: Path, patients=(1, 2), names: str = "opaque") -> dict:
         for view in ("2CH", "4CH"):
             cycle = _cycle(index, view)
             name = f"IM_{index}{view[0]}.dcm" if names == "opaque" else f"P{index}_{view}.dcm"
-            write_ultrasound_dicom(folder / name, (cycle.labels == 1).astype(np.uint8) * 255, cycle.spacing, cycle.fps,
-                                   patient_id=f"P{index}", view=view, key=f"t/{index}/{view}")
+            write_ultrasound_dicom(
+                folder / name,
+                (cycle.labels == 1).astype(np.uint8) * 255,
+                cycle.spacing,
+                cycle.fps,
+                patient_id=f"P{index}",
+                view=view,
+                key=f"t/{index}/{view}",
+            )
             truth[(f"P{index}", view)] = (cycle, cycle_truth(cycle, name))
     return truth
 
@@ -89,7 +105,7 @@ def test_biplane_beats_and_ef_match_the_truth(tmp_path: Path) -> None:
         c4, t4 = truth[(pid, "4CH")]
         assert len(result["beats"]) == len(t2.beats) == 2
         for beat, b2, b4 in zip(result["beats"], t2.beats, t4.beats):
-            for (view, tb) in (("2CH", b2), ("4CH", b4)):
+            for view, tb in (("2CH", b2), ("4CH", b4)):
                 assert abs(beat["frames"][view]["ed"] - tb[0]) <= 1 and abs(beat["frames"][view]["es"] - tb[1]) <= 1
             f2, f4 = beat["frames"]["2CH"], beat["frames"]["4CH"]
             edv = simpson_biplane_volume(c2.labels[f2["ed"]] == 1, c2.spacing, c4.labels[f4["ed"]] == 1, c4.spacing)
@@ -117,10 +133,18 @@ def test_biplane_beats_and_ef_match_the_truth(tmp_path: Path) -> None:
 
 def test_single_view_area_length_pixel_units_and_interval(tmp_path: Path) -> None:
     cycle = _cycle(3, "4CH", fps=25.0, n_beats=2)
-    write_ultrasound_dicom(tmp_path / "in" / "X.dcm", (cycle.labels == 1).astype(np.uint8) * 255, None, cycle.fps,
-                           patient_id="P3", view=None, key="nospacing")
-    record = analyze(tmp_path / "in", tmp_path / "out", segmenter=ThresholdSegmenter(members=3), views="4CH",
-                     progress=False)
+    write_ultrasound_dicom(
+        tmp_path / "in" / "X.dcm",
+        (cycle.labels == 1).astype(np.uint8) * 255,
+        None,
+        cycle.fps,
+        patient_id="P3",
+        view=None,
+        key="nospacing",
+    )
+    record = analyze(
+        tmp_path / "in", tmp_path / "out", segmenter=ThresholdSegmenter(members=3), views="4CH", progress=False
+    )
     result = record["results"][0]
     assert result["method"] == "area-length 4CH" and result["units"] == {"area": "px2", "length": "px", "volume": "px3"}
     assert any("pixel units" in w for w in result["warnings"])
@@ -131,7 +155,9 @@ def test_single_view_area_length_pixel_units_and_interval(tmp_path: Path) -> Non
     assert beat["n_samples"] == 3 and beat["ef_low_pct"] <= beat["ef_high_pct"]
     assert result["loop"]["ef_low_pct"] is not None and result["loop"]["n_samples"] == 3
     with pytest.raises(EchoDataError, match="require_spacing"):
-        analyze(tmp_path / "in", tmp_path / "out2", segmenter=ThresholdSegmenter(), require_spacing=True, progress=False)
+        analyze(
+            tmp_path / "in", tmp_path / "out2", segmenter=ThresholdSegmenter(), require_spacing=True, progress=False
+        )
 
 
 def test_pairing_by_file_name_and_mismatched_views(tmp_path: Path) -> None:
@@ -191,8 +217,16 @@ def test_cli_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
 
 def test_phantom_dicom_layout_and_truth(tmp_path: Path) -> None:
-    out = make_phantom(tmp_path / "d", n_patients=2, layout="dicom", image_size=SIZE, cycle_frames=12, fps=25.0,
-                       n_beats=2, progress=False)
+    out = make_phantom(
+        tmp_path / "d",
+        n_patients=2,
+        layout="dicom",
+        image_size=SIZE,
+        cycle_frames=12,
+        fps=25.0,
+        n_beats=2,
+        progress=False,
+    )
     curves = json.loads((out / "phantom_curves.json").read_text())["loops"]
     truth = json.loads((out / "phantom_truth.json").read_text())["patients"]
     assert sorted(curves) == ["patient0001_2CH", "patient0001_4CH", "patient0002_2CH", "patient0002_4CH"]
@@ -207,8 +241,16 @@ def test_phantom_dicom_layout_and_truth(tmp_path: Path) -> None:
         assert [b["next_ed"] - b["ed"] for b in loop["beats"]] == [12, 12]
         rows = list(csv.DictReader((out / loop["curve_csv"]).open()))
         assert [r["phase"] for r in rows].count("ED") == len(loop["ed_frames"])
-    again = make_phantom(tmp_path / "e", n_patients=2, layout="dicom", image_size=SIZE, cycle_frames=12, fps=25.0,
-                         n_beats=2, progress=False)
+    again = make_phantom(
+        tmp_path / "e",
+        n_patients=2,
+        layout="dicom",
+        image_size=SIZE,
+        cycle_frames=12,
+        fps=25.0,
+        n_beats=2,
+        progress=False,
+    )
     for path in sorted(out.rglob("*.dcm")):
         assert path.read_bytes() == (again / path.relative_to(out)).read_bytes()
 
@@ -221,7 +263,10 @@ def test_demo_echo_dnd_weights_on_a_phantom_echonet_avi(tmp_path: Path) -> None:
     result = record["results"][0]
     loop = result["loops"]["unknown view"]
     assert loop["n_frames"] >= 100 and loop["size_hw"] == [112, 112] and loop["units"] == "pixels"
-    assert record["settings"]["model"]["model"] == "echo_dnd" and record["settings"]["model"]["chains"] == ["gaussian", "bernoulli"]
+    assert record["settings"]["model"]["model"] == "echo_dnd" and record["settings"]["model"]["chains"] == [
+        "gaussian",
+        "bernoulli",
+    ]
     assert result["units"]["volume"] == "px3" and result["loop"]["n_beats"] >= 1 and result["loop"]["n_samples"] == 2
     for key in ("mask", "uncertainty", "curves_csv", "curves_png", "phases_png", "overlay_video"):
         assert (tmp_path / "out" / loop[key]).stat().st_size > 0, key
@@ -237,17 +282,32 @@ def test_committed_demo_nnunet_on_phantom_dicom_loops(tmp_path: Path) -> None:
     from echogains.demo import demo_nnunet_model
 
     model = demo_nnunet_model()
-    data = make_phantom(tmp_path / "d", n_patients=1, layout="dicom", cycle_frames=12, fps=25.0, n_beats=2,
-                        progress=False)
-    record = analyze(data / "dicom", tmp_path / "out", model="nnunet", model_path=str(model), progress=False,
-                     overlay=False)
+    data = make_phantom(
+        tmp_path / "d", n_patients=1, layout="dicom", cycle_frames=12, fps=25.0, n_beats=2, progress=False
+    )
+    record = analyze(
+        data / "dicom", tmp_path / "out", model="nnunet", model_path=str(model), progress=False, overlay=False
+    )
     result = record["results"][0]
     assert record["settings"]["model"]["model"] == "nnunet" and result["method"] == "simpson biplane"
     truth = json.loads((data / "phantom_curves.json").read_text())["loops"]
     for view, loop in result["loops"].items():
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / loop["mask"]))) > 0
-        labels = simulate_cycle(1, "camus-like", 0, image_size=(128, 96), anisotropy=0.5, cycle_frames=12, fps=25.0,
-                                n_beats=2, view=view, render_images=False).labels == 1
+        labels = (
+            simulate_cycle(
+                1,
+                "camus-like",
+                0,
+                image_size=(128, 96),
+                anisotropy=0.5,
+                cycle_frames=12,
+                fps=25.0,
+                n_beats=2,
+                view=view,
+                render_images=False,
+            ).labels
+            == 1
+        )
         assert mask.shape == labels.shape and mask.shape[0] == truth[f"patient0001_{view}"]["n_frames"]
         assert 2 * (mask & labels).sum() / (mask.sum() + labels.sum()) > 0.85  # a trained model, every frame
     assert result["loop"]["n_beats"] >= 1 and 5.0 < result["loop"]["ef_pct"] < 90.0

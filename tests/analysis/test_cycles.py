@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from echogains.analysis.cycles import Beat, detect_beats, fill_gaps, min_beat_frames
-from echogains.data.phantom import simulate_cycle
+from echogains.data.phantom import sample_params, simulate_cycle
 from echogains.data.phantom_curves import cycle_truth, half_sequence_truth
-from echogains.data.phantom import sample_params
 
 
 def _truth(index: int, fps: float, n_beats: int = 3, view: str = "4CH"):
-    cycle = simulate_cycle(index, "camus-like", 0, image_size=(64, 64), render_images=False, n_beats=n_beats, fps=fps, view=view)
+    cycle = simulate_cycle(
+        index, "camus-like", 0, image_size=(64, 64), render_images=False, n_beats=n_beats, fps=fps, view=view
+    )
     return cycle, cycle_truth(cycle, "x.avi")
 
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, RLELossless, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, generate_uid
 
 from echogains.data.dicom import read_ultrasound_dicom, view_from_text, write_ultrasound_dicom
 from echogains.utils import EchoDataError
@@ -61,8 +61,10 @@ def _save(ds: Dataset, path: Path) -> Path:
 
 def test_multiframe_grey_spacing_frame_time_patient_view(tmp_path: Path) -> None:
     frames = _frames()
-    path = _save(_dataset(frames, regions=[_region()], FrameTime="20", PatientID="P7", SeriesDescription="Apical 4CH"),
-                 tmp_path / "a.dcm")
+    path = _save(
+        _dataset(frames, regions=[_region()], FrameTime="20", PatientID="P7", SeriesDescription="Apical 4CH"),
+        tmp_path / "a.dcm",
+    )
     loop = read_ultrasound_dicom(path)
     assert loop.frames.shape == (T, H, W) and np.array_equal(loop.frames, frames.astype(np.float32))
     assert loop.spacing_mm == pytest.approx((0.31, 0.27))  # cm per pixel -> mm
@@ -125,8 +127,9 @@ def test_bad_files_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_view_names() -> None:
-    assert [view_from_text(t) for t in ("A4C", "apical 2CH", "Four chamber", "AP2 zoom", "PLAX", "2CH vs 4CH", None)] == \
-        ["4CH", "2CH", "4CH", "2CH", None, None, None]
+    assert [
+        view_from_text(t) for t in ("A4C", "apical 2CH", "Four chamber", "AP2 zoom", "PLAX", "2CH vs 4CH", None)
+    ] == ["4CH", "2CH", "4CH", "2CH", None, None, None]
 
 
 def test_writer_round_trip_and_same_bytes(tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_importing_analysis_loads_neither_the_bundle_nor_the_plugin() -> None:
-    code = ("import sys, echogains.analysis, echogains.cli; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('nnunet_ext', 'scripts', 'bundles') "
-            "or m.startswith('_echogains_bundle_')]; print(bad)")
+    code = (
+        "import sys, echogains.analysis, echogains.cli; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('nnunet_ext', 'scripts', 'bundles') "
+        "or m.startswith('_echogains_bundle_')]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -76,8 +76,11 @@ def base(tmp_path_factory, src, model) -> Path:
 
 def _files(root: Path) -> dict[str, bytes]:
     """Every dataset file (not the sidecar records) by relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and RECORDS_DIR not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and RECORDS_DIR not in p.parts
+    }
 
 
 def _array(path: Path) -> np.ndarray:
@@ -227,8 +230,9 @@ def test_no_repaint_baseline_keeps_transforms_and_leaves_black(base, src, tmp_pa
         res = apply_transforms(unit, None, Sector.from_dict(prov["source_sector"]), prov["transforms"], (32, 32))
         image = _array(ds.image_path(case))
         assert not image[~res.known].any()  # black outside the kept content
-        frame_known = frame_transform(unit, Sector.from_dict(prov["source_sector"]), prov["transforms"], 32,
-                                      TransformPolicy()).known
+        frame_known = frame_transform(
+            unit, Sector.from_dict(prov["source_sector"]), prov["transforms"], 32, TransformPolicy()
+        ).known
         border = rep.record(case)["provenance"]["sampler"]["border_px"]
         original = original_pixels(res.known, frame_keep_mask(frame_known, border))
         repainted = _array(rep.image_path(case))
@@ -241,8 +245,11 @@ def test_known_pixels_are_identical_after_repainting_in_the_model_frame(src, mod
     source = RawDataset(src)
     mapping = {1: 1, 2: 2}
     net, diffusion, cfg = load_ddpm(model)
-    items = [prepare_augmentation(load_case(source, c, mapping), k, "combination", 0, cfg.image_size, TransformPolicy())
-             for c in source.splits[0]["train"][:2] for k in (1, 2)]
+    items = [
+        prepare_augmentation(load_case(source, c, mapping), k, "combination", 0, cfg.image_size, TransformPolicy())
+        for c in source.splits[0]["train"][:2]
+        for k in (1, 2)
+    ]
     assert all(it.ok for it in items)
     out = repaint_frames(items, net, diffusion, "fast", SCHEDULE, 1, "cpu")
     for it, frame in zip(items, out):
@@ -257,8 +264,9 @@ def test_known_pixels_are_identical_after_repainting_in_the_model_frame(src, mod
 
 def test_failed_draws_are_skipped_and_recorded(src, tmp_path):
     hopeless = TransformPolicy(translation_px=(600.0, 700.0))  # the label always leaves the image
-    out = _run(src, tmp_path / "Dataset903_Skip", None, repaint=False, frame_size=32, augment="translation",
-               policy=hopeless)
+    out = _run(
+        src, tmp_path / "Dataset903_Skip", None, repaint=False, frame_size=32, augment="translation", policy=hopeless
+    )
     ds, source = RawDataset(out), RawDataset(src)
     assert ds.case_ids() == source.case_ids() and not any("_aug" in c for s in ds.splits for c in s["train"])
     rec = json.loads((out / RECORDS_DIR / f"{source.splits[0]['train'][0]}_aug1.json").read_text())
@@ -313,8 +321,20 @@ def test_bad_output_folders_are_refused(src, model, tmp_path):
 def test_settings_round_trip_through_the_plan_in_the_written_order(base):
     saved = json.loads((base / RECORDS_DIR / "_plan.json").read_text())
     # the JSON form stays byte-identical: the keys in the order they were always written
-    assert list(saved["settings"]) == ["source", "augment", "k", "labels", "repaint", "sampler", "model", "seed",
-                                       "fold", "batch_size", "frame_size", "policy"]
+    assert list(saved["settings"]) == [
+        "source",
+        "augment",
+        "k",
+        "labels",
+        "repaint",
+        "sampler",
+        "model",
+        "seed",
+        "fold",
+        "batch_size",
+        "frame_size",
+        "policy",
+    ]
     assert list(saved["settings"]["sampler"]) == ["name", "schedule", "network_evaluations", "border_px"]
     assert list(saved["settings"]["model"]) == ["file", "sha256", "config", "image_size"]
     settings = ExpansionSettings.from_dict(saved["settings"])
@@ -376,8 +396,13 @@ def _child(tmp: Path, name: str, **args) -> tuple[subprocess.Popen, Path]:
     ready = tmp / f"{name}.ready"
     args = {key: str(v) if isinstance(v, Path) else v for key, v in {**_PLAIN, **args, "ready": ready}.items()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, ready
 
 
@@ -439,8 +464,9 @@ def test_two_runs_with_other_arguments_at_the_same_instant_do_not_mix(src, plain
     procs = []
     try:
         for seed in (0, 1):  # seed 0 writes its plan slowly: the other one is then sure to come while it does
-            procs.append(_child(tmp_path, f"seed{seed}", src=src, out=out, seed=seed, go=go,
-                                slow_plan=0.5 * (1 - seed)))
+            procs.append(
+                _child(tmp_path, f"seed{seed}", src=src, out=out, seed=seed, go=go, slow_plan=0.5 * (1 - seed))
+            )
         for _, ready in procs:
             _wait_for(ready, *(p for p, _ in procs))
         go.touch()
@@ -454,8 +480,9 @@ def test_two_runs_with_other_arguments_at_the_same_instant_do_not_mix(src, plain
     loser = codes.index(1)
     assert "an interrupted expansion with other arguments is here" in logs[loser] and "seed" in logs[loser]
     winner = 1 - loser  # ... and the other one's dataset is exactly its serial run
-    reference = plain if winner == 0 else _run(src, tmp_path / "serial" / out.name, None, repaint=False, frame_size=32,
-                                               seed=1)
+    reference = (
+        plain if winner == 0 else _run(src, tmp_path / "serial" / out.name, None, repaint=False, frame_size=32, seed=1)
+    )
     assert _files(out) == _files(reference)
 
 
@@ -479,6 +506,7 @@ def test_validation_copies_are_the_papers_option_and_originals_only_the_default(
     default = RawDataset(base)
     assert default.splits[0]["val"] == sorted(val)
     assert not any(c.startswith(tuple(val)) and "_aug" in c for c in default.case_ids("Tr"))
-    train, validation = echo_split(default.splits, 0, json.loads((base / "cases.json").read_text()),
-                                   default.case_ids("Tr"))
+    train, validation = echo_split(
+        default.splits, 0, json.loads((base / "cases.json").read_text()), default.case_ids("Tr")
+    )
     assert validation == sorted(val)

@@ -114,13 +114,16 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_report_of_a_repainted_dataset(setup):
     out = setup["root"] / "report_rep"
-    path = augmentation_report(setup["rep"], out, model=setup["model"], n_samples=2, sample_steps=3, top=2,
-                               progress=False)
+    path = augmentation_report(
+        setup["rep"], out, model=setup["model"], n_samples=2, sample_steps=3, top=2, progress=False
+    )
     report = json.loads(path.read_text())
     for name in ("gallery.png", "nearest_neighbours.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
-    headers = {"nearest_neighbours.csv": "generated,kind,rank,training_case,ssim,same_patient",
-               "seam_scores.csv": "case,kind,seam_written,seam_no_repaint,ratio"}
+    headers = {
+        "nearest_neighbours.csv": "generated,kind,rank,training_case,ssim,same_patient",
+        "seam_scores.csv": "case,kind,seam_written,seam_no_repaint,ratio",
+    }
     for name, header in headers.items():
         lines = (out / name).read_text().splitlines()
         assert lines and lines[0] == header and len(lines) > 1, f"{name}: wrong header or no rows"

@@ -26,8 +26,14 @@ SIZE = 16
 def net() -> torch.nn.Module:
     """A small random network (MONAI's zero-initialised output conv re-drawn so both outputs vary)."""
     cfg = DDPMConfig(
-        "t", image_size=SIZE, channels=(8, 16), num_res_blocks=1, attention_resolutions=(8,), num_heads=2,
-        norm_num_groups=4, num_timesteps=1000,
+        "t",
+        image_size=SIZE,
+        channels=(8, 16),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        num_heads=2,
+        norm_num_groups=4,
+        num_timesteps=1000,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -52,8 +52,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_tilt_rotates_about_the_apex(spacing):
     sector = _sector(spacing)
     image, label = _case(sector)
-    res = apply_transforms(image, label, sector, [{"type": "tilt", "angle_deg": 20.0}], margin_px=0,
-                           kept_region="transformed_sector")
+    res = apply_transforms(
+        image, label, sector, [{"type": "tilt", "angle_deg": 20.0}], margin_px=0, kept_region="transformed_sector"
+    )
     assert res.sector.apex == pytest.approx(sector.apex)
     assert (res.sector.theta_min, res.sector.theta_max) == pytest.approx((sector.theta_min + 20, sector.theta_max + 20))
     assert res.sector.opening_deg == pytest.approx(sector.opening_deg) and res.sector.r_max == sector.r_max
@@ -77,8 +78,15 @@ def test_depth_is_an_isotropic_zoom_out_about_the_apex(spacing):
     image, label = _case(sector)
     d = 32.0  # rows added in the 256 px frame: zoom c = 288 / 256
     c = (256.0 + d) / 256.0
-    res = apply_transforms(image, label, sector, [{"type": "depth", "rows_added": d}], frame_shape=(256, 256),
-                           margin_px=0, kept_region="transformed_sector")
+    res = apply_transforms(
+        image,
+        label,
+        sector,
+        [{"type": "depth", "rows_added": d}],
+        frame_shape=(256, 256),
+        margin_px=0,
+        kept_region="transformed_sector",
+    )
     # the apex is fixed; every offset from it shrinks by c on both axes (pixel coordinates of the image grid)
     chain = SectorMap([{"type": "depth", "rows_added": d}], regrid_sector(sector, SHAPE, (256, 256)), (256, 256))
     ar, ac = sector.apex[1] / spacing[1], sector.apex[0] / spacing[0]
@@ -91,15 +99,17 @@ def test_depth_is_an_isotropic_zoom_out_about_the_apex(spacing):
     assert res.spacing == pytest.approx((spacing[0] * c, spacing[1] * c))
     assert chain.pixel_scale == pytest.approx(c)
     assert (res.sector.opening_deg, res.sector.tilt_deg, res.sector.r_max) == pytest.approx(
-        (sector.opening_deg, sector.tilt_deg, sector.r_max))
+        (sector.opening_deg, sector.tilt_deg, sector.r_max)
+    )
     assert res.sector.spacing == pytest.approx(res.spacing)
     assert _iou(res.known, res.sector.mask(SHAPE)) > 0.97
     # the label's pixel count shrinks by c^2 (its area in mm^2 is kept), and nothing of it is lost
     assert np.count_nonzero(res.label) == pytest.approx(np.count_nonzero(label) / c**2, rel=0.05)
     assert label_kept_fraction(label, sector, [{"type": "depth", "rows_added": d}], (256, 256), margin_px=0) == 1.0
     # cut to the original footprint (the default) nothing changes: the shrunk fan lies inside the original one
-    cut = apply_transforms(image, label, sector, [{"type": "depth", "rows_added": d}], frame_shape=(256, 256),
-                           margin_px=0)
+    cut = apply_transforms(
+        image, label, sector, [{"type": "depth", "rows_added": d}], frame_shape=(256, 256), margin_px=0
+    )
     assert np.count_nonzero(res.known & ~cut.known) <= 2  # boundary pixels only
     assert cut.sector.spacing == pytest.approx(res.spacing) and cut.sector.r_max == pytest.approx(sector.r_max * c)
     np.testing.assert_array_equal(cut.sector.mask(SHAPE), sector.mask(SHAPE))  # the same footprint, in larger pixels
@@ -109,8 +119,15 @@ def test_depth_rows_is_the_papers_literal_row_squeeze():
     sector = _sector()
     image, label = _case(sector)
     d = 32.0  # rows added in the 256 px frame: factor 256 / 288
-    res = apply_transforms(image, label, sector, [{"type": "depth_rows", "rows_added": d}], frame_shape=(256, 256),
-                           margin_px=0, kept_region="transformed_sector")
+    res = apply_transforms(
+        image,
+        label,
+        sector,
+        [{"type": "depth_rows", "rows_added": d}],
+        frame_shape=(256, 256),
+        margin_px=0,
+        kept_region="transformed_sector",
+    )
     factor = 256.0 / (256.0 + d)
     rows_before = np.flatnonzero(sector.mask(SHAPE).any(axis=1))
     rows_after = np.flatnonzero(res.known.any(axis=1))
@@ -155,8 +172,14 @@ def test_width_multiplies_the_image_width_about_the_centre_column(factor):
 def test_sector_angle_scales_the_opening_about_the_bisector(factor):
     sector = _sector((0.8, 1.0))
     image, label = _case(sector)
-    res = apply_transforms(image, label, sector, [{"type": "sector_angle", "factor": factor}], margin_px=0,
-                           kept_region="transformed_sector")
+    res = apply_transforms(
+        image,
+        label,
+        sector,
+        [{"type": "sector_angle", "factor": factor}],
+        margin_px=0,
+        kept_region="transformed_sector",
+    )
     assert res.sector.opening_deg == pytest.approx(factor * sector.opening_deg)
     assert res.sector.tilt_deg == pytest.approx(sector.tilt_deg)
     assert res.sector.apex == sector.apex and res.sector.r_max == sector.r_max
@@ -186,8 +209,12 @@ def test_translation_moves_apex_by_the_vector_and_shifts_pixels_exactly():
 def test_labels_stay_integer_in_the_label_set_and_zero_outside_the_kept_content():
     sector = _sector((0.7, 1.1))
     image, label = _case(sector)
-    steps = [{"type": "depth", "rows_added": 40.0}, {"type": "tilt", "angle_deg": -17.0},
-             {"type": "width", "factor": 1.3}, {"type": "translation", "dx_px": -9.5, "dy_px": 4.25}]
+    steps = [
+        {"type": "depth", "rows_added": 40.0},
+        {"type": "tilt", "angle_deg": -17.0},
+        {"type": "width", "factor": 1.3},
+        {"type": "translation", "dx_px": -9.5, "dy_px": 4.25},
+    ]
     res = apply_transforms(image, label, sector, steps, frame_shape=(128, 128))
     assert res.label.dtype == np.uint8
     assert set(np.unique(res.label)) <= {0, 1, 2} and {1, 2} <= set(np.unique(res.label))
@@ -197,8 +224,12 @@ def test_labels_stay_integer_in_the_label_set_and_zero_outside_the_kept_content(
 
 def test_chain_forward_inverts_inverse():
     sector = _sector((0.7, 1.1))
-    steps = [{"type": "depth", "rows_added": 20.0}, {"type": "tilt", "angle_deg": 12.0},
-             {"type": "width", "factor": 0.7}, {"type": "translation", "dx_px": 3.0, "dy_px": -2.0}]
+    steps = [
+        {"type": "depth", "rows_added": 20.0},
+        {"type": "tilt", "angle_deg": 12.0},
+        {"type": "width", "factor": 0.7},
+        {"type": "translation", "dx_px": 3.0, "dy_px": -2.0},
+    ]
     chain = SectorMap(steps, sector, SHAPE)
     rng = np.random.default_rng(0)
     rows, cols = rng.uniform(0, 63, 200), rng.uniform(0, 63, 200)
@@ -329,8 +360,15 @@ def phantom_case(tmp_path_factory):
     from echogains.data.nnunet import RawDataset
     from echogains.data.phantom import make_phantom
 
-    root = make_phantom(tmp_path_factory.mktemp("ph") / "Dataset980_P", n_patients=2, layout="nnunet",
-                        image_size=(256, 224), labels="lv,myo", anisotropy=2.0, progress=False)
+    root = make_phantom(
+        tmp_path_factory.mktemp("ph") / "Dataset980_P",
+        n_patients=2,
+        layout="nnunet",
+        image_size=(256, 224),
+        labels="lv,myo",
+        anisotropy=2.0,
+        progress=False,
+    )
     ds = RawDataset(root)
     case = ds.case_ids("Tr")[0]
     img = ds.read_image(case)
@@ -350,13 +388,17 @@ def _lv_geometry(weight: np.ndarray, spacing) -> tuple[float, float]:
     return float(w.sum() * spacing[0] * spacing[1]), float(np.sqrt(evals[1] / evals[0]))
 
 
-@pytest.mark.parametrize("step", [
-    {"type": "depth", "rows_added": 150.0},
-    {"type": "depth", "rows_added": 60.0},
-    {"type": "tilt", "angle_deg": 12.0},
-    {"type": "tilt", "angle_deg": -20.0},
-    {"type": "translation", "dx_px": 12.0, "dy_px": 20.0},
-], ids=["depth150", "depth60", "tilt12", "tilt-20", "translation"])
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"type": "depth", "rows_added": 150.0},
+        {"type": "depth", "rows_added": 60.0},
+        {"type": "tilt", "angle_deg": 12.0},
+        {"type": "tilt", "angle_deg": -20.0},
+        {"type": "translation", "dx_px": 12.0, "dy_px": 20.0},
+    ],
+    ids=["depth150", "depth60", "tilt12", "tilt-20", "translation"],
+)
 def test_lv_area_in_mm2_and_aspect_ratio_are_kept_by_depth_tilt_and_translation(phantom_case, step):
     image, label, sector = phantom_case
     assert label_kept_fraction((label == 1).astype(np.uint8), sector, [step], (256, 256)) == 1.0  # the LV is kept whole

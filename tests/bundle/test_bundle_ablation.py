@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from scripts.common import EchoDataError
 from scripts.config import ABLATIONS, EchoDNDConfig
 from scripts.networks import EchoDND
@@ -34,8 +33,20 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_tiny(dataset: Path, out: Path, ablation: str) -> Path:
-    trainer = EchoDNDTrainer(dataset, out, config="tiny", image_size=32, ablation=ablation, steps=2, batch_size=2,
-                             val_every=0, save_every=2, seed=0, device="cpu", progress=False)
+    trainer = EchoDNDTrainer(
+        dataset,
+        out,
+        config="tiny",
+        image_size=32,
+        ablation=ablation,
+        steps=2,
+        batch_size=2,
+        val_every=0,
+        save_every=2,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     return trainer.run()
 
 
@@ -86,19 +97,57 @@ def test_bundle_command_lines(dataset: Path, tmp_path: Path) -> None:
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
 
     def bundle(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     out = tmp_path / "run"
-    train = ["--config_file", str(BUNDLE / "configs" / "train.json"), "--dataset_dir", str(dataset),
-             "--output_dir", str(out), "--network_config", "tiny", "--image_size", "32", "--steps", "1",
-             "--batch_size", "2", "--val_every", "0", "--device", "cpu", "--progress", "False"]
+    train = [
+        "--config_file",
+        str(BUNDLE / "configs" / "train.json"),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(out),
+        "--network_config",
+        "tiny",
+        "--image_size",
+        "32",
+        "--steps",
+        "1",
+        "--batch_size",
+        "2",
+        "--val_every",
+        "0",
+        "--device",
+        "cpu",
+        "--progress",
+        "False",
+    ]
     proc = bundle(*train, "--ablation", "bernoulli_only")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     pred = tmp_path / "pred"
-    proc = bundle("--config_file", str(BUNDLE / "configs" / "inference.json"), "--dataset_dir", str(dataset),
-                  "--output_dir", str(pred), "--model_path", str(out / "model.pt"), "--num_steps", "2",
-                  "--device", "cpu", "--progress", "False")
+    proc = bundle(
+        "--config_file",
+        str(BUNDLE / "configs" / "inference.json"),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(pred),
+        "--model_path",
+        str(out / "model.pt"),
+        "--num_steps",
+        "2",
+        "--device",
+        "cpu",
+        "--progress",
+        "False",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((pred / "echo_dnd_inference.json").read_text())
     assert record["ablation"] == "bernoulli_only" and record["chains"] == ["bernoulli"]

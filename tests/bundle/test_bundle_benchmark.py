@@ -11,9 +11,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from scripts import Condition, EchoDND, EchoDNDConfig
+from torch.utils.flop_counter import FlopCounterMode
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "echo_dnd.py"
 
@@ -67,8 +66,9 @@ def test_matmul_peak_and_dice(bench: ModuleType) -> None:
 def test_dice_vs_steps_on_tiny_phantom(bench: ModuleType, tmp_path: Path) -> None:
     from echogains.data.phantom import make_phantom
 
-    root = make_phantom(tmp_path / "Dataset990_B", n_patients=2, layout="nnunet", labels="lv", image_size=(40, 32),
-                        progress=False)
+    root = make_phantom(
+        tmp_path / "Dataset990_B", n_patients=2, layout="nnunet", labels="lv", image_size=(40, 32), progress=False
+    )
     torch.manual_seed(0)
     model = EchoDND(EchoDNDConfig.tiny(32)).eval()
     rows = bench.dice_vs_steps(model, root, "all", (2, 1), tmp_path / "work")

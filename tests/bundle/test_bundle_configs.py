@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts import EchoDND, EchoDNDConfig
 
 from echogains.utils import EchoDataError
-from scripts import EchoDND, EchoDNDConfig
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIGS = BUNDLE / "configs"
@@ -28,8 +28,13 @@ def save_tiny_weights(path: Path, size: int) -> Path:
 
 
 def test_bundle_layout() -> None:
-    for rel in [f"configs/{n}" for n in CONFIG_NAMES] + ["configs/metadata.json", "configs/logging.conf",
-                                                          "docs/README.md", "LICENSE", "scripts/infer.py"]:
+    for rel in [f"configs/{n}" for n in CONFIG_NAMES] + [
+        "configs/metadata.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+        "scripts/infer.py",
+    ]:
         assert (BUNDLE / rel).is_file(), rel
     assert "Apache License" in (BUNDLE / "LICENSE").read_text()
 
@@ -68,12 +73,18 @@ def test_verify_net_in_out_on_wrapper(tmp_path: Path) -> None:
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     size = int(meta["network_data_format"]["inputs"]["image"]["spatial_shape"][0])
     weights = save_tiny_weights(tmp_path / "model.pt", size)
-    run = {"net_id": "network_def", "config_file": str(CONFIGS / "inference.json"), "device": "cpu",
-           "model_path": str(weights), "num_steps": 2}
+    run = {
+        "net_id": "network_def",
+        "config_file": str(CONFIGS / "inference.json"),
+        "device": "cpu",
+        "model_path": str(weights),
+        "num_steps": 2,
+    }
     verify_net_in_out(meta_file=str(CONFIGS / "metadata.json"), **run)
     # what verify_net_in_out leaves unchecked (it compares channels and dtype only): shape, value range, binary
     net = _parse(str(CONFIGS / "inference.json"), model_path=str(weights), num_steps=2).get_parsed_content(
-        "network_def")
+        "network_def"
+    )
     with torch.no_grad():
         out = net.eval()(torch.rand(1, 1, size, size))
     pred = meta["network_data_format"]["outputs"]["pred"]
@@ -132,8 +143,16 @@ def test_multi_gpu_config_overrides_train() -> None:
 
 def test_train_flags_accept_command_line_words(tmp_path: Path) -> None:
     config_file = str(CONFIGS / "train.json")
-    parser = _parse(config_file, dataset_dir=str(tmp_path), output_dir=str(tmp_path / "o"), network_config="tiny",
-                    image_size=32, progress="False", augment="false", device="cpu")
+    parser = _parse(
+        config_file,
+        dataset_dir=str(tmp_path),
+        output_dir=str(tmp_path / "o"),
+        network_config="tiny",
+        image_size=32,
+        progress="False",
+        augment="false",
+        device="cpu",
+    )
     trainer = parser.get_parsed_content("trainer")
     assert trainer.progress is False and trainer.augment is False and trainer.config.image_size == 32
 

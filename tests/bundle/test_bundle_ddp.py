@@ -1,6 +1,6 @@
 """A 2-process DDP step on CPU (gloo)::
 
-    torchrun --standalone --nproc_per_node 2 -m monai.bundle run --config_file "[train.json, multi_gpu_train.json]" ...
+torchrun --standalone --nproc_per_node 2 -m monai.bundle run --config_file "[train.json, multi_gpu_train.json]" ...
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 
 def run_group(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
     """Run a launcher in its own process group; on timeout kill the whole group (the workers included)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -33,14 +34,41 @@ def run_group(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 2
 def test_two_process_gloo_step(tmp_path: Path) -> None:
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     configs = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json")]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "monai.bundle", "run", "--config_file", repr(configs), "--dataset_dir", str(dataset),
-           "--output_dir", str(tmp_path / "run"), "--network_config", "tiny", "--image_size", "32",
-           "--steps", "1", "--batch_size", "2", "--val_every", "0", "--progress", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(configs),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--network_config",
+        "tiny",
+        "--image_size",
+        "32",
+        "--steps",
+        "1",
+        "--batch_size",
+        "2",
+        "--val_every",
+        "0",
+        "--progress",
+        "False",
+    ]
     returncode, log = run_group(cmd, tmp_path, env)
     assert returncode == 0, log[-6000:]
     assert log.count("training on 4 cases") == 2  # both ranks trained
@@ -55,7 +83,7 @@ def test_two_process_gloo_step(tmp_path: Path) -> None:
     assert set(state["model"]) == set(init)
 
 
-_RESUME_SCRIPT = '''
+_RESUME_SCRIPT = """
 import logging, os, sys
 sys.path.insert(0, {bundle!r})
 logging.basicConfig(level=logging.INFO)
@@ -76,7 +104,7 @@ for name, steps in (("straight", 2), ("killed", 1), ("killed", 2)):  # the secon
                   "weights": {{k: v.clone() for k, v in trainer.model.state_dict().items()}}}}
 torch.save(out, os.path.join({root!r}, f"rank{{rank}}.pt"))
 dist.destroy_process_group()
-'''
+"""
 
 
 def test_two_process_resume_restores_every_rank(tmp_path: Path) -> None:
@@ -84,8 +112,9 @@ def test_two_process_resume_restores_every_rank(tmp_path: Path) -> None:
     generators and global torch state, and the weights (rank 1's batch enters the averaged gradient)."""
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40),
-                           progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     script = tmp_path / "resume.py"
     script.write_text(_RESUME_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), root=str(tmp_path)))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}

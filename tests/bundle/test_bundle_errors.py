@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from scripts import EchoDND, EchoDNDConfig
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
@@ -78,14 +77,33 @@ def _run_here(config: str, capsys, run_id: str | None = None, **args) -> str:
 
 
 # --- inference ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["unreadable_png", "missing_input", "corrupt_nifti", "num_steps_0", "num_steps_above_T",
-                                  "ensemble_0", "batch_size_text", "missing_weights", "corrupt_weights", "no_cuda"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unreadable_png",
+        "missing_input",
+        "corrupt_nifti",
+        "num_steps_0",
+        "num_steps_above_T",
+        "ensemble_0",
+        "batch_size_text",
+        "missing_weights",
+        "corrupt_weights",
+        "no_cuda",
+    ],
+)
 def test_inference_bad_input(case, weights, dataset, tmp_path, capsys):
     if case == "no_cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     out = tmp_path / "out"
-    args = {"dataset_dir": str(dataset), "model_path": str(weights), "output_dir": str(out), "device": "cpu",
-            "num_steps": 2, "progress": False}
+    args = {
+        "dataset_dir": str(dataset),
+        "model_path": str(weights),
+        "output_dir": str(out),
+        "device": "cpu",
+        "num_steps": 2,
+        "progress": False,
+    }
     if case == "unreadable_png":
         folder, named = _bad_png(tmp_path)
         args["dataset_dir"], expected = str(folder), [str(named), "cannot read"]
@@ -121,12 +139,32 @@ def test_inference_bad_input(case, weights, dataset, tmp_path, capsys):
 
 
 # --- train --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["missing_dataset", "not_a_dataset", "corrupt_image", "steps_0", "lr_negative",
-                                  "network_config", "image_size", "ablation"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_dataset",
+        "not_a_dataset",
+        "corrupt_image",
+        "steps_0",
+        "lr_negative",
+        "network_config",
+        "image_size",
+        "ablation",
+    ],
+)
 def test_train_bad_input(case, dataset, tmp_path, capsys):
     out = tmp_path / "run"
-    args = {"dataset_dir": str(dataset), "output_dir": str(out), "network_config": "tiny", "image_size": 32,
-            "batch_size": 2, "steps": 2, "val_every": 0, "device": "cpu", "progress": False}
+    args = {
+        "dataset_dir": str(dataset),
+        "output_dir": str(out),
+        "network_config": "tiny",
+        "image_size": 32,
+        "batch_size": 2,
+        "steps": 2,
+        "val_every": 0,
+        "device": "cpu",
+        "progress": False,
+    }
     if case == "missing_dataset":
         args["dataset_dir"] = str(tmp_path / "nowhere")
         expected = [str(tmp_path / "nowhere"), "--dataset_dir"]
@@ -158,8 +196,15 @@ def test_train_bad_input(case, dataset, tmp_path, capsys):
 @pytest.mark.parametrize("case", ["missing_dataset", "image_folder", "corrupt_label", "unknown_label", "ensemble_text"])
 def test_evaluate_bad_input(case, weights, dataset, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = {"dataset_dir": str(dataset), "model_path": str(weights), "output_dir": str(out), "device": "cpu",
-            "num_steps": 2, "overlays": False, "progress": False}
+    args = {
+        "dataset_dir": str(dataset),
+        "model_path": str(weights),
+        "output_dir": str(out),
+        "device": "cpu",
+        "num_steps": 2,
+        "overlays": False,
+        "progress": False,
+    }
     if case == "missing_dataset":
         args["dataset_dir"] = str(tmp_path / "nowhere")
         expected = [str(tmp_path / "nowhere"), "--dataset_dir"]
@@ -193,8 +238,14 @@ def _free_port() -> int:
 def _run_process(args: list[str], cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", **extra_env)
-    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("config", ["inference", "multi_gpu_train"])  # train.json and evaluate.json: in-process above
@@ -202,18 +253,40 @@ def test_the_command_line_gives_one_line_and_status_2(config, weights, dataset, 
     out = tmp_path / "out"
     if config == "inference":  # the case: a folder holding an unreadable PNG
         folder, named = _bad_png(tmp_path)
-        args = ["inference", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(folder),
-                "--model_path", str(weights), "--output_dir", str(out), "--device", "cpu"]
+        args = [
+            "inference",
+            "--config_file",
+            str(CONFIGS / "inference.json"),
+            "--dataset_dir",
+            str(folder),
+            "--model_path",
+            str(weights),
+            "--output_dir",
+            str(out),
+            "--device",
+            "cpu",
+        ]
     elif config in ("train", "multi_gpu_train"):
         named = tmp_path / "nowhere"
         files = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "multi_gpu_train.json")] if config != "train" else [])
         config_file = files[0] if len(files) == 1 else "[" + ",".join(repr(f) for f in files) + "]"
-        args = ["--config_file", config_file, "--dataset_dir", str(named), "--output_dir", str(out),
-                "--device", "cpu"]
+        args = ["--config_file", config_file, "--dataset_dir", str(named), "--output_dir", str(out), "--device", "cpu"]
     else:
         named = "--num_steps"
-        args = ["--config_file", str(CONFIGS / "evaluate.json"), "--dataset_dir", str(dataset), "--model_path",
-                str(weights), "--output_dir", str(out), "--device", "cpu", "--num_steps", "0"]
+        args = [
+            "--config_file",
+            str(CONFIGS / "evaluate.json"),
+            "--dataset_dir",
+            str(dataset),
+            "--model_path",
+            str(weights),
+            "--output_dir",
+            str(out),
+            "--device",
+            "cpu",
+            "--num_steps",
+            "0",
+        ]
     # multi_gpu_train.json initialises torch.distributed: one process of a world of one, as torchrun would set it up
     dist_env = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     proc = _run_process(args, tmp_path, **(dist_env if config == "multi_gpu_train" else {}))

@@ -15,10 +15,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from torch import nn
-
-from echogains.utils import EchoDataError
-from tests.compare import assert_same_tree
 from scripts import EchoDND, EchoDNDConfig, EchoDNDSampler
 from scripts.infer import (
     EchoDNDInference,
@@ -28,6 +24,10 @@ from scripts.infer import (
     make_sample_data,
     read_frames,
 )
+from torch import nn
+
+from echogains.utils import EchoDataError
+from tests.compare import assert_same_tree
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 
@@ -97,8 +97,13 @@ def test_mask_lands_on_input_grid_with_input_geometry(tmp_path: Path) -> None:
     shape = (40, 56)  # not square: padding to 56 x 56, then resize to 64
     truth = ellipse(shape, (22, 30), (9, 14))
     direction = (0.0, 1.0, 1.0, 0.0)
-    ref = write(phantom_frame(shape, (22, 30), (9, 14)), tmp_path / "in" / "case_a.nii.gz",
-                spacing=(0.3, 0.15), origin=(-4.0, 7.5), direction=direction)
+    ref = write(
+        phantom_frame(shape, (22, 30), (9, 14)),
+        tmp_path / "in" / "case_a.nii.gz",
+        spacing=(0.3, 0.15),
+        origin=(-4.0, 7.5),
+        direction=direction,
+    )
     stub_inference(tmp_path / "in", tmp_path / "out").run()
     mask = sitk.ReadImage(str(tmp_path / "out" / "case_a.nii.gz"))
     unc = sitk.ReadImage(str(tmp_path / "out" / "case_a_uncertainty.nii.gz"))
@@ -176,7 +181,9 @@ def test_real_model_outputs_are_deterministic_and_per_case(tmp_path: Path, tiny_
     sampler = EchoDNDSampler(num_steps=2, ensemble=2)
     for out in ("out1", "out2"):
         EchoDNDInference(tiny_model, sampler, tmp_path / "in", tmp_path / out, seed=3, progress=False).run()
-    EchoDNDInference(tiny_model, sampler, tmp_path / "in" / "b.nii.gz", tmp_path / "alone", seed=3, progress=False).run()
+    EchoDNDInference(
+        tiny_model, sampler, tmp_path / "in" / "b.nii.gz", tmp_path / "alone", seed=3, progress=False
+    ).run()
     for name in ("a.nii.gz", "a_uncertainty.nii.gz", "b.nii.gz", "b_uncertainty.nii.gz"):
         assert filecmp.cmp(tmp_path / "out1" / name, tmp_path / "out2" / name, shallow=False)
     for name in ("b.nii.gz", "b_uncertainty.nii.gz"):  # a case does not depend on the other cases of the run

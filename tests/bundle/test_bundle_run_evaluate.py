@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from scripts import EchoDND, EchoDNDConfig
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
@@ -27,13 +26,34 @@ def save_tiny_weights(path: Path, size: int = 32) -> Path:
 def test_evaluate_writes_predictions_and_report(tmp_path: Path) -> None:
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     weights = save_tiny_weights(tmp_path / "model.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIG), "--dataset_dir", str(dataset),
-           "--output_dir", str(tmp_path / "eval"), "--model_path", str(weights), "--num_steps", "2",
-           "--device", "cpu", "--overlays", "False", "--progress", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(CONFIG),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--model_path",
+        str(weights),
+        "--num_steps",
+        "2",
+        "--device",
+        "cpu",
+        "--overlays",
+        "False",
+        "--progress",
+        "False",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     test_ids = sorted(p.name[: -len("_0000.nii.gz")] for p in (dataset / "imagesTs").iterdir())
@@ -51,19 +71,22 @@ def test_evaluate_writes_predictions_and_report(tmp_path: Path) -> None:
 
 def test_unlabelled_case_is_refused_before_any_prediction(tmp_path: Path) -> None:
     import pytest
-
-    from echogains.data.phantom import make_phantom
-    from echogains.utils import EchoDataError
     from scripts import EchoDNDSampler
     from scripts.evaluate import EchoDNDEvaluation
     from scripts.infer import EchoDNDInference
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    from echogains.data.phantom import make_phantom
+    from echogains.utils import EchoDataError
+
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     missing = sorted((dataset / "labelsTs").iterdir())[0]
     missing.unlink()
     torch.manual_seed(0)
-    inferer = EchoDNDInference(EchoDND(EchoDNDConfig.tiny(32)), EchoDNDSampler(num_steps=1), dataset,
-                               tmp_path / "pred", progress=False)
+    inferer = EchoDNDInference(
+        EchoDND(EchoDNDConfig.tiny(32)), EchoDNDSampler(num_steps=1), dataset, tmp_path / "pred", progress=False
+    )
     with pytest.raises(EchoDataError, match=missing.name):
         EchoDNDEvaluation(inferer, tmp_path / "report", progress=False).run()
     assert not (tmp_path / "pred").exists() and not (tmp_path / "report").exists()

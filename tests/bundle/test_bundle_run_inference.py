@@ -15,7 +15,6 @@ from pathlib import Path
 
 import SimpleITK as sitk
 import torch
-
 from scripts import EchoDND, EchoDNDConfig
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
@@ -39,8 +38,14 @@ def decoy_folder(path: Path) -> Path:
 def run_bundle(args: list[str], cwd: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
@@ -52,8 +57,18 @@ def test_inference_both_forms_from_any_folder(tmp_path: Path) -> None:
     # the form users type: run id "inference", default dataset (the shipped sample)
     run_bundle(["inference", "--config_file", str(CONFIG), "--output_dir", str(tmp_path / "a"), *common], cwd)
     # plain "run", a relative config path and an explicit dataset
-    run_bundle(["--config_file", os.path.relpath(CONFIG, cwd), "--dataset_dir", str(BUNDLE / "sample_data"),
-                "--output_dir", str(tmp_path / "b"), *common], cwd)
+    run_bundle(
+        [
+            "--config_file",
+            os.path.relpath(CONFIG, cwd),
+            "--dataset_dir",
+            str(BUNDLE / "sample_data"),
+            "--output_dir",
+            str(tmp_path / "b"),
+            *common,
+        ],
+        cwd,
+    )
     sample = sorted(p.name[: -len("_0000.nii.gz")] for p in (BUNDLE / "sample_data" / "imagesTs").iterdir())
     for case in sample:
         for name in (f"{case}.nii.gz", f"{case}_uncertainty.nii.gz"):

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from scripts.train import load_model
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
@@ -19,8 +18,14 @@ CONFIG = BUNDLE / "configs" / "train.json"
 def run_bundle(args: list[str], cwd: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
@@ -28,11 +33,34 @@ def run_bundle(args: list[str], cwd: Path) -> str:
 def test_train_then_resume(tmp_path: Path) -> None:
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     out = tmp_path / "run"
-    args = ["--config_file", str(CONFIG), "--dataset_dir", str(dataset), "--output_dir", str(out),
-            "--network_config", "tiny", "--image_size", "32", "--batch_size", "2", "--val_every", "2",
-            "--val_steps", "2", "--save_every", "1", "--device", "cpu", "--progress", "False"]
+    args = [
+        "--config_file",
+        str(CONFIG),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(out),
+        "--network_config",
+        "tiny",
+        "--image_size",
+        "32",
+        "--batch_size",
+        "2",
+        "--val_every",
+        "2",
+        "--val_steps",
+        "2",
+        "--save_every",
+        "1",
+        "--device",
+        "cpu",
+        "--progress",
+        "False",
+    ]
     log1 = run_bundle([*args, "--steps", "2"], tmp_path)
     assert "resumed" not in log1
     first = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)

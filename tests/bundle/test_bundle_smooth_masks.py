@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from skimage import measure
-from torch import nn
-
 from scripts.data import from_model_frame, mask_to_input, normalize_intensity, soft_to_input, to_model_frame
 from scripts.infer import EchoDNDInference
+from skimage import measure
+from torch import nn
 
 SHAPE = (256, 192)  # input rows, cols: padded to 256 x 256, then 4x down to the 64 px model frame
 SIZE = 64
@@ -140,8 +139,9 @@ def test_bundle_writes_smooth_masks_at_4x_the_network_size(tmp_path: Path, with_
     written = sitk.GetImageFromArray(image)
     written.SetSpacing((0.3, 0.3))
     sitk.WriteImage(written, str(tmp_path / "frame.nii.gz"))
-    EchoDNDInference(_Model(), _SoftSampler(with_prob), tmp_path / "frame.nii.gz", tmp_path / "out",
-                     progress=False).run()
+    EchoDNDInference(
+        _Model(), _SoftSampler(with_prob), tmp_path / "frame.nii.gz", tmp_path / "out", progress=False
+    ).run()
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "frame.nii.gz"))) > 0
     assert abs(roughness(mask, ellipse) - 1.0) <= ROUGHNESS_TOLERANCE
     assert abs(mask.sum() / gt.sum() - 1.0) < AREA_TOLERANCE

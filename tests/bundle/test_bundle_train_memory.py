@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from scripts import EchoDND, EchoDNDConfig
 from scripts.common import EchoDataError
 from scripts.losses import EchoDNDLoss, draw_noise
 from scripts.train import EchoDNDTrainer
+
 from tests.faults import fail_on_call
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
@@ -82,8 +82,19 @@ def test_checkpointing_gives_the_same_gradients(ablation):
 
 def _trainer(**kw) -> EchoDNDTrainer:
     """A trainer on in-memory images (what ``run`` loads from a dataset), built, weights perturbed."""
-    base = dict(dataset_dir="unused", output_dir="unused", config="tiny", image_size=32, batch_size=4, val_every=0,
-                progress=False, device="cpu", seed=2, precision="fp32", checkpointing=False)
+    base = dict(
+        dataset_dir="unused",
+        output_dir="unused",
+        config="tiny",
+        image_size=32,
+        batch_size=4,
+        val_every=0,
+        progress=False,
+        device="cpu",
+        seed=2,
+        precision="fp32",
+        checkpointing=False,
+    )
     trainer = EchoDNDTrainer(**{**base, **kw})
     trainer.train_images, trainer.train_masks = _batch(6)
     trainer._build()
@@ -136,10 +147,24 @@ def _state(path: Path) -> dict:
 def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch, precision):
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
-    kw = dict(dataset_dir=str(dataset), config="tiny", image_size=32, batch_size=1, accumulate=2, steps=3,
-              save_every=1, val_every=0, progress=False, device="cpu", seed=4, precision=precision,
-              checkpointing=True)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
+    kw = dict(
+        dataset_dir=str(dataset),
+        config="tiny",
+        image_size=32,
+        batch_size=1,
+        accumulate=2,
+        steps=3,
+        save_every=1,
+        val_every=0,
+        progress=False,
+        device="cpu",
+        seed=4,
+        precision=precision,
+        checkpointing=True,
+    )
     EchoDNDTrainer(output_dir=str(tmp_path / "a"), **kw).run()
 
     real = EchoDNDLoss.forward
@@ -151,8 +176,7 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
     EchoDNDTrainer(output_dir=str(tmp_path / "b"), **kw).run()
     a, b = _state(tmp_path / "a" / "checkpoint.pt"), _state(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 3
-    assert a["training"] == b["training"] == {"batch_size": 1, "accumulate": 2, "precision": precision,
-                                                "world_size": 1}
+    assert a["training"] == b["training"] == {"batch_size": 1, "accumulate": 2, "precision": precision, "world_size": 1}
     assert a["scaler"] == b["scaler"]
     if precision == "fp16":  # the scaler's state moved with the steps, so it has to be checkpointed
         assert a["scaler"]["_growth_tracker"] == 3
@@ -166,8 +190,11 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
 
 
 def test_bad_memory_options_are_refused():
-    for kw, match in (({"accumulate": 0}, "--accumulate"), ({"precision": "fp8"}, "--precision"),
-                      ({"checkpointing": "maybe"}, "--checkpointing")):
+    for kw, match in (
+        ({"accumulate": 0}, "--accumulate"),
+        ({"precision": "fp8"}, "--precision"),
+        ({"checkpointing": "maybe"}, "--checkpointing"),
+    ):
         with pytest.raises(EchoDataError, match=match):
             EchoDNDTrainer("unused", "unused", config="tiny", device="cpu", **kw)
     # auto: checkpointing on at the paper's 256 px, off below; precision fp32 on the CPU
@@ -179,23 +206,54 @@ def test_bad_memory_options_are_refused():
 def test_train_json_passes_the_memory_options(tmp_path):
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json"),
-            "--dataset_dir", str(dataset), "--output_dir", str(tmp_path / "run"), "--network_config", "tiny",
-            "--image_size", "32", "--batch_size", "1", "--steps", "1", "--val_every", "0", "--device", "cpu",
-            "--progress", "False", "--accumulate", "2", "--precision", "bf16", "--checkpointing", "true"]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(BUNDLE / "configs" / "train.json"),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--network_config",
+        "tiny",
+        "--image_size",
+        "32",
+        "--batch_size",
+        "1",
+        "--steps",
+        "1",
+        "--val_every",
+        "0",
+        "--device",
+        "cpu",
+        "--progress",
+        "False",
+        "--accumulate",
+        "2",
+        "--precision",
+        "bf16",
+        "--checkpointing",
+        "true",
+    ]
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = _state(tmp_path / "run" / "checkpoint.pt")
     assert state["training"] == {"batch_size": 1, "accumulate": 2, "precision": "bf16", "world_size": 1}
-    bad = subprocess.run([*args[:-6], "--accumulate", "0"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [*args[:-6], "--accumulate", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "--accumulate" in bad.stderr.strip().splitlines()[-1]
 
 
-_KILLED_RANK_SCRIPT = '''
+_KILLED_RANK_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {bundle!r})
 import torch.distributed as dist
@@ -216,20 +274,23 @@ def forward(self, *args, **kwargs):  # rank 1 is killed (as by the out-of-memory
 EchoDNDLoss.forward = forward
 EchoDNDTrainer(dataset_dir={dataset!r}, output_dir={out!r}, config="tiny", image_size=32, batch_size=1, steps=3,
                val_every=0, save_every=10, progress=False, device="cpu").run()
-'''
+"""
 
 
 def test_a_rank_killed_by_signal_9_is_named_by_the_others(tmp_path):
     from echogains.data.phantom import make_phantom
 
-    dataset = make_phantom(tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False)
+    dataset = make_phantom(
+        tmp_path / "Dataset001_P", n_patients=3, layout="nnunet", image_size=(48, 40), progress=False
+    )
     script = tmp_path / "killed.py"
     script.write_text(_KILLED_RANK_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), out=str(tmp_path / "run")))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         log, _ = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -239,5 +300,7 @@ def test_a_rank_killed_by_signal_9_is_named_by_the_others(tmp_path):
     assert "Signal 9 (SIGKILL)" in log  # torchrun's summary
     # the surviving rank's error says what probably happened and what to try
     assert "rank 0, step 2:" in log
-    assert ("if another process of this run was killed by signal 9 (SIGKILL): probably out of memory; try "
-            "--accumulate or a smaller --batch_size") in log
+    assert (
+        "if another process of this run was killed by signal 9 (SIGKILL): probably out of memory; try "
+        "--accumulate or a smaller --batch_size"
+    ) in log

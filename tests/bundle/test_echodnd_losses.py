@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from scripts import LOSS_TERMS, EchoDataError, EchoDND, EchoDNDConfig, EchoDNDLoss, training_losses
 
 
@@ -38,8 +37,13 @@ def test_all_terms_finite_and_weighted_sum() -> None:
         assert torch.isfinite(losses[name]) and losses[name] > 0, name
     expected = sum(config.loss_weight(n) * losses[n] for n in LOSS_TERMS)
     assert torch.allclose(losses["total"], expected)
-    assert (config.lambda_gaussian, config.lambda_bernoulli, config.lambda_kl_gaussian, config.lambda_kl_bernoulli,
-            config.lambda_scc) == (1.0, 1.0, 0.01, 0.01, 0.1)
+    assert (
+        config.lambda_gaussian,
+        config.lambda_bernoulli,
+        config.lambda_kl_gaussian,
+        config.lambda_kl_bernoulli,
+        config.lambda_scc,
+    ) == (1.0, 1.0, 0.01, 0.01, 0.1)
     assert losses["timesteps"].shape == (2,) and losses["timesteps"].max() < 1000
 
 
@@ -228,14 +232,23 @@ def test_saved_configs_without_the_new_fields_load_with_the_legacy_behaviour() -
 def test_trainer_adamw_decay_and_kl_form_options(tmp_path) -> None:
     from scripts.train import EchoDNDTrainer
 
-    trainer = EchoDNDTrainer(tmp_path / "data", tmp_path / "run", config="tiny", image_size=32, progress=False,
-                             device="cpu")
+    trainer = EchoDNDTrainer(
+        tmp_path / "data", tmp_path / "run", config="tiny", image_size=32, progress=False, device="cpu"
+    )
     trainer._build()
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 1e-2  # decoupled decay, the stated default
     assert trainer.config.kl_form == "prior"
-    legacy = EchoDNDTrainer(tmp_path / "data", tmp_path / "run2", config="tiny", image_size=32, weight_decay=0.0,
-                            kl_form="vb", progress=False, device="cpu")
+    legacy = EchoDNDTrainer(
+        tmp_path / "data",
+        tmp_path / "run2",
+        config="tiny",
+        image_size=32,
+        weight_decay=0.0,
+        kl_form="vb",
+        progress=False,
+        device="cpu",
+    )
     legacy._build()
     assert legacy.config.kl_form == "vb" and legacy.optimizer.param_groups[0]["weight_decay"] == 0.0
     assert EchoDNDTrainer(tmp_path / "d", tmp_path / "r", config="tiny", ablation="kl_vb").config.kl_form == "vb"
@@ -265,9 +278,10 @@ def test_demo_weights_command_pins_the_settings_the_weights_were_trained_with() 
 
 
 def test_a_checkpoint_from_before_the_new_fields_resumes_with_its_own_settings(tmp_path) -> None:
-    from echogains.data.phantom import make_phantom
     from scripts.config import LEGACY_FIELDS
     from scripts.train import EchoDNDTrainer
+
+    from echogains.data.phantom import make_phantom
 
     data = make_phantom(tmp_path / "Dataset001_P", n_patients=2, layout="nnunet", image_size=(32, 32), progress=False)
     kw = dict(config="tiny", image_size=32, batch_size=2, val_every=0, progress=False, device="cpu")
@@ -284,5 +298,10 @@ def test_a_checkpoint_from_before_the_new_fields_resumes_with_its_own_settings(t
     assert torch.load(path, map_location="cpu", weights_only=True)["config"]["kl_form"] == "vb"
     with pytest.raises(EchoDataError, match="another configuration"):
         EchoDNDTrainer(data, tmp_path / "run", steps=3, **kw).run()
-    EchoDNDTrainer(data, tmp_path / "run", steps=3, kl_form="vb", **{**kw, "config": EchoDNDConfig.tiny(
-        32, mfcm_low_levels="strided").to_dict()}).run()  # the same settings given explicitly resume
+    EchoDNDTrainer(
+        data,
+        tmp_path / "run",
+        steps=3,
+        kl_form="vb",
+        **{**kw, "config": EchoDNDConfig.tiny(32, mfcm_low_levels="strided").to_dict()},
+    ).run()  # the same settings given explicitly resume

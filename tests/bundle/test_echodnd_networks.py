@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.nets.diffusion_model_unet import AttnDownBlock, AttnUpBlock, DownBlock
-
 from scripts import ABLATIONS, MFCM, EchoDataError, EchoDND, EchoDNDConfig, UNetConditioner, count_parameters
 from scripts.networks import CrossAttentionFusion, FiLMFusion
 
@@ -86,7 +85,14 @@ def test_mfcm_keeps_four_streams_and_exchanges_across_them() -> None:
     mfcm = MFCM(1, (8, 16, 32, 64), num_levels=6, blocks=1, modules_per_stage=(1, 1, 1, 1), groups=8).eval()
     image = torch.randn(1, 1, 64, 64)
     feats = mfcm(image)
-    assert [tuple(f.shape[1:]) for f in feats] == [(8, 64, 64), (16, 32, 32), (32, 16, 16), (64, 8, 8), (64, 4, 4), (64, 2, 2)]
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (8, 64, 64),
+        (16, 32, 32),
+        (32, 16, 16),
+        (64, 8, 8),
+        (64, 4, 4),
+        (64, 2, 2),
+    ]
     changed = image.clone()
     changed[..., :4, :4] += 3.0
     diff = (mfcm(changed)[0] - feats[0]).abs().sum(1)[0]
@@ -108,8 +114,11 @@ def test_mfcm_feeds_the_levels_below_its_streams_from_every_stream() -> None:
     legacy = MFCM(1, (8, 16, 32, 64), low_levels="strided", **kw)  # the layout of weights saved before the option
     assert legacy.low_exchange is None and len(legacy.extensions) == 2
     with torch.device("meta"):
-        old = EchoDND(EchoDNDConfig.from_saved({k: v for k, v in EchoDNDConfig.paper().to_dict().items()
-                                                if k != "mfcm_low_levels"}))
+        old = EchoDND(
+            EchoDNDConfig.from_saved(
+                {k: v for k, v in EchoDNDConfig.paper().to_dict().items() if k != "mfcm_low_levels"}
+            )
+        )
     assert count_parameters(old)["conditioner"] == 11_535_040  # the conditioner as before: old checkpoints load
 
 
@@ -161,8 +170,13 @@ def test_config_roundtrip_and_validation() -> None:
     assert EchoDND(config.to_dict()).config == config
     assert EchoDNDConfig.paper().loss_weight("kl_bernoulli") == 0.01 and EchoDNDConfig.paper().loss_weight("scc") == 0.1
     assert set(ABLATIONS) >= {"gaussian_only", "bernoulli_only", "unet_conditioner", "loss_lg_lb", "loss_lg_lb_kl"}
-    for bad in ({"conditioner": "resnet"}, {"use_gaussian": False, "use_bernoulli": False}, {"loss_terms": ["dice"]},
-                {"image_size": 60}, {"gnem_attention_resolutions": [12]}):
+    for bad in (
+        {"conditioner": "resnet"},
+        {"use_gaussian": False, "use_bernoulli": False},
+        {"loss_terms": ["dice"]},
+        {"image_size": 60},
+        {"gnem_attention_resolutions": [12]},
+    ):
         with pytest.raises(ValueError):
             EchoDNDConfig.tiny(32).replace(**bad)
     with pytest.raises(ValueError, match="unknown"):

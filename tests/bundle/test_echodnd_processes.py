@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-
 from scripts import BernoulliDiffusion, EchoDNDConfig, GaussianDiffusion, build_processes, timestep_pairs
 
 
@@ -61,8 +60,12 @@ def test_bernoulli_posterior_hand_values() -> None:
     x0 = torch.tensor([1.0, 0.0, 1.0, 0.0]).reshape(4, 1)
     got = bern.q_posterior(x0, x_t, _t(1, 1, 1, 1)).flatten()
     expected = torch.tensor(
-        [0.85 * 0.95 / (0.85 * 0.95 + 0.15 * 0.05), 0.85 * 0.05 / (0.85 * 0.05 + 0.15 * 0.95),
-         0.15 * 0.95 / (0.15 * 0.95 + 0.85 * 0.05), 0.15 * 0.05 / (0.15 * 0.05 + 0.85 * 0.95)]
+        [
+            0.85 * 0.95 / (0.85 * 0.95 + 0.15 * 0.05),
+            0.85 * 0.05 / (0.85 * 0.05 + 0.15 * 0.95),
+            0.15 * 0.95 / (0.15 * 0.95 + 0.85 * 0.05),
+            0.15 * 0.05 / (0.15 * 0.05 + 0.85 * 0.95),
+        ]
     )
     assert torch.allclose(got, expected, atol=1e-6)
     assert got[0].item() == pytest.approx(0.990797546, abs=1e-6)
@@ -137,7 +140,9 @@ def test_gaussian_schedule_and_q_sample_golden(paper_processes) -> None:
     x0 = torch.tensor([-1.0, 1.0, 1.0]).reshape(3, 1, 1, 1)
     eps = torch.tensor([0.5, -2.0, 0.1]).reshape(3, 1, 1, 1)
     t = _t(0, 250, 999)
-    expected = np.sqrt(abar[[0, 250, 999]]) * x0.flatten().numpy() + np.sqrt(1 - abar[[0, 250, 999]]) * eps.flatten().numpy()
+    expected = (
+        np.sqrt(abar[[0, 250, 999]]) * x0.flatten().numpy() + np.sqrt(1 - abar[[0, 250, 999]]) * eps.flatten().numpy()
+    )
     assert np.allclose(gauss.q_sample(x0, t, eps).flatten().numpy(), expected, atol=1e-5)
 
 

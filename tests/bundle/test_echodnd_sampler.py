@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from scripts import (
     Condition,
     EchoDND,
@@ -20,6 +18,7 @@ from scripts import (
     postprocess_mask,
     vote_entropy,
 )
+from torch import nn
 
 
 def _disk(size: int = 32, radius: float = 9.0, b: int = 2) -> torch.Tensor:

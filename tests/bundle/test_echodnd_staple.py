@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from scripts import EchoDataError, staple, staple_torch
 
 

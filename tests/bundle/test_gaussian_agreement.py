@@ -54,10 +54,13 @@ def _batch(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     n = len(TIMESTEPS)
     x0 = torch.where(torch.rand(n, 1, 8, 8, generator=g) > 0.5, 1.0, -1.0).double()  # masks in {-1, +1}
-    return {"x0": x0, "noise": torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64),
-            "xt": torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64),
-            "out": torch.randn(n, 2, 8, 8, generator=g, dtype=torch.float64).clamp(-1, 1),
-            "t": torch.tensor(TIMESTEPS)}
+    return {
+        "x0": x0,
+        "noise": torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64),
+        "xt": torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64),
+        "out": torch.randn(n, 2, 8, 8, generator=g, dtype=torch.float64).clamp(-1, 1),
+        "t": torch.tensor(TIMESTEPS),
+    }
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -65,8 +68,9 @@ def test_forward_process_and_posterior_agree(schedule: str, float64_monai: None)
     bundle, core = _pair(schedule)
     b = _batch(0)
     torch.testing.assert_close(bundle.alphas_cumprod, core.alphas_cumprod, **TIGHT)
-    torch.testing.assert_close(bundle.q_sample(b["x0"], b["t"], b["noise"]), core.q_sample(b["x0"], b["t"], b["noise"]),
-                               **TIGHT)
+    torch.testing.assert_close(
+        bundle.q_sample(b["x0"], b["t"], b["noise"]), core.q_sample(b["x0"], b["t"], b["noise"]), **TIGHT
+    )
     for got, want in zip(bundle.q_posterior(b["x0"], b["xt"], b["t"]), core.q_posterior(b["x0"], b["xt"], b["t"])):
         torch.testing.assert_close(got, want, **TIGHT)
 
@@ -91,5 +95,9 @@ def test_the_bundle_as_shipped_agrees_to_float32_rounding() -> None:
     torch.testing.assert_close(bundle.betas, torch.from_numpy(cosine_betas(T)), rtol=2e-4, atol=1e-6)
     torch.testing.assert_close(bundle.alphas_cumprod, core.alphas_cumprod, rtol=1e-6, atol=1e-7)
     b = _batch(2)
-    torch.testing.assert_close(bundle.q_sample(b["x0"].float(), b["t"], b["noise"].float()),
-                               core.q_sample(b["x0"], b["t"], b["noise"]).float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        bundle.q_sample(b["x0"].float(), b["t"], b["noise"].float()),
+        core.q_sample(b["x0"], b["t"], b["noise"]).float(),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -39,7 +39,9 @@ def fan_mask(shape: tuple[int, int], half_angle_deg: float = 35.0) -> np.ndarray
     return (np.hypot(dx, dy) <= shape[0] + 1.0) & (np.abs(angle) <= half_angle_deg)
 
 
-def camus_arrays(index: int, view: str, phase: str, shape: tuple[int, int] = CAMUS_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+def camus_arrays(
+    index: int, view: str, phase: str, shape: tuple[int, int] = CAMUS_SHAPE
+) -> tuple[np.ndarray, np.ndarray]:
     """Image (uint8) and CAMUS label (0 bg, 1 LV, 2 MYO, 3 LA) of one fixture case; ES has a smaller LV."""
     shift = index % 3 - 1 + (1 if view == "2CH" else 0)
     lv_radii = (9.0, 6.0) if phase == "ED" else (7.0, 4.5)
@@ -87,7 +89,9 @@ def truncate(path: Path, keep: float = 1 / 3) -> int:
     return kept
 
 
-def image_from_array(array: np.ndarray, spacing: Sequence[float], origin: Sequence[float], as_3d: bool = False) -> sitk.Image:
+def image_from_array(
+    array: np.ndarray, spacing: Sequence[float], origin: Sequence[float], as_3d: bool = False
+) -> sitk.Image:
     """SimpleITK image of a 2D array; ``as_3d`` adds a singleton z axis (spacing 1.54 mm)."""
     if as_3d:
         image = sitk.GetImageFromArray(array[None])
@@ -150,14 +154,18 @@ def frame_value(index: int) -> int:
     return 40 + 15 * (index % 14)
 
 
-def rectangle_tracing(x0: float, y0: float, x1: float, y1: float, n_chords: int = 4) -> list[tuple[float, float, float, float]]:
+def rectangle_tracing(
+    x0: float, y0: float, x1: float, y1: float, n_chords: int = 4
+) -> list[tuple[float, float, float, float]]:
     """EchoNet rows of a rectangle: long axis first, then horizontal chords from left (X1, Y1) to right (X2, Y2)."""
     rows = [((x0 + x1) / 2, y0, (x0 + x1) / 2, y1)]
     rows += [(x0, float(y), x1, float(y)) for y in np.linspace(y0, y1, n_chords)]
     return rows
 
 
-def triangle_tracing(apex: tuple[float, float], base_y: float, base_x: tuple[float, float], n_chords: int = 5) -> list[tuple[float, float, float, float]]:
+def triangle_tracing(
+    apex: tuple[float, float], base_y: float, base_x: tuple[float, float], n_chords: int = 5
+) -> list[tuple[float, float, float, float]]:
     """EchoNet rows of a triangle with its apex on top and a horizontal base (chords along the two edges)."""
     rows = [(apex[0], apex[1], apex[0], base_y)]
     for t in np.linspace(0.0, 1.0, n_chords):
@@ -220,7 +228,9 @@ def write_echonet(root: Path, videos: Sequence[VideoSpec], untraced: Sequence[st
         writer = csv.writer(handle)
         writer.writerow(["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"])
         for spec in videos:
-            writer.writerow([spec.name, spec.ef, spec.esv, spec.edv, ECHONET_SIZE, ECHONET_SIZE, 50, spec.n_frames, spec.split])
+            writer.writerow(
+                [spec.name, spec.ef, spec.esv, spec.edv, ECHONET_SIZE, ECHONET_SIZE, 50, spec.n_frames, spec.split]
+            )
         for name in untraced:
             writer.writerow([name, 60.0, 30.0, 75.0, ECHONET_SIZE, ECHONET_SIZE, 50, 8, "TRAIN"])
     with (root / "VolumeTracings.csv").open("w", newline="") as handle:

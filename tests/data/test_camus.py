@@ -40,7 +40,12 @@ def _files(folder: Path) -> list[str]:
 # Well-formed sources
 # ------------------------------------------------------------------------------------------------
 def test_nifti_release_official_split_geometry_and_references(tmp_path: Path) -> None:
-    src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2, 3, 4), splits={"training": [1, 2], "validation": [3], "testing": [4]})
+    src = F.write_camus(
+        tmp_path / "CAMUS",
+        "nifti",
+        patients=(1, 2, 3, 4),
+        splits={"training": [1, 2], "validation": [3], "testing": [4]},
+    )
     out = convert_camus(src, tmp_path / "Dataset501_CAMUS", progress=False)
 
     # official testing -> imagesTs/labelsTs; training/validation -> imagesTr and ONE official fold
@@ -49,7 +54,10 @@ def test_nifti_release_official_split_geometry_and_references(tmp_path: Path) ->
     assert len(_files(out / "imagesTr")) == 12
     splits = json.loads((out / "splits_final.json").read_text())
     assert splits == [
-        {"train": [f"patient000{i}_{c}" for i in (1, 2) for c in ALL_CASES], "val": [f"patient0003_{c}" for c in ALL_CASES]}
+        {
+            "train": [f"patient000{i}_{c}" for i in (1, 2) for c in ALL_CASES],
+            "val": [f"patient0003_{c}" for c in ALL_CASES],
+        }
     ]
     labels = json.loads((out / "dataset.json").read_text())["labels"]
     assert labels == {"background": 0, "LV": 1, "MYO": 2, "LA": 3}
@@ -68,7 +76,10 @@ def test_nifti_release_official_split_geometry_and_references(tmp_path: Path) ->
             assert (rec["image_quality"], rec["age"], rec["sex"]) == (info["ImageQuality"], info["Age"], info["Sex"])
             assert rec["frame_index"] == info[phase] and rec["frames"] == {"ED": info["ED"], "ES": info["ES"]}
             assert rec["n_frames"] == info["NbFrame"] and rec["frame_index_base"] == 1
-            assert rec["source"]["image"] == f"database_nifti/{F.patient_name(index)}/{F.patient_name(index)}_{case}.nii.gz"
+            assert (
+                rec["source"]["image"]
+                == f"database_nifti/{F.patient_name(index)}/{F.patient_name(index)}_{case}.nii.gz"
+            )
             assert rec["spacing_known"] is True
 
     # native geometry and pixels kept exactly (spacing as float32: what NIfTI stores)
@@ -137,7 +148,11 @@ def test_label_selection_remaps_values(tmp_path: Path, labels: object, expected:
 @pytest.mark.parametrize("where", ["root", "release", "patients"])
 def test_layout_detection_from_any_level(tmp_path: Path, where: str) -> None:
     F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2), splits={"training": [1], "testing": [2]})
-    src = {"root": tmp_path / "CAMUS", "release": tmp_path / "CAMUS" / "database_nifti", "patients": tmp_path / "CAMUS" / "database_nifti"}[where]
+    src = {
+        "root": tmp_path / "CAMUS",
+        "release": tmp_path / "CAMUS" / "database_nifti",
+        "patients": tmp_path / "CAMUS" / "database_nifti",
+    }[where]
     layout = detect_camus_layout(src)
     assert layout.release == "nifti" and layout.root == tmp_path / "CAMUS" / "database_nifti"
     assert layout.split_dir == tmp_path / "CAMUS" / "database_split"
@@ -146,7 +161,9 @@ def test_layout_detection_from_any_level(tmp_path: Path, where: str) -> None:
 
 def test_parse_info_cfg_golden(tmp_path: Path) -> None:
     path = tmp_path / "Info_2CH.cfg"
-    path.write_text("ED: 1\nES: 13\nNbFrame: 18\nSex: F\nAge: 52\nImageQuality: Medium\nLVedv: 106.2\nLVesv: 50.6\nLVef: 52.4\n")
+    path.write_text(
+        "ED: 1\nES: 13\nNbFrame: 18\nSex: F\nAge: 52\nImageQuality: Medium\nLVedv: 106.2\nLVesv: 50.6\nLVef: 52.4\n"
+    )
     info = parse_info_cfg(path)
     assert info == {
         "ED": 1, "ES": 13, "NbFrame": 18, "Sex": "F", "Age": 52, "ImageQuality": "Medium",
@@ -161,7 +178,12 @@ def test_conversion_is_deterministic_and_refuses_existing_output(tmp_path: Path)
     src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
     a = convert_camus(src, tmp_path / "a" / "Dataset504_CAMUS", views="2CH", progress=False)
     b = convert_camus(src, tmp_path / "b" / "Dataset504_CAMUS", views="2CH", progress=False)
-    for name in ("cases.json", "splits_final.json", "imagesTr/patient0001_2CH_ED_0000.nii.gz", "labelsTr/patient0002_2CH_ES.nii.gz"):
+    for name in (
+        "cases.json",
+        "splits_final.json",
+        "imagesTr/patient0001_2CH_ED_0000.nii.gz",
+        "labelsTr/patient0002_2CH_ES.nii.gz",
+    ):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     before = (a / "cases.json").stat().st_mtime_ns
     with pytest.raises(EchoDataError, match="already exists"):
@@ -175,7 +197,9 @@ def test_conversion_is_deterministic_and_refuses_existing_output(tmp_path: Path)
 # Malformed inputs: EchoDataError naming the file, nothing written; skip_bad converts the rest
 # ------------------------------------------------------------------------------------------------
 def _write_label(path: Path, array: np.ndarray, spacing: tuple[float, float] = F.CAMUS_SPACING) -> None:
-    sitk.WriteImage(F.image_from_array(array.astype(np.uint8), spacing, F.CAMUS_ORIGIN, as_3d=path.suffix == ".mhd"), str(path))
+    sitk.WriteImage(
+        F.image_from_array(array.astype(np.uint8), spacing, F.CAMUS_ORIGIN, as_3d=path.suffix == ".mhd"), str(path)
+    )
 
 
 def _missing_raw(pdir: Path) -> str:
@@ -283,7 +307,9 @@ def test_single_training_patient_converts_without_folds(tmp_path: Path, caplog: 
         convert_camus(src, out, overwrite=True, progress=False)
     assert (out / "dataset.json").is_file() and not (out / "splits_final.json").exists()
     assert len(_files(out / "imagesTr")) == 4 and len(_files(out / "imagesTs")) == 4
-    assert any("1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records)
+    assert any(
+        "1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records
+    )
     report = verify_dataset(out, nnunet_check=False, show_progress=False)  # (nnU-Net's check never reads splits)
     assert report.ok, report.summary()
 
@@ -367,7 +393,8 @@ def test_truncated_raw_names_the_data_file_and_its_size(tmp_path: Path, capsys: 
     assert code == 2 and "Traceback" not in err and "No such file" not in err
     assert err.strip().splitlines()[-1] == (
         f"echogains: error: {raw}: raw data file is truncated: {kept} bytes, header patient0002_4CH_ED.mhd "
-        f"(DimSize {F.CAMUS_SHAPE[1]} {F.CAMUS_SHAPE[0]} 1, MET_UCHAR) needs {need}")
+        f"(DimSize {F.CAMUS_SHAPE[1]} {F.CAMUS_SHAPE[0]} 1, MET_UCHAR) needs {need}"
+    )
     assert not out.exists()
 
 
@@ -382,12 +409,17 @@ def test_truncated_nifti_is_named_not_zero_filled(tmp_path: Path, capsys: pytest
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, problem", [
-    (("--n_folds", "1"), "--n_folds: expected an integer >= 2, got 1"),
-    (("--seed=-1",), "--seed: expected an integer >= 0, got -1"),
-    (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
-])
-def test_bad_argument_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str) -> None:
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (("--n_folds", "1"), "--n_folds: expected an integer >= 2, got 1"),
+        (("--seed=-1",), "--seed: expected an integer >= 0, got -1"),
+        (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
+    ],
+)
+def test_bad_argument_values_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str
+) -> None:
     src = F.write_camus(tmp_path / "CAMUS", "nifti", patients=(1, 2))
     out = tmp_path / "Dataset511_CAMUS"
     code, err = _cli(capsys, "convert-camus", str(src), str(out), "--progress", "False", *args)
@@ -401,11 +433,16 @@ def test_geometry_mismatch_message_is_plain_numbers(tmp_path: Path) -> None:
     _spacing_mismatch(src / "database_nifti" / "patient0002")
     with pytest.raises(EchoDataError) as info:
         convert_camus(src, tmp_path / "Dataset513_CAMUS", progress=False)
-    assert info.value.problem == "spacing (0.3, 0.3) differs from the image's (0.308, 0.154) (patient0002_2CH_ED.nii.gz)"
+    assert (
+        info.value.problem == "spacing (0.3, 0.3) differs from the image's (0.308, 0.154) (patient0002_2CH_ED.nii.gz)"
+    )
 
 
 def test_missing_source_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "Dataset512_CAMUS"
     code, err = _cli(capsys, "convert-camus", str(tmp_path / "nowhere"), str(out), "--progress", "False")
-    assert code == 2 and err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'nowhere'}: CAMUS folder not found"
+    assert (
+        code == 2
+        and err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'nowhere'}: CAMUS folder not found"
+    )
     assert not out.exists()

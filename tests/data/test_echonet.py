@@ -12,7 +12,14 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.path import Path as MplPath
 
-from echogains.data.echonet import convert_echonet, polygon_area, rasterise_tracing, read_tracings, tracing_polygon, video_name
+from echogains.data.echonet import (
+    convert_echonet,
+    polygon_area,
+    rasterise_tracing,
+    read_tracings,
+    tracing_polygon,
+    video_name,
+)
 from echogains.utils import EchoDataError, set_progress
 
 try:
@@ -77,10 +84,16 @@ def test_conversion_picks_traced_frames_splits_and_records(tmp_path: Path) -> No
     out = convert_echonet(tmp_path, tmp_path / "Dataset601_EchoNet", progress=False)  # src one level above
 
     assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "LV": 1}
-    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["0XAAA4_4CH_ED_0000.nii.gz", "0XAAA4_4CH_ES_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == [
+        "0XAAA4_4CH_ED_0000.nii.gz",
+        "0XAAA4_4CH_ES_0000.nii.gz",
+    ]
     splits = json.loads((out / "splits_final.json").read_text())
     assert splits == [
-        {"train": ["0XAAA1_4CH_ED", "0XAAA1_4CH_ES", "0XAAA2_4CH_ED", "0XAAA2_4CH_ES"], "val": ["0XAAA3_4CH_ED", "0XAAA3_4CH_ES"]}
+        {
+            "train": ["0XAAA1_4CH_ED", "0XAAA1_4CH_ES", "0XAAA2_4CH_ED", "0XAAA2_4CH_ES"],
+            "val": ["0XAAA3_4CH_ED", "0XAAA3_4CH_ES"],
+        }
     ]
     records = _cases(out)
     assert len(records) == 8
@@ -137,7 +150,9 @@ def _missing_video(src: Path) -> tuple[str, str]:
 
 def _one_traced_frame(src: Path) -> tuple[str, str]:
     rows = (src / "VolumeTracings.csv").read_text().splitlines()
-    (src / "VolumeTracings.csv").write_text("\n".join(r for r in rows if not (r.startswith("0XBAD0") and r.endswith(",5"))) + "\n")
+    (src / "VolumeTracings.csv").write_text(
+        "\n".join(r for r in rows if not (r.startswith("0XBAD0") and r.endswith(",5"))) + "\n"
+    )
     return "VolumeTracings.csv", "need 2"
 
 
@@ -149,9 +164,16 @@ def _truncated_avi(src: Path) -> tuple[str, str]:
 def _frame_size_disagrees(src: Path) -> tuple[str, str]:
     rows = (src / "FileList.csv").read_text().splitlines()
     size = f",{F.ECHONET_SIZE},{F.ECHONET_SIZE},"
-    (src / "FileList.csv").write_text("\n".join(r.replace(size, f",{F.ECHONET_SIZE + 8},{F.ECHONET_SIZE},") if r.startswith("0XBAD0") else r
-                                                for r in rows) + "\n")
-    return "0XBAD0.avi", f"frames are {F.ECHONET_SIZE} x {F.ECHONET_SIZE} .* FrameHeight {F.ECHONET_SIZE + 8}, FrameWidth {F.ECHONET_SIZE}"
+    (src / "FileList.csv").write_text(
+        "\n".join(
+            r.replace(size, f",{F.ECHONET_SIZE + 8},{F.ECHONET_SIZE},") if r.startswith("0XBAD0") else r for r in rows
+        )
+        + "\n"
+    )
+    return (
+        "0XBAD0.avi",
+        f"frames are {F.ECHONET_SIZE} x {F.ECHONET_SIZE} .* FrameHeight {F.ECHONET_SIZE + 8}, FrameWidth {F.ECHONET_SIZE}",
+    )
 
 
 MALFORMED = {
@@ -217,8 +239,13 @@ def test_malformed_csv_files(tmp_path: Path) -> None:
 def test_phantom_echonet_layout_converts(tmp_path: Path) -> None:
     from echogains.data.phantom import make_phantom
 
-    src = make_phantom(tmp_path / "phantom", n_patients=4, layout="echonet", seed=5, image_size=(64, 64), progress=False)
-    truth = {p["echonet"]["file_name"]: p for p in json.loads((Path(src) / "phantom_truth.json").read_text())["patients"].values()}
+    src = make_phantom(
+        tmp_path / "phantom", n_patients=4, layout="echonet", seed=5, image_size=(64, 64), progress=False
+    )
+    truth = {
+        p["echonet"]["file_name"]: p
+        for p in json.loads((Path(src) / "phantom_truth.json").read_text())["patients"].values()
+    }
     out = convert_echonet(src, tmp_path / "Dataset610_Phantom", progress=False)
 
     records = _cases(out)
@@ -249,10 +276,14 @@ def test_single_video_converts_without_folds(tmp_path: Path, caplog: pytest.LogC
         out = convert_echonet(src, tmp_path / "Dataset611_One", progress=False)
     assert sorted(_cases(out)) == ["0XONE1_4CH_ED", "0XONE1_4CH_ES"]
     assert (out / "dataset.json").is_file() and not (out / "splits_final.json").exists()
-    assert any("1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records)
+    assert any(
+        "1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records
+    )
     report = verify_dataset(out, nnunet_check=False, show_progress=False)
     assert report.ok, report.summary()
-    assert [(Path(p.path).name, p.message.split(" (")[0]) for p in report.warnings] == [("splits_final.json", "missing: no folds")]
+    assert [(Path(p.path).name, p.message.split(" (")[0]) for p in report.warnings] == [
+        ("splits_final.json", "missing: no folds")
+    ]
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -278,7 +309,9 @@ def _decodable_frames(path: Path) -> int:
 
 
 def test_truncated_avi_is_refused_with_its_frame_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = F.write_echonet(tmp_path / "echonet", [F.VideoSpec("0XCUT1", n_frames=140), F.VideoSpec("0XOK01", split="VAL")])
+    src = F.write_echonet(
+        tmp_path / "echonet", [F.VideoSpec("0XCUT1", n_frames=140), F.VideoSpec("0XOK01", split="VAL")]
+    )
     video = src / "Videos" / "0XCUT1.avi"
     F.truncate(video)  # to a third, as the user did; the traced frames 1 and 5 still decode
     decodable = _decodable_frames(video)
@@ -286,8 +319,10 @@ def test_truncated_avi_is_refused_with_its_frame_count(tmp_path: Path, capsys: p
     out = tmp_path / "Dataset612_Cut"
     code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--progress", "False")
     assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (f"echogains: error: {video}: truncated or corrupt video: {decodable} of 140 "
-                                            "frames decode (FileList.csv gives NumberOfFrames 140)")
+    assert err.strip().splitlines()[-1] == (
+        f"echogains: error: {video}: truncated or corrupt video: {decodable} of 140 "
+        "frames decode (FileList.csv gives NumberOfFrames 140)"
+    )
     assert not out.exists()
     code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--skip_bad", "--progress", "False")
     assert code == 0, err
@@ -297,12 +332,17 @@ def test_truncated_avi_is_refused_with_its_frame_count(tmp_path: Path, capsys: p
     assert sorted(_cases(out)) == ["0XOK01_4CH_ED", "0XOK01_4CH_ES"]
 
 
-@pytest.mark.parametrize("args, problem", [
-    (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
-    (("--overwrite", "2"), "--overwrite: expected True or False, got 2"),
-    (("--limit", "-3"), "--limit must be a positive integer, got -3"),
-])
-def test_bad_argument_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str) -> None:
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (("--skip_bad", "maybe"), "--skip_bad: expected True or False, got 'maybe'"),
+        (("--overwrite", "2"), "--overwrite: expected True or False, got 2"),
+        (("--limit", "-3"), "--limit must be a positive integer, got -3"),
+    ],
+)
+def test_bad_argument_values_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], problem: str
+) -> None:
     src = F.write_echonet(tmp_path / "echonet", F.default_videos()[:2])
     out = tmp_path / "Dataset613_Args"
     code, err = _cli(capsys, "convert-echonet", str(src), str(out), "--progress", "False", *args)

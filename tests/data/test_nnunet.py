@@ -33,8 +33,15 @@ def _write(root, n_patients=4, test_patients=(), split=None):
             rec = {"patient": pid, "view": "4CH", "phase": phase}
             if split:
                 rec["split"] = split(p)
-            w.add_case(f"{pid}_4CH_{phase}", image, label, spacing=(0.154, 0.308), origin=(1.5, -2.0),
-                       record=rec, test=p in test_patients)
+            w.add_case(
+                f"{pid}_4CH_{phase}",
+                image,
+                label,
+                spacing=(0.154, 0.308),
+                origin=(1.5, -2.0),
+                record=rec,
+                test=p in test_patients,
+            )
     w.finalize()
     return w
 
@@ -43,7 +50,14 @@ def test_layout_geometry_and_json(tmp_path):
     root = tmp_path / "Dataset900_Test"
     _write(root, n_patients=4, test_patients=(3,))
     assert sorted(p.name for p in root.iterdir()) == [
-        "cases.json", "dataset.json", "imagesTr", "imagesTs", "labelsTr", "labelsTs", "splits_final.json"]
+        "cases.json",
+        "dataset.json",
+        "imagesTr",
+        "imagesTs",
+        "labelsTr",
+        "labelsTs",
+        "splits_final.json",
+    ]
     img = sitk.ReadImage(str(root / "imagesTr" / "patient0000_4CH_ED_0000.nii.gz"))
     assert img.GetDimension() == 2 and img.GetNumberOfComponentsPerPixel() == 1
     np.testing.assert_allclose(img.GetSpacing(), (0.154, 0.308), rtol=1e-6)
@@ -76,8 +90,12 @@ def test_official_split_gives_one_fold(tmp_path):
     root = tmp_path / "Dataset902_Test"
     _write(root, n_patients=4, split=lambda p: "val" if p == 0 else "train")
     splits = json.loads((root / "splits_final.json").read_text())
-    assert splits == [{"train": [f"patient000{p}_4CH_{ph}" for p in (1, 2, 3) for ph in ("ED", "ES")],
-                       "val": ["patient0000_4CH_ED", "patient0000_4CH_ES"]}]
+    assert splits == [
+        {
+            "train": [f"patient000{p}_4CH_{ph}" for p in (1, 2, 3) for ph in ("ED", "ES")],
+            "val": ["patient0000_4CH_ED", "patient0000_4CH_ES"],
+        }
+    ]
 
 
 def test_patient_grouped_splits_deterministic():

@@ -11,8 +11,14 @@ import pytest
 import SimpleITK as sitk
 
 from echogains.data import phantom as ph
+from echogains.data.phantom import (
+    LVShape,
+    make_phantom,
+    simulate_cycle,
+    simulate_patient,
+    truncated_ellipsoid_volume_ml,
+)
 from echogains.geometry import pixel_grid_mm
-from echogains.data.phantom import LVShape, make_phantom, simulate_cycle, simulate_patient, truncated_ellipsoid_volume_ml
 from echogains.utils import EchoDataError, set_progress
 
 set_progress(False)
@@ -84,7 +90,12 @@ def test_fixing_one_parameter_keeps_the_patient() -> None:
     fixed = ph.sample_params(3, "camus-like", 0, depth_mm=150.0, opening_deg=(60.0, 61.0))
     assert fixed.depth_mm == 150.0 and 60.0 <= fixed.opening_deg <= 61.0
     assert (fixed.lv_ed, fixed.rho, fixed.lam, fixed.sex, fixed.age, fixed.quality) == (
-        free.lv_ed, free.rho, free.lam, free.sex, free.age, free.quality
+        free.lv_ed,
+        free.rho,
+        free.lam,
+        free.sex,
+        free.age,
+        free.quality,
     )
 
 
@@ -180,7 +191,14 @@ def _read(path: Path) -> sitk.Image:
 
 def test_camus_nifti_layout(tmp_path: Path) -> None:
     out = make_phantom(
-        tmp_path / "camus", n_patients=3, layout="camus-nifti", seed=1, sequence=True, image_size=SMALL, n_frames=5, progress=False
+        tmp_path / "camus",
+        n_patients=3,
+        layout="camus-nifti",
+        seed=1,
+        sequence=True,
+        image_size=SMALL,
+        n_frames=5,
+        progress=False,
     )
     truth = json.loads((out / "phantom_truth.json").read_text())
     split_of = {"training": "train", "validation": "val", "testing": "test"}
@@ -199,7 +217,9 @@ def test_camus_nifti_layout(tmp_path: Path) -> None:
             image = _read(folder / f"{pid}_{view}_ED.nii.gz")
             gt = _read(folder / f"{pid}_{view}_ED_gt.nii.gz")
             assert image.GetPixelID() == sitk.sitkUInt8 and image.GetSize() == (SMALL[1], SMALL[0])
-            assert image.GetSpacing() == pytest.approx(spacing, rel=1e-6) and gt.GetSpacing() == pytest.approx(spacing, rel=1e-6)
+            assert image.GetSpacing() == pytest.approx(spacing, rel=1e-6) and gt.GetSpacing() == pytest.approx(
+                spacing, rel=1e-6
+            )
             assert set(np.unique(sitk.GetArrayFromImage(gt))) == {0, 1, 2, 3}
             seq = sitk.GetArrayFromImage(_read(folder / f"{pid}_{view}_half_sequence.nii.gz"))
             assert seq.shape == (5, *SMALL)
@@ -237,7 +257,17 @@ def test_echonet_layout(tmp_path: Path) -> None:
 
     out = make_phantom(tmp_path / "echonet", n_patients=3, layout="echonet", seed=2, cycle_frames=10, progress=False)
     rows = list(csv.DictReader((out / "FileList.csv").open()))
-    assert list(rows[0]) == ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
+    assert list(rows[0]) == [
+        "FileName",
+        "EF",
+        "ESV",
+        "EDV",
+        "FrameHeight",
+        "FrameWidth",
+        "FPS",
+        "NumberOfFrames",
+        "Split",
+    ]
     assert sorted(r["Split"] for r in rows) == ["TEST", "TRAIN", "VAL"]
     tracings = list(csv.DictReader((out / "VolumeTracings.csv").open()))
     truth = json.loads((out / "phantom_truth.json").read_text())["patients"]
@@ -274,7 +304,9 @@ def _check_tracings_match_labels(index: int, rows: list[dict[str, str]], rec: di
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
         assert dice > 0.9
         length_mm = np.hypot((t[0, 2] - t[0, 0]) * cycle.spacing[0], (t[0, 3] - t[0, 1]) * cycle.spacing[1])
-        shape = ph.lv_shape_at(cycle.params.lv_ed, cycle.params.rho, cycle.params.lam, 0.0 if frame == cycle.ed_frame else 1.0)
+        shape = ph.lv_shape_at(
+            cycle.params.lv_ed, cycle.params.rho, cycle.params.lam, 0.0 if frame == cycle.ed_frame else 1.0
+        )
         assert length_mm == pytest.approx(shape.base_z, rel=1e-6)  # first row: apex to mid-annulus
 
 
@@ -282,7 +314,12 @@ def test_nnunet_layout(tmp_path: Path) -> None:
     from echogains.data.nnunet import RawDataset
 
     out = make_phantom(
-        tmp_path / "Dataset901_Phantom", n_patients=3, layout="nnunet", labels="lv,myo", image_size=SMALL, progress=False
+        tmp_path / "Dataset901_Phantom",
+        n_patients=3,
+        layout="nnunet",
+        labels="lv,myo",
+        image_size=SMALL,
+        progress=False,
     )
     ds = RawDataset(out)
     assert ds.labels == {"background": 0, "LV": 1, "MYO": 2}
@@ -299,7 +336,9 @@ def test_nnunet_layout(tmp_path: Path) -> None:
 
 
 def test_same_bytes_for_same_seed(tmp_path: Path) -> None:
-    kwargs = dict(n_patients=2, layout="camus-nifti", seed=4, sequence=True, image_size=SMALL, n_frames=3, progress=False)
+    kwargs = dict(
+        n_patients=2, layout="camus-nifti", seed=4, sequence=True, image_size=SMALL, n_frames=3, progress=False
+    )
     a = _files(make_phantom(tmp_path / "a", **kwargs))
     b = _files(make_phantom(tmp_path / "b", **kwargs))
     assert a == b and len(a) == 2 * 14 + 3 + 1 + 2 * 2 + 1  # + truth curves: one CSV per half sequence, their JSON
@@ -353,7 +392,10 @@ def test_non_empty_folder_and_overwrite(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     make_phantom(out, n_patients=3, image_size=SMALL, overwrite=True, progress=False)
     make_phantom(out, n_patients=2, image_size=SMALL, overwrite=True, progress=False)
-    assert sorted(p.name for p in (out / "database_nifti").iterdir()) == ["patient0001", "patient0002"]  # stale patient removed
+    assert sorted(p.name for p in (out / "database_nifti").iterdir()) == [
+        "patient0001",
+        "patient0002",
+    ]  # stale patient removed
     assert (out / "notes.txt").read_text() == "keep me"  # files that are not the phantom's are left alone
 
 

@@ -28,8 +28,13 @@ def _dataset(root, n=3):
         for phase in ("ED", "ES"):
             label = np.zeros((16, 20), np.uint8)
             label[4:9, 5:11] = 1
-            w.add_case(f"pat{p}_4CH_{phase}", rng.random((16, 20)).astype(np.float32), label,
-                       spacing=(0.3, 0.15), record={"patient": f"pat{p}"})
+            w.add_case(
+                f"pat{p}_4CH_{phase}",
+                rng.random((16, 20)).astype(np.float32),
+                label,
+                spacing=(0.3, 0.15),
+                record={"patient": f"pat{p}"},
+            )
     w.finalize(n_folds=3)
     return root
 
@@ -52,18 +57,20 @@ def test_clean_dataset_passes_including_nnunet_check(tmp_path):
 def test_problems_are_found_and_named(tmp_path):
     root = _dataset(tmp_path / "Dataset911_Bad")
     lab = root / "labelsTr"
-    _rewrite(lab / "pat0_4CH_ED.nii.gz", np.zeros_like)                            # empty mask
+    _rewrite(lab / "pat0_4CH_ED.nii.gz", np.zeros_like)  # empty mask
     _rewrite(lab / "pat0_4CH_ES.nii.gz", lambda a: np.where(a == 1, 3, a).astype(a.dtype))  # undeclared label
-    _rewrite(lab / "pat1_4CH_ED.nii.gz", lambda a: a, Spacing=(1.0, 1.0))           # geometry mismatch
-    _rewrite(root / "imagesTr" / "pat1_4CH_ES_0000.nii.gz", lambda a: np.where(a > 0.25, np.nan, a).astype(np.float32))  # NaN
+    _rewrite(lab / "pat1_4CH_ED.nii.gz", lambda a: a, Spacing=(1.0, 1.0))  # geometry mismatch
+    _rewrite(
+        root / "imagesTr" / "pat1_4CH_ES_0000.nii.gz", lambda a: np.where(a > 0.25, np.nan, a).astype(np.float32)
+    )  # NaN
     rgb = sitk.Compose([sitk.ReadImage(str(root / "imagesTr" / "pat2_4CH_ED_0000.nii.gz"))] * 3)
-    sitk.WriteImage(rgb, str(root / "imagesTr" / "pat2_4CH_ED_0000.nii.gz"))        # multi-channel
+    sitk.WriteImage(rgb, str(root / "imagesTr" / "pat2_4CH_ED_0000.nii.gz"))  # multi-channel
     cases = json.loads((root / "cases.json").read_text())
     del cases["pat2_4CH_ES"]
-    (root / "cases.json").write_text(json.dumps(cases))                              # record missing
+    (root / "cases.json").write_text(json.dumps(cases))  # record missing
     splits = json.loads((root / "splits_final.json").read_text())
     splits[0]["val"].append(splits[0]["train"][0])
-    (root / "splits_final.json").write_text(json.dumps(splits))                      # leak
+    (root / "splits_final.json").write_text(json.dumps(splits))  # leak
     report = verify_dataset(root, show_progress=False)
     text = report.summary()
     assert not report.ok
@@ -153,8 +160,10 @@ def test_malformed_json_types_are_findings_not_crashes(tmp_path):
     dj = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**dj, "labels": [0, 1], "numTraining": "6"}))
     messages = [p.message for p in verify_dataset(root, nnunet_check=False, show_progress=False).errors]
-    assert messages == ["labels must be a non-empty object {name: value}, got [0, 1]",
-                        "numTraining must be a non-negative integer, got '6'"]
+    assert messages == [
+        "labels must be a non-empty object {name: value}, got [0, 1]",
+        "numTraining must be a non-negative integer, got '6'",
+    ]
     (root / "dataset.json").write_text("[1, 2]")
     assert [p.message for p in verify_dataset(root, show_progress=False).errors] == ["must be a JSON object, got list"]
     (root / "dataset.json").write_text(json.dumps(dj))
@@ -162,13 +171,18 @@ def test_malformed_json_types_are_findings_not_crashes(tmp_path):
     (root / "splits_final.json").write_text(json.dumps([{"train": "pat0_4CH_ED", "val": []}]))
     report = verify_dataset(root, nnunet_check=False, show_progress=False)
     assert sorted((Path(p.path).name, p.message.split(" {")[0]) for p in report.errors) == [
-        ("cases.json", "must be a JSON object"), ("splits_final.json", "must be a list of")]
+        ("cases.json", "must be a JSON object"),
+        ("splits_final.json", "must be a list of"),
+    ]
 
 
-@pytest.mark.parametrize("args, problem", [
-    (("--num_processes", "0"), "--num_processes must be a positive integer, got 0"),
-    (("--nnunet_check", "maybe"), "--nnunet_check must be True or False, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (("--num_processes", "0"), "--num_processes must be a positive integer, got 0"),
+        (("--nnunet_check", "maybe"), "--nnunet_check must be True or False, got 'maybe'"),
+    ],
+)
 def test_bad_argument_values_exit_2_with_one_line(tmp_path, capsys, args, problem):
     root = _dataset(tmp_path / "Dataset916_Args")
     code, out, err = _cli(capsys, "verify-dataset", str(root), *args)
@@ -180,4 +194,6 @@ def test_bad_argument_values_exit_2_with_one_line(tmp_path, capsys, args, proble
 def test_missing_dataset_folder_exits_2(tmp_path, capsys):
     code, out, err = _cli(capsys, "verify-dataset", str(tmp_path / "Dataset917_Nowhere"))
     assert code == 2
-    assert err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'Dataset917_Nowhere'}: dataset folder not found"
+    assert (
+        err.strip().splitlines()[-1] == f"echogains: error: {tmp_path / 'Dataset917_Nowhere'}: dataset folder not found"
+    )

@@ -17,7 +17,6 @@ from echogains.ddpm.diffusion import (
     space_timesteps,
 )
 
-
 # Golden values of Eq. 17 with T = 4000, s = 0.008 (computed with Python's math module, float64).
 GOLDEN_BETAS = {
     0: 9.865818813681315e-06,
@@ -26,7 +25,12 @@ GOLDEN_BETAS = {
     3998: 0.749999962056056,
     3999: 0.999,
 }
-GOLDEN_ALPHA_BAR = {0: 0.9999901341811863, 1: 0.9999799648666315, 1999: 0.49384359044063775, 3998: 1.517980468851458e-07}
+GOLDEN_ALPHA_BAR = {
+    0: 0.9999901341811863,
+    1: 0.9999799648666315,
+    1999: 0.49384359044063775,
+    3998: 1.517980468851458e-07,
+}
 
 
 def test_cosine_schedule_golden_values():

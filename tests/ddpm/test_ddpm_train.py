@@ -120,8 +120,17 @@ def test_camus_test_patients_never_reach_the_ddpm(tmp_path):
     real = images_mod._read_frames
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(images_mod, "_read_frames", lambda path, *a: (read.append(str(path)), real(path, *a))[1])
-        train_ddpm(root, tmp_path / "run", config=CFG, steps=1, batch_size=2, sample_every=0, n_samples=1,
-                   progress=False, max_narrowing_deg=0.0)
+        train_ddpm(
+            root,
+            tmp_path / "run",
+            config=CFG,
+            steps=1,
+            batch_size=2,
+            sample_every=0,
+            n_samples=1,
+            progress=False,
+            max_narrowing_deg=0.0,
+        )
     assert read and patients(read) == {"patient0001", "patient0002"}
     record = train_mod.read_json(tmp_path / "run" / "config.json")
     assert record["selection"] == {"fold": 0, "include_validation": False, "all_patients": False, "files": len(read)}
@@ -219,7 +228,9 @@ def test_sample_grid_and_history(tmp_path):
 
     data = _png_folder(tmp_path / "pngs")
     out = tmp_path / "run"
-    train_ddpm(data, out, config=CFG, steps=2, batch_size=2, sample_every=2, n_samples=4, sample_steps=3, progress=False)
+    train_ddpm(
+        data, out, config=CFG, steps=2, batch_size=2, sample_every=2, n_samples=4, sample_steps=3, progress=False
+    )
     grid = cv2.imread(str(out / "samples" / "step_0000002.png"), cv2.IMREAD_UNCHANGED)
     assert grid.shape == (2 * 34, 2 * 34) and grid.dtype == np.uint8
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
@@ -248,8 +259,16 @@ def _free_port() -> int:
 
 def _ddp_settings() -> TrainSettings:
     return TrainSettings(
-        steps=2, batch_size=4, lr=1e-4, ema=0.9999, seed=0, max_narrowing_deg=20.0,
-        sample_every=0, checkpoint_every=2, n_samples=1, sample_steps=1,
+        steps=2,
+        batch_size=4,
+        lr=1e-4,
+        ema=0.9999,
+        seed=0,
+        max_narrowing_deg=20.0,
+        sample_every=0,
+        checkpoint_every=2,
+        n_samples=1,
+        sample_steps=1,
     )
 
 

@@ -27,12 +27,26 @@ BF16_LOSS_RTOL = 1e-3
 
 def _images(n: int = 6, size: int = 32) -> TrainingImages:
     rng = np.random.default_rng(0)
-    return TrainingImages(rng.integers(0, 256, (n, size, size), dtype=np.uint8), [None] * n, [f"i{k}" for k in range(n)])
+    return TrainingImages(
+        rng.integers(0, 256, (n, size, size), dtype=np.uint8), [None] * n, [f"i{k}" for k in range(n)]
+    )
 
 
 def _settings(**kw) -> TrainSettings:
-    base = dict(steps=1, batch_size=4, lr=1e-4, ema=0.99, seed=3, max_narrowing_deg=0.0, sample_every=0,
-                checkpoint_every=1, n_samples=1, sample_steps=2, precision="fp32", checkpointing=False)
+    base = dict(
+        steps=1,
+        batch_size=4,
+        lr=1e-4,
+        ema=0.99,
+        seed=3,
+        max_narrowing_deg=0.0,
+        sample_every=0,
+        checkpoint_every=1,
+        n_samples=1,
+        sample_steps=2,
+        precision="fp32",
+        checkpointing=False,
+    )
     return TrainSettings(**{**base, **kw})
 
 
@@ -87,8 +101,9 @@ def test_accumulation_equals_one_big_batch():
     images = _images()
     grads, losses = [], []
     for batch_size, accumulate in ((4, 1), (2, 2), (1, 4)):
-        trainer = DDPMTrainer(images, "unused", CFG, _settings(batch_size=batch_size, accumulate=accumulate),
-                              device="cpu", progress=False)
+        trainer = DDPMTrainer(
+            images, "unused", CFG, _settings(batch_size=batch_size, accumulate=accumulate), device="cpu", progress=False
+        )
         _perturb(trainer.model)
         losses.append(trainer.train_step(0))
         grads.append(_grads(trainer.model))
@@ -135,13 +150,26 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
     folder.mkdir()
     for k, img in enumerate(_images(4).images):
         cv2.imwrite(str(folder / f"img{k}.png"), img)
-    kw = dict(config=CFG, steps=3, batch_size=2, accumulate=2, precision=precision, checkpointing=True, seed=1,
-              checkpoint_every=1, sample_every=0, max_narrowing_deg=0.0, progress=False)
+    kw = dict(
+        config=CFG,
+        steps=3,
+        batch_size=2,
+        accumulate=2,
+        precision=precision,
+        checkpointing=True,
+        seed=1,
+        checkpoint_every=1,
+        sample_every=0,
+        max_narrowing_deg=0.0,
+        progress=False,
+    )
     train_ddpm(folder, tmp_path / "a", **kw)
 
     diffusion_cls = type(build_diffusion(CFG))
     real = diffusion_cls.training_losses
-    fail_on_call(monkeypatch, diffusion_cls, "training_losses", 6)  # the second micro-batch of step 3: killed inside the cycle
+    fail_on_call(
+        monkeypatch, diffusion_cls, "training_losses", 6
+    )  # the second micro-batch of step 3: killed inside the cycle
     with pytest.raises(RuntimeError, match="killed"):
         train_ddpm(folder, tmp_path / "b", **kw)
     assert _state(tmp_path / "b" / "checkpoint.pt")["step"] == 2
@@ -160,8 +188,11 @@ def test_kill_inside_an_accumulation_cycle_resumes_exactly(tmp_path, monkeypatch
 
 
 def test_bad_memory_options_are_refused(tmp_path):
-    for kw, match in (({"accumulate": 0}, "--accumulate"), ({"precision": "fp8"}, "--precision"),
-                      ({"checkpointing": "maybe"}, "--checkpointing")):
+    for kw, match in (
+        ({"accumulate": 0}, "--accumulate"),
+        ({"precision": "fp8"}, "--precision"),
+        ({"checkpointing": "maybe"}, "--checkpointing"),
+    ):
         with pytest.raises(EchoDataError, match=match):
             train_ddpm(tmp_path / "missing", tmp_path / "out", config=CFG, **kw)
     assert not (tmp_path / "out").exists()

@@ -76,7 +76,9 @@ def test_biplane_truncated_ellipsoid_all_annulus_methods(tilt):
     la4 = (w4 > cut) & (w4 <= cut + 20) & (np.abs(u4) <= B * math.sqrt(1 - (cut / C) ** 2))
     volumes = {
         "principal-axis": simpson_biplane_volume(m2, SPACING, m4, SPACING),
-        "myo": simpson_biplane_volume(m2, SPACING, m4, SPACING, myo_2ch=myo_ring(m2, u, w, cut), myo_4ch=myo_ring(m4, u4, w4, cut)),
+        "myo": simpson_biplane_volume(
+            m2, SPACING, m4, SPACING, myo_2ch=myo_ring(m2, u, w, cut), myo_4ch=myo_ring(m4, u4, w4, cut)
+        ),
         "la": simpson_biplane_volume(m2, SPACING, m4, SPACING, la_2ch=la2, la_4ch=la4),
     }
     for method, v in volumes.items():
@@ -91,7 +93,11 @@ def test_long_axis_from_myo_la_and_fallback_finds_annulus_and_apex():
     la = (w > cut) & (w <= cut + 20) & (np.abs(u) <= half_base)
     expected_mid, expected_apex = _to_xy(0.0, cut, tilt), _to_xy(0.0, -C, tilt)
     expected_corners = sorted([tuple(_to_xy(-half_base, cut, tilt)), tuple(_to_xy(half_base, cut, tilt))])
-    for myo, la_mask, method in ((myo_ring(lv, u, w, cut), None, "myo"), (None, la, "la"), (None, None, "principal-axis")):
+    for myo, la_mask, method in (
+        (myo_ring(lv, u, w, cut), None, "myo"),
+        (None, la, "la"),
+        (None, None, "principal-axis"),
+    ):
         axis = lv_long_axis(lv, SPACING, myo, la_mask)
         assert axis.method == method
         assert np.linalg.norm(np.asarray(axis.base_mid) - expected_mid) < 1.0  # mm, ~3 pixels of 0.3 mm
@@ -157,11 +163,15 @@ def test_patient_ef_biplane_area_length_and_failures():
     edv = truncated_ellipsoid_volume(A, B, C, cut)
     esv = truncated_ellipsoid_volume(0.7 * A, 0.7 * B, 0.85 * C, 0.6 * 0.85 * C)
     table = [
-        CaseMasks("p1", "2CH", "ED", ed2, SPACING), CaseMasks("p1", "4CH", "ED", ed4, SPACING),
-        CaseMasks("p1", "A2C", "ES", es2, SPACING), {"patient": "p1", "view": "A4C", "phase": "ES", "lv": es4, "spacing": SPACING},
-        CaseMasks("p2", "4CH", "ED", ed4, SPACING), CaseMasks("p2", "4CH", "ES", es4, SPACING),
+        CaseMasks("p1", "2CH", "ED", ed2, SPACING),
+        CaseMasks("p1", "4CH", "ED", ed4, SPACING),
+        CaseMasks("p1", "A2C", "ES", es2, SPACING),
+        {"patient": "p1", "view": "A4C", "phase": "ES", "lv": es4, "spacing": SPACING},
+        CaseMasks("p2", "4CH", "ED", ed4, SPACING),
+        CaseMasks("p2", "4CH", "ES", es4, SPACING),
         CaseMasks("p2", "2CH", "ED", ed2, SPACING),  # 2CH only at ED: area-length on 4CH for both phases
-        CaseMasks("p3", "4CH", "ED", ed4, SPACING), CaseMasks("p3", "4CH", "ES", np.zeros_like(es4), SPACING),
+        CaseMasks("p3", "4CH", "ED", ed4, SPACING),
+        CaseMasks("p3", "4CH", "ES", np.zeros_like(es4), SPACING),
     ]
     result = patient_ef(table)
     assert result["p1"].method == "biplane"

@@ -43,8 +43,10 @@ def _label(semi_u: float, semi_w: float) -> np.ndarray:
 def _shapes(patient: str) -> dict[tuple[str, str], tuple[float, float]]:
     k = 1.0 if patient == "p1" else 1.1
     return {
-        ("2CH", "ED"): (11.0 * k, 22.0), ("4CH", "ED"): (13.0 * k, 22.0),
-        ("2CH", "ES"): (8.0 * k, 19.0), ("4CH", "ES"): (9.5 * k, 19.0),
+        ("2CH", "ED"): (11.0 * k, 22.0),
+        ("4CH", "ED"): (13.0 * k, 22.0),
+        ("2CH", "ES"): (8.0 * k, 19.0),
+        ("4CH", "ES"): (9.5 * k, 19.0),
     }
 
 
@@ -64,12 +66,25 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     for patient in ("p1", "p2"):
         ef = _analytic_ef(patient)
         for (view, phase), (semi_u, semi_w) in _shapes(patient).items():
-            record = {"patient": patient, "view": view, "phase": phase, "sector": SECTORS[patient],
-                      "reference": {"edv_ml": None, "esv_ml": None, "ef_pct": ef + (1.0 if patient == "p1" else -2.0)}}
+            record = {
+                "patient": patient,
+                "view": view,
+                "phase": phase,
+                "sector": SECTORS[patient],
+                "reference": {"edv_ml": None, "esv_ml": None, "ef_pct": ef + (1.0 if patient == "p1" else -2.0)},
+            }
             image = rng.integers(0, 255, SHAPE).astype(np.uint8)
-            writer.add_case(f"{patient}_{view}_{phase}", image, _label(semi_u, semi_w), spacing=SPACING, record=record, test=True)
+            writer.add_case(
+                f"{patient}_{view}_{phase}", image, _label(semi_u, semi_w), spacing=SPACING, record=record, test=True
+            )
     for patient in ("t1", "t2"):
-        writer.add_case(f"{patient}_4CH_ED", np.zeros(SHAPE, np.uint8), _label(12.0, 22.0), spacing=SPACING, record={"patient": patient})
+        writer.add_case(
+            f"{patient}_4CH_ED",
+            np.zeros(SHAPE, np.uint8),
+            _label(12.0, 22.0),
+            spacing=SPACING,
+            record={"patient": patient},
+        )
     writer.finalize()
     pred_dir = root.parent / "pred"
     pred_dir.mkdir()
@@ -95,11 +110,20 @@ def test_evaluate_end_to_end(tiny, tmp_path):
     out = tmp_path / "report"
     summary = evaluate(pred_dir, root, out, progress=False)
 
-    names = {"metrics_per_case.csv", "metrics_summary.json", "ef_per_patient.csv", "report.html",
-             "bland_altman_ef_pred_vs_reference.png", "correlation_ef_pred_vs_reference.png",
-             "bland_altman_ef_pred_vs_gt.png", "correlation_ef_pred_vs_gt.png"}
+    names = {
+        "metrics_per_case.csv",
+        "metrics_summary.json",
+        "ef_per_patient.csv",
+        "report.html",
+        "bland_altman_ef_pred_vs_reference.png",
+        "correlation_ef_pred_vs_reference.png",
+        "bland_altman_ef_pred_vs_gt.png",
+        "correlation_ef_pred_vs_gt.png",
+    }
     assert names <= {p.name for p in out.iterdir()}
-    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(p.name[:-7] for p in (root / "labelsTs").glob("*.nii.gz"))
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(
+        p.name[:-7] for p in (root / "labelsTs").glob("*.nii.gz")
+    )
     assert json.loads((out / "metrics_summary.json").read_text()) == summary
 
     rows = _read_csv(out / "metrics_per_case.csv")
@@ -116,7 +140,16 @@ def test_evaluate_end_to_end(tiny, tmp_path):
     seg = summary["segmentation"]
     assert seg["all"]["LV"]["n_cases"] == 8 and seg["all"]["LV"]["n_failures"] == 0
     assert seg["all"]["LV"]["hd_mm"]["mean"] == pytest.approx(SPACING[1])
-    for group in ("phase=ED", "phase=ES", "view=2CH", "view=4CH", "depth<150mm", "depth>=150mm", "angle<70deg", "angle>=70deg"):
+    for group in (
+        "phase=ED",
+        "phase=ES",
+        "view=2CH",
+        "view=4CH",
+        "depth<150mm",
+        "depth>=150mm",
+        "angle<70deg",
+        "angle>=70deg",
+    ):
         assert seg[group]["LV"]["n_cases"] == 4, group
 
     patients = {r["patient"]: r for r in _read_csv(out / "ef_per_patient.csv")}
@@ -139,7 +172,12 @@ def test_evaluate_end_to_end(tiny, tmp_path):
     assert html.count("<h3>standard (") == 1 and html.count("<h3>deep_or_wide (") == 1
     assert "Labels evaluated: <b>LV, MYO</b>" in html and "not evaluated" not in html
     links = set(re.findall(r"(?:href|src)='([^']+)'", html))
-    assert {"metrics_per_case.csv", "metrics_summary.json", "ef_per_patient.csv", "bland_altman_ef_pred_vs_reference.png"} <= links
+    assert {
+        "metrics_per_case.csv",
+        "metrics_summary.json",
+        "ef_per_patient.csv",
+        "bland_altman_ef_pred_vs_reference.png",
+    } <= links
     assert all(not Path(link).is_absolute() and (out / link).is_file() for link in links)
 
 
@@ -258,7 +296,9 @@ def test_no_foreground_at_all_scores_every_label_as_failure(tiny, tmp_path):
         _write_prediction(p, empty / p.name, np.zeros_like)
     summary = evaluate(empty, root, tmp_path / "out", overlays=False, progress=False)
     assert summary["labels"] == {"LV": 1, "MYO": 2}
-    assert summary["segmentation"]["all"]["LV"]["n_failures"] == summary["segmentation"]["all"]["MYO"]["n_failures"] == 8
+    assert (
+        summary["segmentation"]["all"]["LV"]["n_failures"] == summary["segmentation"]["all"]["MYO"]["n_failures"] == 8
+    )
 
 
 def _dataset_copy(root: Path, dest: Path, sector: dict[str, float]) -> Path:
@@ -287,7 +327,9 @@ def test_empty_acquisition_subsets_have_no_table(tiny, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<h3>standard (" not in html and "<h3>deep_or_wide (" not in html  # no empty table, no repeat of "all"
     assert "Every patient is in the deep_or_wide subset" in html
-    assert "n = 0" not in html and all(group not in ("depth<150mm", "angle>=70deg") for group, _ in _segmentation_rows(html))
+    assert "n = 0" not in html and all(
+        group not in ("depth<150mm", "angle>=70deg") for group, _ in _segmentation_rows(html)
+    )
     patients = _read_csv(tmp_path / "out" / "ef_per_patient.csv")
     assert {r["acquisition_subset"] for r in patients} == {"deep_or_wide"}
 
@@ -304,13 +346,20 @@ def test_uncertainty_maps_are_shown_with_their_scale(tiny, tmp_path):
     preds = _copy_predictions(pred_dir, tmp_path / "pred")
     labels = sorted((root / "labelsTs").glob("*.nii.gz"))
     for label_file in labels[:5]:
-        _write_uncertainty(label_file, preds / label_file.name.replace(".nii.gz", "_uncertainty.nii.gz"),
-                           lambda a: ndimage.gaussian_filter((a == 1).astype(float), 2) * 0.9)
+        _write_uncertainty(
+            label_file,
+            preds / label_file.name.replace(".nii.gz", "_uncertainty.nii.gz"),
+            lambda a: ndimage.gaussian_filter((a == 1).astype(float), 2) * 0.9,
+        )
     summary = evaluate(preds, root, tmp_path / "out", overlays=False, progress=False)
     assert summary["uncertainty"]["gallery"] == "uncertainty.png" and len(summary["uncertainty"]["maps"]) == 4
     assert (tmp_path / "out" / "uncertainty.png").stat().st_size > 10_000
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "<h2>Uncertainty maps</h2>" in html and "src='uncertainty.png'" in html and "from 0 (every sample agrees)" in html
+    assert (
+        "<h2>Uncertainty maps</h2>" in html
+        and "src='uncertainty.png'" in html
+        and "from 0 (every sample agrees)" in html
+    )
     no_maps = evaluate(pred_dir, root, tmp_path / "plain", overlays=False, progress=False)
     assert "uncertainty" not in no_maps and "Uncertainty maps" not in (tmp_path / "plain" / "report.html").read_text()
     bad = labels[0].name.replace(".nii.gz", "_uncertainty.nii.gz")

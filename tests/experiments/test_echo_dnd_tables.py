@@ -21,8 +21,16 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from echogains.data.phantom import make_phantom
 
     root = tmp_path_factory.mktemp("edt") / "nnUNet_raw"
-    return make_phantom(root / edt.DATASET_NAME, n_patients=10, preset="camus-like", layout="nnunet",
-                        labels="lv,myo,la", image_size=(48, 48), seed=3, progress=False)
+    return make_phantom(
+        root / edt.DATASET_NAME,
+        n_patients=10,
+        preset="camus-like",
+        layout="nnunet",
+        labels="lv,myo,la",
+        image_size=(48, 48),
+        seed=3,
+        progress=False,
+    )
 
 
 def copy_labels(dataset: Path, pred: Path) -> Path:
@@ -44,8 +52,10 @@ def perfect_evaluation(phantom: Path) -> Path:
 
 
 def test_tables_from_perfect_predictions(phantom: Path, perfect_evaluation: Path, tmp_path: Path) -> None:
-    records = {arm: {"arm": arm, "training": "copied labels", "timings": {}, "evaluation": str(perfect_evaluation)}
-               for arm in ("full", "gaussian_only", "nnunet")}
+    records = {
+        arm: {"arm": arm, "training": "copied labels", "timings": {}, "evaluation": str(perfect_evaluation)}
+        for arm in ("full", "gaussian_only", "nnunet")
+    }
     out = tmp_path / "out"
     md, results = edt.build_report(out, records)
     for arm, numbers in results["arms"].items():
@@ -79,8 +89,12 @@ def test_argument_validation(tmp_path: Path) -> None:
         edt.make_settings(False, dataset=str(tmp_path / "missing"))
     quick, full = edt.make_settings(True), edt.make_settings(False)
     assert (quick.network_config, quick.image_size, quick.ensemble, quick.device) == ("tiny", 64, 3, "cpu")
-    assert (full.network_config, full.image_size, full.steps, full.nnunet_trainer) == ("paper", 256, 200_000,
-                                                                                        "nnUNetTrainerEcho")
+    assert (full.network_config, full.image_size, full.steps, full.nnunet_trainer) == (
+        "paper",
+        256,
+        200_000,
+        "nnUNetTrainerEcho",
+    )
     work = tmp_path / "work"
     with pytest.raises(EchoDataError, match="separate folders"):
         edt.run(out=str(work / "out"), work=str(work), quick=True, progress=False)
@@ -89,14 +103,14 @@ def test_argument_validation(tmp_path: Path) -> None:
     assert not work.exists()  # nothing written before the arguments are checked
 
 
-def test_resume_skips_finished_steps_and_refuses_other_settings(phantom: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_finished_steps_and_refuses_other_settings(
+    phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = phantom.parent.parent
     settings = edt.make_settings(True, steps=5, n_patients=10, phantom_size=48, seed=3)
     check_resume(work, settings.comparable(), overwrite=False)
     with pytest.raises(EchoDataError, match="other settings"):
-        check_resume(work, edt.make_settings(True, steps=6, n_patients=10, phantom_size=48, seed=3).comparable(),
-                     False)
+        check_resume(work, edt.make_settings(True, steps=6, n_patients=10, phantom_size=48, seed=3).comparable(), False)
 
     def no_bundle(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished step was run again")

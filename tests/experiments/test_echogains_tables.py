@@ -45,8 +45,20 @@ def test_directions_quick_and_full() -> None:
 
 
 def _settings(**kw):
-    base = dict(n_train=None, n_test=None, image_size=None, k=None, sampler=None, trainer=None, ddpm=None,
-                device="cpu", tta=None, test_subset="all", train_dataset=None, test_dataset=None)
+    base = dict(
+        n_train=None,
+        n_test=None,
+        image_size=None,
+        k=None,
+        sampler=None,
+        trainer=None,
+        ddpm=None,
+        device="cpu",
+        tta=None,
+        test_subset="all",
+        train_dataset=None,
+        test_dataset=None,
+    )
     base.update(kw)
     return et.make_settings(True, 0, et.plan_directions(True), **base)
 
@@ -54,14 +66,50 @@ def _settings(**kw):
 def test_settings_defaults_and_bad_values() -> None:
     s = _settings()
     assert (s.mode, s.n_train, s.k, s.sampler, s.trainer, s.tta, s.image_size) == (
-        "quick", 8, 1, "fast", "nnUNetTrainerEchoQuick", False, 64)
-    full = et.make_settings(False, 0, et.plan_directions(False), **{**dict(
-        n_train=None, n_test=None, image_size=None, k=None, sampler=None, trainer=None, ddpm=None, device="cpu",
-        tta=None, test_subset="all", train_dataset=None, test_dataset=None)})
-    assert (full.k, full.sampler, full.trainer, full.image_size, full.tta) == (5, "repaint", "nnUNetTrainerEcho", 256, True)
-    for kw, message in ((dict(n_train=1), "--n_train"), (dict(k=0), "--k"), (dict(sampler="ddim"), "--sampler"),
-                        (dict(device="tpu"), "--device"), (dict(test_subset="val"), "--test_subset"),
-                        (dict(ddpm="/nonexistent/ddpm.pt"), "DDPM weights not found")):
+        "quick",
+        8,
+        1,
+        "fast",
+        "nnUNetTrainerEchoQuick",
+        False,
+        64,
+    )
+    full = et.make_settings(
+        False,
+        0,
+        et.plan_directions(False),
+        **{
+            **dict(
+                n_train=None,
+                n_test=None,
+                image_size=None,
+                k=None,
+                sampler=None,
+                trainer=None,
+                ddpm=None,
+                device="cpu",
+                tta=None,
+                test_subset="all",
+                train_dataset=None,
+                test_dataset=None,
+            )
+        },
+    )
+    assert (full.k, full.sampler, full.trainer, full.image_size, full.tta) == (
+        5,
+        "repaint",
+        "nnUNetTrainerEcho",
+        256,
+        True,
+    )
+    for kw, message in (
+        (dict(n_train=1), "--n_train"),
+        (dict(k=0), "--k"),
+        (dict(sampler="ddim"), "--sampler"),
+        (dict(device="tpu"), "--device"),
+        (dict(test_subset="val"), "--test_subset"),
+        (dict(ddpm="/nonexistent/ddpm.pt"), "DDPM weights not found"),
+    ):
         with pytest.raises(EchoDataError, match=message):
             _settings(**kw)
 
@@ -78,8 +126,16 @@ def test_run_rejects_bad_arguments_before_writing(tmp_path: Path) -> None:
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """A camus-like phantom test set, predictions = its labels, evaluated as the experiment evaluates."""
     root = tmp_path_factory.mktemp("eg")
-    ds = make_phantom(root / "Dataset950_Test", n_patients=6, preset="camus-like", layout="nnunet",
-                      labels="lv,myo", image_size=(48, 48), seed=5, progress=False)
+    ds = make_phantom(
+        root / "Dataset950_Test",
+        n_patients=6,
+        preset="camus-like",
+        layout="nnunet",
+        labels="lv,myo",
+        image_size=(48, 48),
+        seed=5,
+        progress=False,
+    )
     raw = RawDataset(ds)
     pred = root / "pred"
     pred.mkdir()
@@ -101,10 +157,12 @@ def test_tables_from_perfect_predictions(evaluated) -> None:
     seg = summary["segmentation"]
     # the oracle: group sizes from the phantom's own sector records (cases.json), not from the evaluator's CSV
     sectors = [record["sector"] for record in json.loads((ds / "cases.json").read_text()).values()]
-    expected = {"depth<150mm": sum(s["depth_mm"] < 150 for s in sectors),
-                "depth>=150mm": sum(s["depth_mm"] >= 150 for s in sectors),
-                "angle<70deg": sum(s["opening_deg"] < 70 for s in sectors),
-                "angle>=70deg": sum(s["opening_deg"] >= 70 for s in sectors)}
+    expected = {
+        "depth<150mm": sum(s["depth_mm"] < 150 for s in sectors),
+        "depth>=150mm": sum(s["depth_mm"] >= 150 for s in sectors),
+        "angle<70deg": sum(s["opening_deg"] < 70 for s in sectors),
+        "angle>=70deg": sum(s["opening_deg"] >= 70 for s in sectors),
+    }
     assert expected["depth<150mm"] and expected["depth>=150mm"] and expected["angle>=70deg"]  # the data span the cuts
     for name, n in expected.items():
         assert subsets[name]["n"] == n, name
@@ -128,9 +186,11 @@ def test_seeded_rows_intervals_and_resolved_differences(evaluated, tmp_path: Pat
     patients = sorted({r["patient"] for r in rows})
     worse = [dict(r, LV_dice=str(float(r["LV_dice"]) - 0.2)) for r in rows]  # every image 0.2 lower
     one = [dict(r, LV_dice=str(float(r["LV_dice"]) - (0.2 if r["patient"] == patients[0] else 0.0))) for r in rows]
-    per_seed = {"none": {s: (summary, rows) for s in (0, 1, 2)},
-                "depth": {s: (summary, worse) for s in (0, 1, 2)},
-                "tilt": {s: (summary, one) for s in (0, 1, 2)}}
+    per_seed = {
+        "none": {s: (summary, rows) for s in (0, 1, 2)},
+        "depth": {s: (summary, worse) for s in (0, 1, 2)},
+        "tilt": {s: (summary, one) for s in (0, 1, 2)},
+    }
     table = {r["arm_key"]: r for r in et.seeded_table3_rows(per_seed, n_boot=500)}
     assert table["none"]["lv_dice_ci"] == "1.000 [1.000, 1.000]" and "lv_dice_delta" not in table["none"]
     assert table["depth"]["lv_dice_delta_mean"] == pytest.approx(-0.2)

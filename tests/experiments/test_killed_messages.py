@@ -18,8 +18,9 @@ SUICIDE = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
 
 def test_describe_exit_names_the_signal_and_what_to_try():
     assert describe_exit(1) == "exit code 1"
-    assert describe_exit(-9) == ("killed by signal 9 (SIGKILL): probably out of memory; try --accumulate or a smaller "
-                                 "--batch_size")
+    assert describe_exit(-9) == (
+        "killed by signal 9 (SIGKILL): probably out of memory; try --accumulate or a smaller --batch_size"
+    )
     assert describe_exit(137).startswith("exit code 137 = 128 + 9: killed by signal 9 (SIGKILL): probably out of")
     assert describe_exit(-15) == "killed by signal 15 (SIGTERM)"
 
@@ -36,11 +37,15 @@ def test_bundle_runner_reports_a_killed_bundle_command(tmp_path):
     from experiments.echo_dnd_tables import _bundle
 
     config = tmp_path / "die.json"
-    config.write_text(json.dumps({"run": [f"$__import__('os').kill(__import__('os').getpid(), {int(signal.SIGKILL)})"]}))
+    config.write_text(
+        json.dumps({"run": [f"$__import__('os').kill(__import__('os').getpid(), {int(signal.SIGKILL)})"]})
+    )
     with pytest.raises(RuntimeError) as info:
         _bundle(["--config_file", str(config)], tmp_path / "bundle.log")
-    assert str(info.value).startswith("bundle command failed (killed by signal 9 (SIGKILL): probably out of memory; "
-                                      "try --accumulate or a smaller --batch_size)")
+    assert str(info.value).startswith(
+        "bundle command failed (killed by signal 9 (SIGKILL): probably out of memory; "
+        "try --accumulate or a smaller --batch_size)"
+    )
 
 
 def _die() -> None:

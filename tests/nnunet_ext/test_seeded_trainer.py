@@ -26,12 +26,24 @@ def _weights(nn: NnUNet, dataset: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.timeout(600)
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None:
     raw = tmp_path / "nnUNet_raw"
-    dataset = make_phantom(raw / "Dataset931_Seeded", n_patients=4, layout="nnunet", labels="lv,myo",
-                           image_size=(48, 48), seed=5, progress=False)
+    dataset = make_phantom(
+        raw / "Dataset931_Seeded",
+        n_patients=4,
+        layout="nnunet",
+        labels="lv,myo",
+        image_size=(48, 48),
+        seed=5,
+        progress=False,
+    )
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        nn = NnUNet(raw=raw, preprocessed=tmp_path / "pre", results=tmp_path / f"results_{name}", seed=seed,
-                    log_dir=tmp_path / f"logs_{name}")
+        nn = NnUNet(
+            raw=raw,
+            preprocessed=tmp_path / "pre",
+            results=tmp_path / f"results_{name}",
+            seed=seed,
+            log_dir=tmp_path / f"logs_{name}",
+        )
         if name == "a":
             nn.plan_and_preprocess(dataset, verify=False)
         nn.train(dataset, TRAINER, fold=0)

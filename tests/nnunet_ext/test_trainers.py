@@ -56,7 +56,9 @@ def test_nnunet_finds_trainers_through_ext_path(monkeypatch):
     )
     env = {**os.environ, "nnUNet_extTrainer": str(TRAINER_DIR)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert "nnUNetTrainerEcho nnUNetTrainerEcho ['nnUNetTrainerEcho', 'nnUNetTrainerEchoSplits', 'nnUNetTrainer']" in out
+    assert (
+        "nnUNetTrainerEcho nnUNetTrainerEcho ['nnUNetTrainerEcho', 'nnUNetTrainerEchoSplits', 'nnUNetTrainer']" in out
+    )
     assert "nnUNetTrainerEchoSmoke nnUNetTrainerEchoSmoke" in out
 
 

@@ -33,13 +33,13 @@ if str(BUNDLE) not in sys.path:
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from skimage import measure  # noqa: E402
-
-from echogains.utils import atomic_path, atomic_write_json  # noqa: E402
 from scripts import EchoDNDSampler  # noqa: E402
 from scripts.data import ANTIALIAS_SIGMA, from_model_frame, mask_to_input, normalize_intensity, to_model_frame  # noqa: E402
 from scripts.infer import segment_frames  # noqa: E402
 from scripts.train import load_model  # noqa: E402
+from skimage import measure  # noqa: E402
+
+from echogains.utils import atomic_path, atomic_write_json  # noqa: E402
 
 SIZE = 256
 PHANTOM = {"n_patients": 20, "seed": 17, "preset": "camus-like"}
@@ -72,21 +72,34 @@ def real_frames(model, work: Path) -> list[dict]:
     from echogains.data.nnunet import RawDataset
     from echogains.data.phantom import make_phantom
 
-    dataset = RawDataset(make_phantom(work / "Dataset997_Phantom256", layout="nnunet", image_size=(SIZE, SIZE),
-                                      progress=False, **PHANTOM))
+    dataset = RawDataset(
+        make_phantom(
+            work / "Dataset997_Phantom256", layout="nnunet", image_size=(SIZE, SIZE), progress=False, **PHANTOM
+        )
+    )
     lv = dataset.label_value("LV")
     rows = []
     for case in dataset.case_ids("Ts"):
         image, label, spacing = dataset.load(case)
         gt = label == lv
         sampler = _Recording(EchoDNDSampler(**SAMPLER))
-        after, uncertainty = segment_frames(model, sampler, image[None].astype(np.float32),
-                                            torch.Generator().manual_seed(0))
+        after, uncertainty = segment_frames(
+            model, sampler, image[None].astype(np.float32), torch.Generator().manual_seed(0)
+        )
         frame = to_model_frame(normalize_intensity(image), int(model.config.image_size))[1]
         before = from_model_frame(sampler.out["mask"][0], frame, is_label=True) > 0.5
         after = after[0] > 0
-        rows.append({"case": case, "image": image, "gt": gt, "before": before, "after": after,
-                     "uncertainty": uncertainty[0], "spacing": spacing})
+        rows.append(
+            {
+                "case": case,
+                "image": image,
+                "gt": gt,
+                "before": before,
+                "after": after,
+                "uncertainty": uncertainty[0],
+                "spacing": spacing,
+            }
+        )
     return rows
 
 
@@ -102,12 +115,18 @@ def synthetic_ellipses() -> list[dict]:
         f = ((centres[:, None] - top - cy) / ry) ** 2 + ((centres[None, :] - left - cx) / rx) ** 2
         binary = torch.from_numpy((f <= 1.0).astype(np.float32))
         exact = math.pi * (3 * (ry + rx) - math.sqrt((3 * ry + rx) * (ry + 3 * rx)))
-        masks = {"nearest": from_model_frame(binary, frame, is_label=True) > 0.5,
-                 "bilinear_no_antialias": mask_to_input(binary, frame, sigma=0.0),
-                 "smooth": mask_to_input(binary, frame)}
-        out.append({"ellipse_rows_cols_semi_axes_px": [cy, cx, ry, rx],
-                    **{f"roughness_{k}": _perimeter(m) / exact for k, m in masks.items()},
-                    **{f"area_ratio_{k}": float(m.sum()) / (math.pi * ry * rx) for k, m in masks.items()}})
+        masks = {
+            "nearest": from_model_frame(binary, frame, is_label=True) > 0.5,
+            "bilinear_no_antialias": mask_to_input(binary, frame, sigma=0.0),
+            "smooth": mask_to_input(binary, frame),
+        }
+        out.append(
+            {
+                "ellipse_rows_cols_semi_axes_px": [cy, cx, ry, rx],
+                **{f"roughness_{k}": _perimeter(m) / exact for k, m in masks.items()},
+                **{f"area_ratio_{k}": float(m.sum()) / (math.pi * ry * rx) for k, m in masks.items()},
+            }
+        )
     return out
 
 
@@ -136,12 +155,32 @@ def figure(row: dict, path: Path) -> None:
     zoom = ((rr.min() - pad, rr.min() + (rr.max() - rr.min()) // 2), (cc.min() - pad, cc.max() + pad))
     fig = Figure(figsize=(11.0, 3.3), layout="constrained")
     axes = fig.subplots(1, 3)
-    _draw(axes[0], row["image"], row["after"], row["gt"], row["spacing"],
-          f"{row['case']} ({SIZE} x {SIZE} px, network 64 x 64): after")
-    _draw(axes[1], row["image"], row["before"], row["gt"], row["spacing"],
-          f"before: nearest-neighbour upsampling, roughness {row['roughness_before']:.3f}", zoom)
-    _draw(axes[2], row["image"], row["after"], row["gt"], row["spacing"],
-          f"after: STAPLE probability resampled, roughness {row['roughness_after']:.3f}", zoom)
+    _draw(
+        axes[0],
+        row["image"],
+        row["after"],
+        row["gt"],
+        row["spacing"],
+        f"{row['case']} ({SIZE} x {SIZE} px, network 64 x 64): after",
+    )
+    _draw(
+        axes[1],
+        row["image"],
+        row["before"],
+        row["gt"],
+        row["spacing"],
+        f"before: nearest-neighbour upsampling, roughness {row['roughness_before']:.3f}",
+        zoom,
+    )
+    _draw(
+        axes[2],
+        row["image"],
+        row["after"],
+        row["gt"],
+        row["spacing"],
+        f"after: STAPLE probability resampled, roughness {row['roughness_after']:.3f}",
+        zoom,
+    )
     fig.suptitle("Echo-DND LV mask (red, tinted) on the input grid; green: phantom reference", fontsize=9)
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:

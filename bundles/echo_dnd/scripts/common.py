@@ -34,8 +34,17 @@ except ImportError:  # pragma: no cover - the bundle used without the toolkit
         return logging.getLogger(name)
 
 
-__all__ = ["EchoDataError", "get_logger", "gather", "check_image", "check_mask", "timestep_pairs", "bundle_entry",
-           "check_arguments", "ARGUMENT_CHECKS"]
+__all__ = [
+    "EchoDataError",
+    "get_logger",
+    "gather",
+    "check_image",
+    "check_mask",
+    "timestep_pairs",
+    "bundle_entry",
+    "check_arguments",
+    "ARGUMENT_CHECKS",
+]
 
 
 def gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -277,7 +277,9 @@ class EchoDNDConfig:
             if missing:
                 raise ValueError(f"{name} {missing} are not U-Net levels {self.resolutions}")
         if len(self.mfcm_channels) != 4 or len(self.mfcm_modules) != 4 or min(self.mfcm_modules) < 1:
-            raise ValueError("mfcm_channels and mfcm_modules need 4 entries (streams at 1, 1/2, 1/4, 1/8), modules >= 1")
+            raise ValueError(
+                "mfcm_channels and mfcm_modules need 4 entries (streams at 1, 1/2, 1/4, 1/8), modules >= 1"
+            )
         if self.unet_conditioner_blocks < 1 or self.mfcm_blocks < 1:
             raise ValueError("mfcm_blocks and unet_conditioner_blocks must be >= 1")
         if self.num_levels < 2:

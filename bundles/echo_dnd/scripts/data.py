@@ -75,7 +75,7 @@ def to_model_frame(array: np.ndarray, size: int, is_label: bool = False) -> tupl
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     square = np.zeros((side, side), dtype=np.float32)
-    square[top:top + h, left:left + w] = arr
+    square[top : top + h, left : left + w] = arr
     t = torch.from_numpy(square)[None, None]
     if side != size:
         if is_label:
@@ -93,7 +93,7 @@ def from_model_frame(tensor: torch.Tensor, frame: Frame, is_label: bool = True) 
         kwargs = {} if is_label else {"align_corners": False}
         t = F.interpolate(t, size=(frame.side, frame.side), mode=mode, **kwargs)
     h, w = frame.shape
-    return t[0, 0, frame.pad_top:frame.pad_top + h, frame.pad_left:frame.pad_left + w].numpy()
+    return t[0, 0, frame.pad_top : frame.pad_top + h, frame.pad_left : frame.pad_left + w].numpy()
 
 
 def soft_to_input(soft: torch.Tensor | np.ndarray, frame: Frame, sigma: float = ANTIALIAS_SIGMA) -> np.ndarray:
@@ -159,8 +159,9 @@ def augment_batch(
     return image, mask
 
 
-def load_lv_cases(dataset_dir: str, case_ids: list[str] | None, size: int, subset: str = "Tr",
-                  label: str = "LV") -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def load_lv_cases(
+    dataset_dir: str, case_ids: list[str] | None, size: int, subset: str = "Tr", label: str = "LV"
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Load cases of an nnU-Net raw dataset into model-frame tensors ``(N, 1, S, S)`` (image, binary ``label`` mask).
 
     Args:

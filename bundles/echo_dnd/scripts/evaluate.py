@@ -83,6 +83,12 @@ class EchoDNDEvaluation:
         self.inferer.run()
         log.info("evaluating %d case(s) of %s (subset %s)", len(case_ids), dataset.root, subset)
         return evaluate(
-            self.inferer.output_dir, dataset.root, self.out_dir, subset=subset, labels=self.labels,
-            overlays=self.overlays, progress=self.progress, fold=self.inferer.fold,
+            self.inferer.output_dir,
+            dataset.root,
+            self.out_dir,
+            subset=subset,
+            labels=self.labels,
+            overlays=self.overlays,
+            progress=self.progress,
+            fold=self.inferer.fold,
         )

@@ -136,8 +136,11 @@ def _dataset_cases(root: Path, subset: str, fold: int | None) -> list[InferenceC
 
 def _folder_cases(root: Path) -> list[InferenceCase]:
     files = sorted(
-        f for f in root.iterdir()
-        if f.is_file() and not f.name.startswith(".") and _image_suffix(f.name)
+        f
+        for f in root.iterdir()
+        if f.is_file()
+        and not f.name.startswith(".")
+        and _image_suffix(f.name)
         and not case_id_from_name(f.name).endswith("_gt")
     )
     return [InferenceCase(case_id_from_name(f.name), f) for f in files]
@@ -214,8 +217,12 @@ def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
 
 def _nifti_has_nonfinite(path: Path, image: sitk.Image) -> bool:
     """SimpleITK's NIfTI reader turns NaN into 0: read floating-point NIfTI files raw with nibabel to see them."""
-    floating = image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64,
-                                      sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
+    floating = image.GetPixelID() in (
+        sitk.sitkFloat32,
+        sitk.sitkFloat64,
+        sitk.sitkVectorFloat32,
+        sitk.sitkVectorFloat64,
+    )
     if not floating or not path.name.lower().endswith((".nii", ".nii.gz")):
         return False
     import nibabel as nib
@@ -252,9 +259,9 @@ def segment_frames(
     threshold = float(getattr(sampler, "threshold", 0.5))
     masks, uncertainty = [], []
     for start in range(0, len(batch), max(1, batch_size)):
-        out = sampler(model, batch[start:start + batch_size].to(device), generator)
+        out = sampler(model, batch[start : start + batch_size].to(device), generator)
         soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
-        for i, frame in enumerate(maps[start:start + batch_size]):
+        for i, frame in enumerate(maps[start : start + batch_size]):
             masks.append(mask_to_input(soft[i], frame, threshold))
             uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
     masks_array = np.stack(masks)
@@ -383,8 +390,14 @@ class EchoDNDInference:
             "weights_sha256": file_sha256(self.weights) if self.weights and self.weights.is_file() else None,
             "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
             "ablation": getattr(self.model, "ablation", None),
-            "chains": [name for name, on in (("gaussian", getattr(config, "use_gaussian", True)),
-                                              ("bernoulli", getattr(config, "use_bernoulli", True))) if on],
+            "chains": [
+                name
+                for name, on in (
+                    ("gaussian", getattr(config, "use_gaussian", True)),
+                    ("bernoulli", getattr(config, "use_bernoulli", True)),
+                )
+                if on
+            ],
         }
 
     def run(self) -> dict[str, Any]:
@@ -447,8 +460,11 @@ def make_sample_data(
     if (out / "dataset.json").is_file():
         (out / "dataset.json").unlink()  # incomplete until rewritten
     with tempfile.TemporaryDirectory() as tmp:
-        src = RawDataset(make_phantom(Path(tmp) / "Dataset999_EchoDNDSample", n_patients=3, layout="nnunet",
-                                      seed=seed, progress=False))
+        src = RawDataset(
+            make_phantom(
+                Path(tmp) / "Dataset999_EchoDNDSample", n_patients=3, layout="nnunet", seed=seed, progress=False
+            )
+        )
         patient = src.record(src.case_ids("Ts")[0])["patient"]
         cases = [f"{patient}_{view}_{phase}" for phase in ("ED", "ES")]
         for case in cases:
@@ -456,9 +472,14 @@ def make_sample_data(
             _copy_file(src.label_path(case), out / "labelsTs" / f"{case}{src.file_ending}")
         _remove_stale(out, cases, src.file_ending)
         atomic_write_json(out / "cases.json", {c: src.record(c) for c in cases})
-        dataset_json = {**src.dataset_json, "numTraining": 0, "numTest": len(cases), "name": "EchoDNDSample",
-                        "description": f"Echo-DND bundle sample: {patient} {view} ED/ES of the echogains phantom "
-                                       f"(camus-like preset, seed {seed}); scripts.infer.make_sample_data"}
+        dataset_json = {
+            **src.dataset_json,
+            "numTraining": 0,
+            "numTest": len(cases),
+            "name": "EchoDNDSample",
+            "description": f"Echo-DND bundle sample: {patient} {view} ED/ES of the echogains phantom "
+            f"(camus-like preset, seed {seed}); scripts.infer.make_sample_data",
+        }
         atomic_write_json(out / "dataset.json", dataset_json)  # written last: marks the sample complete
     log.info("wrote sample data %s (%s)", out, ", ".join(cases))
     return out

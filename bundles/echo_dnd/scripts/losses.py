@@ -37,14 +37,16 @@ __all__ = ["EchoDNDLoss", "training_losses", "build_processes", "draw_noise"]
 def build_processes(config: EchoDNDConfig) -> tuple[GaussianDiffusion, BernoulliDiffusion]:
     """The Gaussian and Bernoulli processes of a configuration (same T and beta schedule)."""
     args = config.schedule_args()
-    gaussian = GaussianDiffusion(variance_interp=config.variance_interp, prediction_type=config.gaussian_prediction,
-                                 **args)
+    gaussian = GaussianDiffusion(
+        variance_interp=config.variance_interp, prediction_type=config.gaussian_prediction, **args
+    )
     bernoulli = BernoulliDiffusion(**args)
     return gaussian, bernoulli
 
 
-def draw_noise(config: EchoDNDConfig, shape: tuple[int, ...], generator: torch.Generator | None = None
-               ) -> dict[str, torch.Tensor]:
+def draw_noise(
+    config: EchoDNDConfig, shape: tuple[int, ...], generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """The random draws of one training batch of masks of ``shape`` ``(B, 1, H, W)``, in the order the loss draws them.
 
     ``t`` ``(B,)`` uniform over 0..T-1, ``eps`` (Gaussian noise) and ``uniform`` (for the Bernoulli draw), both of
@@ -81,7 +83,11 @@ class EchoDNDLoss(nn.Module):
         return self._processes[1], self._processes[2]
 
     def forward(
-        self, model: nn.Module, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None,
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
         noise: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Sample t and the noises, run the model once, return each term, their weights' sum ``total``.

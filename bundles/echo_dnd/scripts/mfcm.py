@@ -255,12 +255,12 @@ class UNetConditioner(nn.Module):
             nn.Identity() if i == 0 else nn.Sequential(_conv(c[i - 1], c[i], 3, 2), group_norm(c[i], groups), nn.SiLU())
             for i in range(len(c))
         )
-        self.encoder = nn.ModuleList(
-            nn.Sequential(*[ConvResBlock(ci, ci, groups) for _ in range(blocks)]) for ci in c
-        )
+        self.encoder = nn.ModuleList(nn.Sequential(*[ConvResBlock(ci, ci, groups) for _ in range(blocks)]) for ci in c)
         self.up = nn.ModuleList(_conv(c[i + 1], c[i], 1) for i in range(len(c) - 1))
         self.decoder = nn.ModuleList(
-            nn.Sequential(ConvResBlock(2 * c[i], c[i], groups), *[ConvResBlock(c[i], c[i], groups) for _ in range(blocks - 1)])
+            nn.Sequential(
+                ConvResBlock(2 * c[i], c[i], groups), *[ConvResBlock(c[i], c[i], groups) for _ in range(blocks - 1)]
+            )
             for i in range(len(c) - 1)
         )
         #: activation checkpointing of each encoder and decoder level

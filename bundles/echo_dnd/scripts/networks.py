@@ -69,7 +69,9 @@ class Condition:
         return Condition(self.image.repeat_interleave(n, 0), [f.repeat_interleave(n, 0) for f in self.features])
 
 
-def sinusoidal_position_2d(height: int, width: int, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def sinusoidal_position_2d(
+    height: int, width: int, channels: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Fixed 2-D sine/cosine position codes, ``(height * width, channels)``; a quarter of the channels per sin/cos x/y."""
     quarter = channels // 4
     if quarter == 0:
@@ -222,8 +224,11 @@ class NoiseEstimationUNet(DiffusionModelUNet):
             n = len(block.resnets)
             residuals, skips = skips[-n:], skips[:-n]
             h = maybe_checkpoint(
-                ckpt, lambda hh, res, e, b=block: b(hidden_states=hh, res_hidden_states_list=res, temb=e, context=None),
-                h, residuals, emb,
+                ckpt,
+                lambda hh, res, e, b=block: b(hidden_states=hh, res_hidden_states_list=res, temb=e, context=None),
+                h,
+                residuals,
+                emb,
             )
         return maybe_checkpoint(ckpt, self.out, h)
 

@@ -207,7 +207,9 @@ class SegmentationWrapper(nn.Module):
         output: which sampler output to return (``mask``, ``prob``, ``uncertainty``).
     """
 
-    def __init__(self, model: nn.Module, sampler: EchoDNDSampler | None = None, seed: int = 0, output: str = "mask") -> None:
+    def __init__(
+        self, model: nn.Module, sampler: EchoDNDSampler | None = None, seed: int = 0, output: str = "mask"
+    ) -> None:
         super().__init__()
         if output not in ("mask", "prob", "uncertainty", "scc"):
             raise ValueError(f"output must be mask, prob, uncertainty or scc, got {output!r}")

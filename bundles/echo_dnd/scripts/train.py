@@ -50,8 +50,16 @@ from .losses import EchoDNDLoss, draw_noise
 from .networks import EchoDND
 from .sampler import EchoDNDSampler
 
-__all__ = ["EchoDNDTrainer", "atomic_torch_save", "check_ablation", "load_model", "dice_score", "resolve_precision",
-           "PRECISIONS", "OOM_HINT"]
+__all__ = [
+    "EchoDNDTrainer",
+    "atomic_torch_save",
+    "check_ablation",
+    "load_model",
+    "dice_score",
+    "resolve_precision",
+    "PRECISIONS",
+    "OOM_HINT",
+]
 
 #: What to try when a process runs out of memory (the kernel kills it with signal 9).
 OOM_HINT = "probably out of memory; try --accumulate or a smaller --batch_size"
@@ -72,11 +80,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         raise EchoDataError(path, "model weights not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as err:
         text = str(err)
         if "WeightsUnpickler error:" in text:  # torch's advice around it (weights_only=False) is not for a bad file
-            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
-                           if line.strip()), "")
+            detail = next(
+                (line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()), ""
+            )
             text = f"not a torch.save file of tensors and plain values: {detail}"
         raise EchoDataError(path, f"cannot read model weights ({' '.join(text.split())})") from err
     if not isinstance(state, dict) or "config" not in state:
@@ -276,7 +285,9 @@ class EchoDNDTrainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # ablations switch off terms/chains: their parameters then get no gradient
-            partial = set(self.config.loss_terms) != set(LOSS_TERMS) or not (self.config.use_gaussian and self.config.use_bernoulli)
+            partial = set(self.config.loss_terms) != set(LOSS_TERMS) or not (
+                self.config.use_gaussian and self.config.use_bernoulli
+            )
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=partial)
 
     def state_dict(self) -> dict[str, Any]:
@@ -297,8 +308,12 @@ class EchoDNDTrainer:
 
     def _training_settings(self) -> dict[str, Any]:
         """What decides the samples and arithmetic of a step besides the configuration (checked on resume)."""
-        return {"batch_size": self.batch_size, "accumulate": self.accumulate, "precision": self.precision,
-                "world_size": self.world}
+        return {
+            "batch_size": self.batch_size,
+            "accumulate": self.accumulate,
+            "precision": self.precision,
+            "world_size": self.world,
+        }
 
     def _resume(self) -> None:
         path = self.output_dir / "checkpoint.pt"
@@ -315,17 +330,31 @@ class EchoDNDTrainer:
         self.step = int(state["step"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        saved_training = state.get("training", {"batch_size": self.batch_size, "accumulate": 1, "precision": "fp32",
-                                                "world_size": len(state.get("rng") or [0])})
+        saved_training = state.get(
+            "training",
+            {
+                "batch_size": self.batch_size,
+                "accumulate": 1,
+                "precision": "fp32",
+                "world_size": len(state.get("rng") or [0]),
+            },
+        )
         if saved_training != self._training_settings():
-            log.warning("checkpoint was trained with %s, this run has %s: the continuation differs from an "
-                        "uninterrupted run", saved_training, self._training_settings())
+            log.warning(
+                "checkpoint was trained with %s, this run has %s: the continuation differs from an uninterrupted run",
+                saved_training,
+                self._training_settings(),
+            )
         # random states are per rank: rank r continues from its own saved states (checkpoints before the "rng"
         # list held rank 0's generators only)
         saved = state.get("rng") or [{"data_gen": state["data_gen"], "noise_gen": state["noise_gen"]}]
         if len(saved) != self.world:
-            log.warning("checkpoint holds the random states of %d process(es), this run has %d: resume is not exact "
-                        "(ranks without a saved state are seeded from the seed, rank and step)", len(saved), self.world)
+            log.warning(
+                "checkpoint holds the random states of %d process(es), this run has %d: resume is not exact "
+                "(ranks without a saved state are seeded from the seed, rank and step)",
+                len(saved),
+                self.world,
+            )
         if self.rank < len(saved):
             self._set_rng_state(saved[self.rank])
         else:
@@ -355,8 +384,13 @@ class EchoDNDTrainer:
             "noise_gen": self.noise_gen.get_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "numpy": {
+                "name": str(name),
+                "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
             "python": random.getstate(),
         }
 
@@ -391,8 +425,10 @@ class EchoDNDTrainer:
         if self.rank != 0:
             return
         atomic_torch_save({**self.state_dict(), "rng": rng}, self.output_dir / "checkpoint.pt")
-        atomic_torch_save({"config": self.config.to_dict(), "state_dict": self.ema.state_dict(),
-                           "ablation": self.ablation}, self.output_dir / "model.pt")
+        atomic_torch_save(
+            {"config": self.config.to_dict(), "state_dict": self.ema.state_dict(), "ablation": self.ablation},
+            self.output_dir / "model.pt",
+        )
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -411,8 +447,8 @@ class EchoDNDTrainer:
         gen = torch.Generator().manual_seed(self.seed)
         scores = []
         for i in range(0, len(self.val_images), 8):
-            out = sampler(self.ema, self.val_images[i:i + 8].to(self.device), gen)
-            scores.append(dice_score(out["mask"].cpu(), self.val_masks[i:i + 8]))
+            out = sampler(self.ema, self.val_images[i : i + 8].to(self.device), gen)
+            scores.append(dice_score(out["mask"].cpu(), self.val_masks[i : i + 8]))
         return float(torch.cat(scores).mean())
 
     def _log(self, row: dict[str, Any]) -> None:
@@ -447,8 +483,12 @@ class EchoDNDTrainer:
             last = k == n - 1
             with self.net.no_sync() if self.distributed and not last else contextlib.nullcontext():
                 with self._autocast():
-                    losses = loss_fn(self.net, image[part].to(self.device), mask[part].to(self.device),
-                                     noise={key: v[part] for key, v in noise.items()})
+                    losses = loss_fn(
+                        self.net,
+                        image[part].to(self.device),
+                        mask[part].to(self.device),
+                        noise={key: v[part] for key, v in noise.items()},
+                    )
                 self.scaler.scale(losses["total"] / n).backward()
             for key, v in losses.items():
                 if key != "timesteps":
@@ -481,8 +521,10 @@ class EchoDNDTrainer:
                 if not self.distributed:
                     raise
                 # a collective failed: most often another rank died (torchrun names its signal: 9 = killed)
-                raise RuntimeError(f"rank {self.rank}, step {self.step + 1}: {err}\n(if another process of this run "
-                                   f"was killed by signal 9 (SIGKILL): {OOM_HINT})") from err
+                raise RuntimeError(
+                    f"rank {self.rank}, step {self.step + 1}: {err}\n(if another process of this run "
+                    f"was killed by signal 9 (SIGKILL): {OOM_HINT})"
+                ) from err
             self.step += 1
             self._update_ema()
             for k, v in losses.items():
@@ -493,8 +535,12 @@ class EchoDNDTrainer:
             last = self.step == self.steps
             if self.val_every and (self.step % self.val_every == 0 or last) and self.rank == 0:
                 n = self.step % self.val_every or self.val_every
-                row = {"step": self.step, **{k: v / n for k, v in acc.items()}, "val_dice": self.validate(),
-                       "seconds": round(time.perf_counter() - t0, 1)}
+                row = {
+                    "step": self.step,
+                    **{k: v / n for k, v in acc.items()},
+                    "val_dice": self.validate(),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
                 self._log(row)
                 log.info("step %d: %s", self.step, row)
                 acc = {}
