@@ -49,7 +49,8 @@ def _run_model(model: str, avi: Path, out: Path, threads: int, model_path: Path 
     code = (
         f"import torch, time; torch.set_num_threads({threads}); t0 = time.perf_counter();"
         "from echogains.analysis import analyze;"
-        f"r = analyze({str(avi)!r}, {str(out)!r}, model={model!r}, model_path={str(model_path) if model_path else None!r},"
+        f"r = analyze({str(avi)!r}, {str(out)!r}, model={model!r},"
+        f" model_path={str(model_path) if model_path else None!r},"
         " views='4CH', progress=False);"
         "import json; print('RESULT', json.dumps({'inner_s': time.perf_counter() - t0, 'record': r}))"
     )

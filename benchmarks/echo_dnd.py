@@ -54,13 +54,16 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
 from echogains.utils import EchoDataError, atomic_write_json, get_logger  # noqa: E402
+
+if TYPE_CHECKING:
+    from scripts import EchoDNDConfig
 
 __all__ = [
     "Profile",
@@ -161,7 +164,7 @@ def matmul_peak(size: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
 
 
 # --- one network evaluation ------------------------------------------------------------------------------------
-def _config(name: str):
+def _config(name: str) -> EchoDNDConfig:
     from scripts import EchoDNDConfig
 
     return EchoDNDConfig.paper() if name == "paper" else EchoDNDConfig.tiny(64)

@@ -16,8 +16,9 @@ Measures, and writes as one JSON file (atomically):
    its GFLOP per evaluation and the implied hours per image on this machine;
 3. ``expand_dataset`` throughput (augmented images per minute, wall clock) with one shard and with two shard
    processes started together (each process gets ``--threads`` threads);
-4. peak resident memory (VmHWM of a fresh process; see ``echogains_expansion._peak_rss_bytes``) of ``expand_dataset`` on 10 and 100
-   source cases (``--quick``: ``--no-repaint``): the expander streams work groups, so it should not grow with them.
+4. peak resident memory (VmHWM of a fresh process; see ``echogains_expansion._peak_rss_bytes``) of
+   ``expand_dataset`` on 10 and 100 source cases (``--quick``: ``--no-repaint``): the expander streams work groups,
+   so it should not grow with them.
 
 Machine-independent ratios (fast / full time, 2-shard / 1-shard throughput, mem100 / mem10) are printed and stored.
 """

@@ -23,7 +23,8 @@ Each sampler runs the repository's own code (:func:`echogains.augment.repaint.re
 respacing and :class:`echogains.ddpm.diffusion.GaussianDiffusion`, on the paper's T = 4000 cosine process) with the
 oracle in place of the network, on ``n_images`` conditioning images (known pixels drawn from the model, seeded) x
 ``n_samples`` samples each, in one batch (float32 sampler state, the oracle in float64), without clipping the
-predicted x_0 (the oracle is exact; clipping is a network-side safeguard). Metrics over the unknown pixels, averaged over the conditioning images:
+predicted x_0 (the oracle is exact; clipping is a network-side safeguard). Metrics over the unknown pixels,
+averaged over the conditioning images:
 
 - ``mean_error``: RMS of (sample mean - m) / sqrt(diag C), in conditional standard deviations. Its Monte-Carlo
   floor is 1 / sqrt(n_samples) (``floor.mean_error``; the exact conditional sampler's own value is reported too);
@@ -169,7 +170,10 @@ def pair_model(sigma: float = 0.5, rho: float = 0.95, known_z: float = 1.0) -> G
 
 
 def field_model(size: int = 8, sigma: float = 0.3, length: float = 1.5, nugget: float = 1e-3) -> GaussianImageModel:
-    """An ``size`` x ``size`` Gaussian field (squared-exponential covariance); right 3 columns and bottom 2 rows unknown."""
+    """An ``size`` x ``size`` Gaussian field (squared-exponential covariance).
+
+    The right 3 columns and the bottom 2 rows are unknown.
+    """
     rows, cols = np.mgrid[0:size, 0:size]
     pts = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.float64)
     dist2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
@@ -342,7 +346,10 @@ def run_sampler(
 
 
 def measure(cond: Conditioning, samples: np.ndarray) -> dict[str, float]:
-    """Conditional-mean, -variance and -covariance errors of ``samples`` (n_images, n, d_u) against the exact N(m, C)."""
+    """Conditional-mean, -variance and -covariance errors of ``samples`` (n_images, n, d_u).
+
+    Measured against the exact N(m, C).
+    """
     var = np.diag(cond.cov)
     m_hat = samples.mean(axis=1)
     v_hat = samples.var(axis=1, ddof=1)

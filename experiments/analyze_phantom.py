@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 from echogains.analysis import analyze
 from echogains.analysis.cycles import Beat, detect_beats
-from echogains.analysis.volumes import beat_volumes, loop_summary, measure_loop
+from echogains.analysis.volumes import LoopCurves, beat_volumes, loop_summary, measure_loop
 from echogains.data.phantom import make_phantom
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
 from experiments.common import machine, markdown_table
@@ -72,7 +72,9 @@ def _agreement(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int 
     }
 
 
-def _curves_and_beats(result: Mapping[str, Any], out: Path, curves_truth: Mapping[str, Any]):
+def _curves_and_beats(
+    result: Mapping[str, Any], out: Path, curves_truth: Mapping[str, Any]
+) -> tuple[dict[str, LoopCurves], dict[str, list[Beat]], dict[str, list[Beat]]]:
     """Per view: the curves of the written masks, the beats the CURRENT detection finds on them, the true beats.
 
     Segmenting is the costly step and is cached; measuring and detecting are redone here, so that a change of the

@@ -754,9 +754,10 @@ def run(
         out: results folder (markdown, JSON, PNG only).
         work: working folder (phantom, nnU-Net folders, checkpoints, predictions, evaluations).
         quick: CPU settings: 60-patient 64 px phantom, tiny network at 64 px, 400 steps, lr 2e-4, 10 DDIM steps,
-            ensemble 3 (STAPLE of 6 masks), ``nnUNetTrainerEchoQuick`` without TTA, arms full/gaussian_only/bernoulli_only/
-            unet_conditioner/nnunet/demo_weights. Otherwise the paper's: ``paper`` network at 256 px, 200k steps,
-            lr 5e-5, 10 DDIM steps, ensemble 5, ``nnUNetTrainerEcho`` with TTA, every ablation, ``cuda``.
+            ensemble 3 (STAPLE of 6 masks), ``nnUNetTrainerEchoQuick`` without TTA, arms
+            full/gaussian_only/bernoulli_only/unet_conditioner/nnunet/demo_weights. Otherwise the paper's: ``paper``
+            network at 256 px, 200k steps, lr 5e-5, 10 DDIM steps, ensemble 5, ``nnUNetTrainerEcho`` with TTA, every
+            ablation, ``cuda``.
         seed: phantom, training and sampling seed.
         dataset: an nnU-Net raw dataset (e.g. CAMUS from ``echogains convert-camus``) instead of the phantom; its
             fold 0 trains, its ``imagesTs``/``labelsTs`` test.

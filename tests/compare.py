@@ -86,7 +86,10 @@ def assert_same_file(a: Path, b: Path) -> None:
 
 
 def assert_same_tree(a: Path, b: Path) -> None:
-    """The same relative file names under ``a`` and ``b``, each pair with the same content (:func:`assert_same_file`)."""
+    """The same relative file names under ``a`` and ``b``.
+
+    Each pair with the same content (:func:`assert_same_file`).
+    """
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b

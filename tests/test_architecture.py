@@ -338,7 +338,9 @@ def test_layering_violation_found_at_any_depth(tmp_path) -> None:
         {
             "pkg/__init__.py": "",
             "pkg/data/__init__.py": "",
-            "pkg/data/phantom.py": "def volume():\n    from pkg.evaluation.clinical import simpson\n    return simpson\n",
+            "pkg/data/phantom.py": (
+                "def volume():\n    from pkg.evaluation.clinical import simpson\n    return simpson\n"
+            ),
             "pkg/data/runner.py": "import importlib\nplugin = importlib.import_module('nnunet_ext.trainers')\n",
             "pkg/evaluation/__init__.py": "",
             "pkg/evaluation/clinical.py": "simpson = 1\n",
@@ -359,7 +361,9 @@ def test_size_limits(tmp_path) -> None:
         tmp_path,
         {
             "pkg/ok.py": f"@decorator\ndef fits():\n{body}",
-            "pkg/long.py": f"class A:\n    def too_long(self):\n    {body.replace(chr(10), chr(10) + '    ')}    y = 0\n",
+            "pkg/long.py": (
+                f"class A:\n    def too_long(self):\n    {body.replace(chr(10), chr(10) + '    ')}    y = 0\n"
+            ),
             "pkg/big.py": "\n" * 701,
             "pkg/tests/huge_test.py": "\n" * 800,  # tests are exempt
             "build/lib/big.py": "\n" * 800,

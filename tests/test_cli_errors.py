@@ -132,7 +132,7 @@ def test_converter_wrong_argument(data, tmp_path, capfd, command, flag, value) -
     assert not (tmp_path / "Dataset565_X").exists()
 
 
-# --- verify-dataset: a missing folder or a bad argument is exit 2, a broken dataset is a finding (exit 1) ---------------
+# --- verify-dataset: a missing folder or a bad argument is exit 2, a broken dataset is a finding (exit 1) ---
 def test_verify_missing_dataset_and_wrong_argument(data, tmp_path, capfd) -> None:
     code, err = run_cli(["verify-dataset", str(tmp_path / "nowhere")], capfd)
     assert_one_line_error(code, err, 2, "nowhere")

@@ -230,7 +230,7 @@ def test_phantom_dicom_layout_and_truth(tmp_path: Path) -> None:
     curves = json.loads((out / "phantom_curves.json").read_text())["loops"]
     truth = json.loads((out / "phantom_truth.json").read_text())["patients"]
     assert sorted(curves) == ["patient0001_2CH", "patient0001_4CH", "patient0002_2CH", "patient0002_4CH"]
-    for name, loop in curves.items():
+    for _name, loop in curves.items():
         ds = pydicom.dcmread(str(out / loop["file"]))
         region = ds.SequenceOfUltrasoundRegions[0]
         spacing = truth[loop["patient"]]["dicom"][loop["view"]]["spacing_mm"]

@@ -236,7 +236,10 @@ def test_small_helpers() -> None:
 
 # --- the shipped sample data is what the committed command writes ------------------------------------------------
 def test_sample_data_is_reproduced_by_its_command(tmp_path: Path) -> None:
-    """Committed files against regenerated ones on this CPU: labels exact, floats (JSON, intensities) within tolerance."""
+    """Committed files against regenerated ones on this CPU.
+
+    Labels exact, floats (JSON, intensities) within tolerance.
+    """
     shipped = BUNDLE / "sample_data"
     make_sample_data(tmp_path / "sample")
     assert len(list((shipped / "imagesTs").iterdir())) == 2

@@ -74,7 +74,9 @@ def test_checkpointing_gives_the_same_gradients(ablation):
     for checkpointing in (False, True):
         model = EchoDND(config).set_checkpointing(checkpointing)
         count = [0]
-        with torch.autograd.graph.saved_tensors_hooks(lambda x: count.__setitem__(0, count[0] + 1) or x, lambda x: x):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda x, count=count: count.__setitem__(0, count[0] + 1) or x, lambda x: x
+        ):
             EchoDNDLoss()(model, image, mask, noise=noise)
         saved.append(count[0])
     assert saved[1] < saved[0] / 3, saved

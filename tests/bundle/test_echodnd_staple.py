@@ -14,7 +14,7 @@ def _raters(seed: int, n_raters: int, shape: tuple[int, ...] = (48, 40)) -> list
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     truth = (yy - shape[0] / 2) ** 2 / 150 + (xx - shape[1] / 2) ** 2 / 90 < 1
     raters = []
-    for j in range(n_raters):
+    for _j in range(n_raters):
         flip = rng.random(shape) < rng.uniform(0.02, 0.25)
         shifted = np.roll(truth, rng.integers(-2, 3), axis=0)
         raters.append((shifted ^ flip).astype(np.uint8))

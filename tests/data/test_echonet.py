@@ -80,7 +80,7 @@ def test_file_names_with_and_without_avi_join() -> None:
 # ------------------------------------------------------------------------------------------------
 def test_conversion_picks_traced_frames_splits_and_records(tmp_path: Path) -> None:
     specs = F.default_videos()
-    src = F.write_echonet(tmp_path / "EchoNet-Dynamic", specs)
+    F.write_echonet(tmp_path / "EchoNet-Dynamic", specs)
     out = convert_echonet(tmp_path, tmp_path / "Dataset601_EchoNet", progress=False)  # src one level above
 
     assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "LV": 1}
@@ -172,7 +172,8 @@ def _frame_size_disagrees(src: Path) -> tuple[str, str]:
     )
     return (
         "0XBAD0.avi",
-        f"frames are {F.ECHONET_SIZE} x {F.ECHONET_SIZE} .* FrameHeight {F.ECHONET_SIZE + 8}, FrameWidth {F.ECHONET_SIZE}",
+        f"frames are {F.ECHONET_SIZE} x {F.ECHONET_SIZE} .*"
+        f" FrameHeight {F.ECHONET_SIZE + 8}, FrameWidth {F.ECHONET_SIZE}",
     )
 
 
@@ -251,7 +252,7 @@ def test_phantom_echonet_layout_converts(tmp_path: Path) -> None:
     records = _cases(out)
     assert set(records) == {f"{name}_4CH_{phase}" for name in truth for phase in ("ED", "ES")}
     for name, t in truth.items():
-        ed, es = records[f"{name}_4CH_ED"], records[f"{name}_4CH_ES"]
+        ed = records[f"{name}_4CH_ED"]
         # the phantom lists the ES tracing first: ED/ES must come from the traced areas, not the row order
         assert ed["frames"] == {"ED": t["echonet"]["ed_frame"], "ES": t["echonet"]["es_frame"]}
         assert ed["reference"]["ef_pct"] == pytest.approx(t["truth"]["ef_pct"], abs=1e-3)

@@ -91,7 +91,9 @@ def test_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         net = build_network(CFG, checkpointing=checkpointing)
         count = [0]
-        with torch.autograd.graph.saved_tensors_hooks(lambda x: count.__setitem__(0, count[0] + 1) or x, lambda x: x):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda x, count=count: count.__setitem__(0, count[0] + 1) or x, lambda x: x
+        ):
             net(x0, t)
         saved.append(count[0])
     assert saved[1] < saved[0] / 2, saved

@@ -86,7 +86,10 @@ def test_raw_dataset_folder_refuses_a_missing_nnunet_raw(tmp_path):
 
 @pytest.mark.parametrize("raw", [None, "missing"])
 def test_echo_trainer_split_without_the_raw_dataset_is_an_error_not_a_random_split(tmp_path, monkeypatch, raw):
-    """``do_split`` of the Echo trainers: no silent fallback to nnU-Net's random 5 folds (they leak augmented copies)."""
+    """``do_split`` of the Echo trainers: no silent fallback to nnU-Net's random 5 folds.
+
+    (They leak augmented copies.)
+    """
     from types import SimpleNamespace
 
     from echogains.utils import EchoDataError
