@@ -9,7 +9,8 @@ edge goes to the longest known module the import names (``from echogains.data im
 
 The checks (a)-(e): no import cycle, ``echogains`` imports neither the plugin nor the bundle, ``echogains.data``
 imports neither ``echogains.evaluation`` nor ``echogains.augment``, no file over 700 lines outside tests, no function
-over 80 lines (``end_lineno - lineno + 1`` of the ``def``, decorators excluded).
+over 80 lines of body (the first statement after the docstring to the last line: ``ruff format`` puts one parameter
+per line in a signature that does not fit on one, and a docstring documenting each argument is not complexity).
 """
 
 from __future__ import annotations
@@ -212,12 +213,16 @@ def oversized_files(files: list[Path], limit: int = MAX_FILE_LINES) -> list[tupl
 
 
 def long_functions(files: list[Path], limit: int = MAX_FUNCTION_LINES) -> list[tuple[Path, int, str, int]]:
-    """(file, line, name, lines) of every function or method longer than ``limit`` lines, nested ones included."""
+    """(file, line, name, lines) of every function or method whose body is longer than ``limit`` lines (nested ones
+    included); the body runs from the first statement after the docstring to the function's last line."""
     found = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                length = node.end_lineno - node.lineno + 1  # the def line to the last line; decorators excluded
+                body = node.body
+                if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    body = body[1:]  # the docstring
+                length = node.end_lineno - body[0].lineno + 1
                 if length > limit:
                     found.append((path, node.lineno, node.name, length))
     return found
@@ -356,11 +361,11 @@ def test_layering_violation_found_at_any_depth(tmp_path) -> None:
 
 
 def test_size_limits(tmp_path) -> None:
-    body = "".join(f"    x{i} = {i}\n" for i in range(79))  # def line + 79 = 80 lines: allowed
+    body = "".join(f"    x{i} = {i}\n" for i in range(80))  # 80 lines of body: allowed
     _package(
         tmp_path,
         {
-            "pkg/ok.py": f"@decorator\ndef fits():\n{body}",
+            "pkg/ok.py": f'@decorator\ndef fits(\n    a,\n    b,\n):\n    """Long\n\n    docstring.\n    """\n{body}',
             "pkg/long.py": (
                 f"class A:\n    def too_long(self):\n    {body.replace(chr(10), chr(10) + '    ')}    y = 0\n"
             ),
