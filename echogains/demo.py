@@ -123,7 +123,8 @@ def _loops_section(root: Path, record: dict | None) -> str:
             f"{loop['ef_pct']:.1f} % (95 % interval from the diffusion samples {interval}); {videos}</p>{imgs}"
         )
     return (
-        "<h2>Echo loops: <code>echogains analyze</code></h2><p>One phantom patient's A2C and A4C multi-frame ultrasound "
+        "<h2>Echo loops: <code>echogains analyze</code></h2><p>One phantom patient's A2C and A4C "
+        "multi-frame ultrasound "
         "DICOM loops, every frame segmented by Echo-DND, ED/ES per beat from the volume curve, Simpson biplane EF. "
         '<a href="analyze/report.html">analyze report</a> (masks, curves, overlay videos).</p>' + "".join(parts)
     )
@@ -284,7 +285,7 @@ def _start_beside(
                 stage(f"nnU-Net train ({trainer})", nn.train, dataset, trainer, 0)
             if analyze_loops is not None:
                 loop_record.update(stage("analyze (DICOM loops)", _analyze_loops, *analyze_loops))
-        except BaseException as err:  # re-raised in the main thread
+        except BaseException as err:  # noqa: BLE001 -- deliberate: any failure (even KeyboardInterrupt) is re-raised in the main thread
             errors.append(err)
 
     thread = threading.Thread(target=beside, name="beside", daemon=True)

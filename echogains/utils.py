@@ -194,7 +194,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def round_float(value: float, digits: int = FLOAT_DIGITS) -> float | None:
+def round_float(value: float | np.floating, digits: int = FLOAT_DIGITS) -> float | None:
     """``value`` rounded to ``digits`` significant digits; ``None`` for NaN and infinities (JSON has neither)."""
     value = float(value)
     if not math.isfinite(value):

@@ -15,9 +15,9 @@ linear interpolation):
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
 4. on a clean curve (frame-to-frame noise, 1.4826 MAD of the residual from the median, below 2 % of the curve's
    range), each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
-   spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard deviations,
-   1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its median
-   than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
+   spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard
+   deviations, 1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its
+   median than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
    asymmetric extremum (fast systole, slow diastole) by up to a frame toward the slower side (a wider parabola
    fit was tried and biased the frames by 1-2 frames on the exact curves); on a noisy curve the smoothed curve's
    extremum within +-1 frame is kept (the raw values' noise moves their extremum by more than that bias);

@@ -46,7 +46,8 @@ def plot_curves(
     title: str,
     truth_volume: np.ndarray | None = None,
 ) -> Path:
-    """Area and volume curves with the detected ED/ES frames (``curves``: :class:`~echogains.analysis.volumes.LoopCurves`)."""
+    """Area and volume curves with the detected ED/ES frames
+    (``curves``: :class:`~echogains.analysis.volumes.LoopCurves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +151,8 @@ def _patient_section(root: Path, result: Mapping[str, Any]) -> str:
     unit = result["units"]["volume"]
     rows = "".join(
         f"<tr><td>{b['beat'] + 1}</td><td>{html.escape(str(b['frames']))}</td><td>{_fmt(b['edv'])}</td>"
-        f"<td>{_fmt(b['esv'])}</td><td>{_fmt(b['ef_pct'])}</td><td>{_interval_text(b['ef_low_pct'], b['ef_high_pct'])}</td></tr>"
+        f"<td>{_fmt(b['esv'])}</td><td>{_fmt(b['ef_pct'])}</td>"
+        f"<td>{_interval_text(b['ef_low_pct'], b['ef_high_pct'])}</td></tr>"
         for b in result["beats"]
     )
     images, links = "", ""

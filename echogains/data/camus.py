@@ -311,7 +311,8 @@ def detect_camus_layout(src: str | os.PathLike) -> CamusLayout:
     if release is None:
         raise EchoDataError(
             src,
-            "not a CAMUS folder: expected database_nifti/ or training/ or patientXXXX folders with .nii.gz or .mhd files",
+            "not a CAMUS folder: expected database_nifti/ or training/ or patientXXXX folders "
+            "with .nii.gz or .mhd files",
         )
     return CamusLayout(release, src, src.parent, _split_dir(src.parent))
 

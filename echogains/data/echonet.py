@@ -1,4 +1,5 @@
-"""EchoNet-Dynamic converter: traced ED/ES frames of each video into an nnU-Net raw dataset (``echogains convert-echonet``).
+"""EchoNet-Dynamic converter: traced ED/ES frames of each video into an nnU-Net raw dataset
+(``echogains convert-echonet``).
 
 Source layout (the EchoNet-Dynamic release, Ouyang et al., Nature 2020)::
 
@@ -28,8 +29,8 @@ folds and no ``splits_final.json`` (a warning says that training needs 2).
 
 Everything is validated before anything is written: each video is decoded to its end and must give
 ``NumberOfFrames`` frames of ``FrameHeight`` x ``FrameWidth`` (a truncated AVI decodes fewer), and the traced frames
-must be among them. With ``skip_bad`` bad videos are left out and listed (by FileName) in ``skipped.csv``. The two traced frames of every good video are kept in
-memory between validation and writing (2 x 112 x 112 bytes per video).
+must be among them. With ``skip_bad`` bad videos are left out and listed (by FileName) in ``skipped.csv``. The
+two traced frames of every good video are kept in memory between validation and writing (2 x 112 x 112 bytes per video).
 """
 
 from __future__ import annotations
@@ -314,7 +315,8 @@ def read_video_frames(
     if n_frames is not None and count < n_frames:
         raise EchoDataError(
             path,
-            f"truncated or corrupt video: {count} of {n_frames} frames decode (FileList.csv gives NumberOfFrames {n_frames})",
+            f"truncated or corrupt video: {count} of {n_frames} frames decode "
+            f"(FileList.csv gives NumberOfFrames {n_frames})",
         )
     if n_frames is not None and count > n_frames:
         log.warning("%s: %d frames decode, FileList.csv NumberOfFrames says %d", path, count, n_frames)

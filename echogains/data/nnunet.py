@@ -115,7 +115,8 @@ def _gunzip(path: Path) -> tuple[int, bytes]:
 
 
 def _nifti_data_bytes(head: bytes) -> tuple[tuple[int, ...], int] | None:
-    """``(shape, bytes the header needs: vox_offset + voxels x bitpix / 8)`` of a NIfTI-1/2 header; ``None`` if not one."""
+    """``(shape, bytes the header needs: vox_offset + voxels x bitpix / 8)`` of a NIfTI-1/2 header; ``None`` if not
+    one."""
     for order in "<>":
         if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:  # NIfTI-1
             dim = struct.unpack(f"{order}8h", head[40:56])
@@ -211,7 +212,8 @@ def check_image_file(path: str | os.PathLike) -> None:
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read an image with SimpleITK; missing, truncated or corrupt files raise :class:`EchoDataError` naming the file."""
+    """Read an image with SimpleITK; missing, truncated or corrupt files raise :class:`EchoDataError` naming the
+    file."""
     path = Path(path)
     if not path.is_file():
         raise EchoDataError(path, "file not found")

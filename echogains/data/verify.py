@@ -110,7 +110,8 @@ def _image_cases(folder: Path, ending: str, report: VerifyReport) -> dict[str, l
 
 
 def _read(path: Path, report: VerifyReport) -> sitk.Image | None:
-    """Read with the shared reader (truncated/corrupt gzip, short data files, unreadable images); a finding, not a crash."""
+    """Read with the shared reader (truncated/corrupt gzip, short data files, unreadable images); a finding, not a
+    crash."""
     try:
         return read_image(path)
     except EchoDataError as err:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from echogains.ddpm.diffusion import GaussianDiffusion, cosine_betas, space_timesteps
 from echogains.ddpm.model import (
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """``train_ddpm`` is imported on first use (it pulls the data readers and the geometry)."""
     if name == "train_ddpm":
         from echogains.ddpm.train import train_ddpm

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ WEIGHTS_NAME = "ddpm_ema.pt"
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _ema_avg_fn(decay: float):
+def _ema_avg_fn(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor | int], None]:
     """EMA update with warm-up: d = min(decay, (1 + n) / (10 + n)) after n updates, ema <- d ema + (1 - d) w."""
 
     def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor | int) -> None:

@@ -345,7 +345,8 @@ def _evaluate_case(
 
 # --- summaries --------------------------------------------------------------------------------------------------
 def _groups(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
-    """Case groups of the summary: all, by phase, by view, by depth and sector-angle subset (when known; no empty group)."""
+    """Case groups of the summary: all, by phase, by view, by depth and sector-angle subset (when known; no empty
+    group)."""
     groups: dict[str, list[CaseResult]] = {"all": list(results)}
     for key in ("phase", "view"):
         for value in sorted({getattr(r, key) for r in results if getattr(r, key)}):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,6 +19,9 @@ from skimage import measure
 from echogains.evaluation.clinical import LongAxis
 from echogains.evaluation.metrics import agreement_stats
 from echogains.utils import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "bland_altman_plot",
@@ -53,7 +57,9 @@ def _pairs(
     return a[keep], b[keep], g[keep]
 
 
-def _scatter_groups(ax, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_labels: tuple[str, str] | None) -> None:
+def _scatter_groups(
+    ax: Axes, x: np.ndarray, y: np.ndarray, g: np.ndarray, group_labels: tuple[str, str] | None
+) -> None:
     """Points of each non-empty group in its colour; a legend naming the groups when there are groups."""
     for flag, colour, name in ((False, "tab:blue", 0), (True, "tab:orange", 1)):
         keep = g == flag
@@ -150,12 +156,12 @@ def _colour(name: str, index: int) -> str:
     return LABEL_COLOURS.get(name.upper(), _EXTRA[index % len(_EXTRA)])
 
 
-def _draw_contours(ax, mask: np.ndarray, colour: str, style: str) -> None:
+def _draw_contours(ax: Axes, mask: np.ndarray, colour: str, style: str) -> None:
     for contour in measure.find_contours(np.pad(mask.astype(float), 1), 0.5):
         ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, lw=1.0, ls=style)
 
 
-def _draw_long_axis(ax, axis: LongAxis, spacing: tuple[float, float], style: str) -> None:
+def _draw_long_axis(ax: Axes, axis: LongAxis, spacing: tuple[float, float], style: str) -> None:
     """Annulus points and the line from their midpoint to the apex, converted from mm to pixel coordinates."""
     sx, sy = spacing
     (x0, y0), (x1, y1) = axis.base

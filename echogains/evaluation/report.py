@@ -71,7 +71,8 @@ def _agreement_table(agreement: Mapping[str, Mapping[str, Mapping[str, Any]]]) -
         for quantity, stats in quantities.items():
             cells = "".join(f"<td>{_fmt(stats.get(key), 2)}</td>" for key, _ in _AGREEMENT_COLUMNS)
             rows.append(
-                f"<tr><td class='text'>{html.escape(comparison)}</td><td class='text'>{html.escape(quantity)}</td>{cells}</tr>"
+                f"<tr><td class='text'>{html.escape(comparison)}</td>"
+                f"<td class='text'>{html.escape(quantity)}</td>{cells}</tr>"
             )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -147,7 +148,8 @@ def render_report(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>echogains evaluation</title>",
         f"<style>{_STYLE}</style></head><body><h1>Segmentation evaluation</h1>",
         f"<p>Dataset: <code>{html.escape(str(summary.get('dataset', '')))}</code>; predictions: "
-        f"<code>{html.escape(str(summary.get('predictions', '')))}</code>; subset {html.escape(str(summary.get('subset', '')))}; "
+        f"<code>{html.escape(str(summary.get('predictions', '')))}</code>; "
+        f"subset {html.escape(str(summary.get('subset', '')))}; "
         f"{summary.get('n_cases', 0)} cases, {summary.get('n_patients', 0)} patients.</p>",
         "<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: {_link(v)}</li>" for k, v in files.items()) + "</ul>",
         "<h2>Segmentation (mean ± std)</h2>",
@@ -160,7 +162,8 @@ def render_report(
         parts += [
             "<h2>Ejection fraction and volumes</h2>",
             f"<p>{html.escape(str(clinical.get('method', '')))}</p>",
-            f"<p>Patients with an EF from the prediction: {clinical.get('n_feasible_pred', 0)} of {clinical.get('n_patients', 0)}.</p>",
+            f"<p>Patients with an EF from the prediction: {clinical.get('n_feasible_pred', 0)} "
+            f"of {clinical.get('n_patients', 0)}.</p>",
             _agreement_table(clinical.get("agreement", {})),
         ]
         parts += _subset_sections(clinical)
@@ -168,7 +171,8 @@ def render_report(
         parts.append(
             "<div class='plots'>"
             + "".join(
-                f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>"
+                f"<a href='{html.escape(p, quote=True)}'>"
+                f"<img src='{html.escape(p, quote=True)}' alt='{html.escape(p)}'></a>"
                 for p in plots
             )
             + "</div>"
@@ -177,7 +181,8 @@ def render_report(
     if overlays:
         parts.append("<h2>Contour overlays (solid: reference, dashed: prediction)</h2><div class='gallery'>")
         parts += [
-            f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>"
+            f"<a href='{html.escape(p, quote=True)}'><img src='{html.escape(p, quote=True)}' "
+            f"alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'></a>"
             for p in overlays
         ]
         parts.append("</div>")

@@ -8,8 +8,8 @@ circular sector.
 
 Modules: ``sector`` holds the :class:`Sector` record, the coordinate helpers and the resampling of images along
 the beams (:func:`to_polar` / :func:`from_polar`); ``fit`` fits a sector to a grey B-mode image
-(:func:`fit_sector`). Everything is re-exported here (``from echogains.geometry import ...``). Sectors are assumed to open
-downwards-ish (apex above the content, ``-180 < theta_min < theta_max < 180``), as in CAMUS, EchoNet-Dynamic
+(:func:`fit_sector`). Everything is re-exported here (``from echogains.geometry import ...``). Sectors are assumed
+to open downwards-ish (apex above the content, ``-180 < theta_min < theta_max < 180``), as in CAMUS, EchoNet-Dynamic
 and HUNT4 recordings; the apex may be off-centre or outside the image and the sector may be tilted,
 asymmetric or clipped by the image border.
 """

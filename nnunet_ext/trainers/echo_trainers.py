@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.splits import echo_split, load_raw_splits, raw_dataset_folder
+
+if TYPE_CHECKING:
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 #: Environment variable that seeds an Echo trainer (``echogains.nnunet_runner.NnUNet(seed=...)`` sets it).
 SEED_VARIABLE = "ECHOGAINS_NNUNET_SEED"
@@ -69,7 +73,7 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
             torch.set_num_threads(int(threads))
         self.echo_seed = seed_from_environment()
 
-    def do_split(self):
+    def do_split(self) -> tuple[list[str], list[str]]:
         if self.fold == "all":
             return super().do_split()
         raw = raw_dataset_folder(self.plans_manager.dataset_name)  # no silent fallback to nnU-Net's random split
@@ -146,7 +150,8 @@ class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
     ``BASE_FEATURES``: a few MB instead of nnU-Net's ~80 MB), the schedule (``num_epochs`` x 25 iterations) and the
     final checkpoint, which keeps only what ``nnUNetPredictor`` reads (weights in half precision, trainer name, init
     arguments, mirroring axes; no optimizer state), so that it can be committed. Inference rebuilds the same network
-    through :meth:`build_network_architecture`, so predicting needs ``nnUNet_extTrainer`` set (``echogains nnunet-env``).
+    through :meth:`build_network_architecture`, so predicting needs ``nnUNet_extTrainer`` set
+    (``echogains nnunet-env``).
     """
 
     BASE_FEATURES = 16
@@ -167,10 +172,10 @@ class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
 
     @staticmethod
     def build_network_architecture(
-        plans_manager,
-        configuration_manager,
-        num_input_channels,
-        num_output_channels,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
         enable_deep_supervision: bool = True,
     ):
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans

@@ -23,9 +23,16 @@ import math
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
+    from torch import nn
 
 BUNDLE = Path(__file__).resolve().parents[1]
 if str(BUNDLE) not in sys.path:
@@ -54,7 +61,9 @@ class _Recording:
         self.sampler, self.threshold, self.postprocess = sampler, sampler.threshold, sampler.postprocess
         self.out: dict[str, torch.Tensor] = {}
 
-    def __call__(self, model, image, generator):
+    def __call__(
+        self, model: nn.Module, image: torch.Tensor, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         self.out = self.sampler(model, image, generator)
         return self.out
 
@@ -67,7 +76,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
 
 
-def real_frames(model, work: Path) -> list[dict]:
+def real_frames(model: nn.Module, work: Path) -> list[dict]:
     """Before/after masks and scores of every test frame of the phantom at 256 px."""
     from echogains.data.nnunet import RawDataset
     from echogains.data.phantom import make_phantom
@@ -130,7 +139,15 @@ def synthetic_ellipses() -> list[dict]:
     return out
 
 
-def _draw(ax, image, mask, gt, spacing, title, zoom=None) -> None:
+def _draw(
+    ax: Axes,
+    image: np.ndarray,
+    mask: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    title: str,
+    zoom: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> None:
     aspect = float(spacing[1]) / float(spacing[0])
     ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
     tint = np.zeros((*mask.shape, 4))

@@ -3,8 +3,9 @@
 The schedule, the forward process q(x_t | x_0) and the reference posterior come from MONAI's ``DDPMScheduler``
 (epsilon prediction, learned-range variance); this file adds what the scheduler does not expose as functions:
 the posterior q(x_{t-1} | x_t, x_0) for a batch of timesteps, the learned-variance reverse distribution, the
-variational-bound term, the paper's prior-form L_KL,G (eq. 10) and a DDIM step between any two timesteps. Timesteps are 0-based (MONAI): index ``t``
-is the paper's step ``t + 1``; ``alpha_bar_prev`` at ``t = 0`` is 1. Masks enter the chain as ``x_0 = 2 * mask - 1``.
+variational-bound term, the paper's prior-form L_KL,G (eq. 10) and a DDIM step between any two timesteps.
+Timesteps are 0-based (MONAI): index ``t`` is the paper's step ``t + 1``; ``alpha_bar_prev`` at ``t = 0`` is 1.
+Masks enter the chain as ``x_0 = 2 * mask - 1``.
 
 Networks know nothing of this file: the loss and the sampler pass network outputs in.
 """

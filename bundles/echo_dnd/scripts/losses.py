@@ -117,7 +117,8 @@ class EchoDNDLoss(nn.Module):
         if noise["eps"].shape != mask.shape or noise["t"].shape != mask.shape[:1]:
             raise ValueError(f"noise drawn for {tuple(noise['eps'].shape)}, the batch is {tuple(mask.shape)}")
         t, eps, uniform = noise["t"].to(image.device), noise["eps"].to(image), noise["uniform"].to(image)
-        # 2. forward processes: x_t^G = sqrt(abar) x_0 + sqrt(1-abar) eps (x_0 in {-1, 1}); x_t^B ~ B(abar x_0 + (1-abar)/2)
+        # 2. forward processes: x_t^G = sqrt(abar) x_0 + sqrt(1-abar) eps (x_0 in {-1, 1});
+        #    x_t^B ~ B(abar x_0 + (1-abar)/2)
         x0_g = 2.0 * mask - 1.0
         x_g = gaussian.q_sample(x0_g, t, eps) if run_g else None
         x_b = bernoulli.q_sample(mask, t, uniform) if run_b else None

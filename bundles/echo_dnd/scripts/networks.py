@@ -72,7 +72,8 @@ class Condition:
 def sinusoidal_position_2d(
     height: int, width: int, channels: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Fixed 2-D sine/cosine position codes, ``(height * width, channels)``; a quarter of the channels per sin/cos x/y."""
+    """Fixed 2-D sine/cosine position codes, ``(height * width, channels)``; a quarter of the channels per sin/cos
+    x/y."""
     quarter = channels // 4
     if quarter == 0:
         return torch.zeros(height * width, channels, device=device, dtype=dtype)
