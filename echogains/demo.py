@@ -258,7 +258,7 @@ def _phantom_dataset(stage: _Stages, root: Path, n_patients: int, seed: int, pro
         progress=progress,
     )
     stage("convert-camus", convert_camus, camus, dataset, labels="lv,myo,la", progress=progress)
-    report = stage("verify-dataset", verify_dataset, dataset, show_progress=progress)
+    report = stage("verify-dataset", verify_dataset, dataset, progress=progress)
     if not report.ok:
         raise SystemExit(report.summary())
     return dataset

@@ -22,7 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from echogains.data.nnunet import read_image
-from echogains.utils import EchoDataError, check_int, get_logger, progress
+from echogains.utils import EchoDataError, check_int, get_logger
+from echogains.utils import progress as progress_bar
 
 __all__ = ["Problem", "VerifyReport", "verify_dataset"]
 
@@ -312,7 +313,7 @@ def _nnunet_check(root: Path, report: VerifyReport, num_processes: int) -> None:
 
 
 def verify_dataset(
-    root: str | os.PathLike, nnunet_check: bool = True, num_processes: int = 1, show_progress: bool = True
+    root: str | os.PathLike, nnunet_check: bool = True, num_processes: int = 1, progress: bool = True
 ) -> VerifyReport:
     """Verify a dataset folder; returns a report (``report.ok`` is False when any error was found).
 
@@ -320,9 +321,9 @@ def verify_dataset(
         root: the nnU-Net raw dataset folder (``DatasetXXX_Name``).
         nnunet_check: also run nnU-Net's ``verify_dataset_integrity`` (after our checks pass).
         num_processes: worker processes for nnU-Net's check.
-        show_progress: tqdm bar over cases.
+        progress: tqdm bar over cases.
     """
-    for flag, value in (("--nnunet_check", nnunet_check), ("--progress", show_progress)):
+    for flag, value in (("--nnunet_check", nnunet_check), ("--progress", progress)):
         if not isinstance(value, (bool, np.bool_)):
             raise EchoDataError(None, f"{flag} must be True or False, got {value!r}")
     if not _is_int(num_processes) or num_processes < 1:
@@ -358,7 +359,7 @@ def verify_dataset(
     items = [(c, f, tr_labels.get(c)) for c, f in tr_images.items()] + [
         (c, f, ts_labels.get(c)) for c, f in ts_images.items()
     ]
-    for case, files, label in progress(items, desc="verify", disable=not show_progress):
+    for case, files, label in progress_bar(items, desc="verify", disable=not progress):
         _check_case(case, files, label, channels, allowed, report)
     records = _check_records(root, set(tr_images), set(ts_images), dataset, report)
     _check_splits(root, set(tr_images), records, report)

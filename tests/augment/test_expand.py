@@ -142,7 +142,7 @@ def test_folds_keep_augmented_copies_with_their_patient(base, src):
 def test_output_passes_verify_dataset_with_nnunet_check(base):
     from echogains.data.verify import verify_dataset
 
-    report = verify_dataset(base, nnunet_check=True, show_progress=False)
+    report = verify_dataset(base, nnunet_check=True, progress=False)
     assert report.ok, report.summary()
     assert report.num_training == 16 and report.num_test == 4
 

@@ -310,7 +310,7 @@ def test_single_training_patient_converts_without_folds(tmp_path: Path, caplog: 
     assert any(
         "1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records
     )
-    report = verify_dataset(out, nnunet_check=False, show_progress=False)  # (nnU-Net's check never reads splits)
+    report = verify_dataset(out, nnunet_check=False, progress=False)  # (nnU-Net's check never reads splits)
     assert report.ok, report.summary()
 
 

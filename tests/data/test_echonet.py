@@ -280,7 +280,7 @@ def test_single_video_converts_without_folds(tmp_path: Path, caplog: pytest.LogC
     assert any(
         "1 training patient(s)" in r.getMessage() and "needs >= 2 patients" in r.getMessage() for r in caplog.records
     )
-    report = verify_dataset(out, nnunet_check=False, show_progress=False)
+    report = verify_dataset(out, nnunet_check=False, progress=False)
     assert report.ok, report.summary()
     assert [(Path(p.path).name, p.message.split(" (")[0]) for p in report.warnings] == [
         ("splits_final.json", "missing: no folds")

@@ -49,7 +49,7 @@ def _rewrite(path, fn, **geometry):
 
 
 def test_clean_dataset_passes_including_nnunet_check(tmp_path):
-    report = verify_dataset(_dataset(tmp_path / "Dataset910_Ok"), show_progress=False)
+    report = verify_dataset(_dataset(tmp_path / "Dataset910_Ok"), progress=False)
     assert report.ok, report.summary()
     assert report.num_training == 6
 
@@ -71,7 +71,7 @@ def test_problems_are_found_and_named(tmp_path):
     splits = json.loads((root / "splits_final.json").read_text())
     splits[0]["val"].append(splits[0]["train"][0])
     (root / "splits_final.json").write_text(json.dumps(splits))  # leak
-    report = verify_dataset(root, show_progress=False)
+    report = verify_dataset(root, progress=False)
     text = report.summary()
     assert not report.ok
     expected = [
@@ -90,10 +90,10 @@ def test_problems_are_found_and_named(tmp_path):
 def test_incomplete_and_count_mismatch(tmp_path):
     root = _dataset(tmp_path / "Dataset912_Inc")
     (root / "labelsTr" / "pat2_4CH_ES.nii.gz").unlink()
-    report = verify_dataset(root, nnunet_check=False, show_progress=False)
+    report = verify_dataset(root, nnunet_check=False, progress=False)
     assert any("without a label" in p.message for p in report.errors)
     (root / "dataset.json").unlink()
-    report = verify_dataset(root, show_progress=False)
+    report = verify_dataset(root, progress=False)
     assert [p.message for p in report.errors] == ["missing: the dataset is incomplete (dataset.json is written last)"]
 
 
@@ -103,7 +103,7 @@ def test_nnunet_check_failure_reported(tmp_path):
     dj["numTraining"] = 6
     dj["channel_names"] = {"0": "US", "1": "X"}
     (root / "dataset.json").write_text(json.dumps(dj))
-    report = verify_dataset(root, show_progress=False)
+    report = verify_dataset(root, progress=False)
     assert any("channel file" in p.message for p in report.errors)
 
 
@@ -159,17 +159,17 @@ def test_malformed_json_types_are_findings_not_crashes(tmp_path):
     root = _dataset(tmp_path / "Dataset915_Types")
     dj = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**dj, "labels": [0, 1], "numTraining": "6"}))
-    messages = [p.message for p in verify_dataset(root, nnunet_check=False, show_progress=False).errors]
+    messages = [p.message for p in verify_dataset(root, nnunet_check=False, progress=False).errors]
     assert messages == [
         "labels must be a non-empty object {name: value}, got [0, 1]",
         "numTraining must be a non-negative integer, got '6'",
     ]
     (root / "dataset.json").write_text("[1, 2]")
-    assert [p.message for p in verify_dataset(root, show_progress=False).errors] == ["must be a JSON object, got list"]
+    assert [p.message for p in verify_dataset(root, progress=False).errors] == ["must be a JSON object, got list"]
     (root / "dataset.json").write_text(json.dumps(dj))
     (root / "cases.json").write_text("[1, 2]")
     (root / "splits_final.json").write_text(json.dumps([{"train": "pat0_4CH_ED", "val": []}]))
-    report = verify_dataset(root, nnunet_check=False, show_progress=False)
+    report = verify_dataset(root, nnunet_check=False, progress=False)
     assert sorted((Path(p.path).name, p.message.split(" {")[0]) for p in report.errors) == [
         ("cases.json", "must be a JSON object"),
         ("splits_final.json", "must be a list of"),
