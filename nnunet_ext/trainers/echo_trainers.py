@@ -59,6 +59,11 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
     machine that oversubscribes the cores (several times slower). The trainers honour ``OMP_NUM_THREADS`` when set.
     """
 
+    #: The schedule a subclass sets (``None``: nnU-Net's own, 1000 epochs of 250 + 50 iterations).
+    NUM_EPOCHS: int | None = None
+    NUM_ITERATIONS_PER_EPOCH: int | None = None
+    NUM_VAL_ITERATIONS_PER_EPOCH: int | None = None
+
     def __init__(
         self,
         plans: dict,
@@ -68,6 +73,10 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        for name in ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch"):
+            value = getattr(self, name.upper())
+            if value is not None:
+                setattr(self, name, value)
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if self.device.type == "cpu" and threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
@@ -94,33 +103,15 @@ class nnUNetTrainerEchoSplits(nnUNetTrainer):
 class nnUNetTrainerEcho(nnUNetTrainerEchoSplits):
     """EchoGAINS paper setting (Table 2): nnU-Net defaults, 500 epochs, patient-grouped echo folds."""
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 500
+    NUM_EPOCHS = 500
 
 
 class nnUNetTrainerEchoSmoke(nnUNetTrainerEchoSplits):
     """One epoch of two iterations: checks the whole nnU-Net path on CPU in seconds. Not for real training."""
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+    NUM_EPOCHS = 1
+    NUM_ITERATIONS_PER_EPOCH = 2
+    NUM_VAL_ITERATIONS_PER_EPOCH = 1
 
 
 class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
@@ -129,18 +120,9 @@ class nnUNetTrainerEchoQuick(nnUNetTrainerEchoSplits):
     Enough to rank augmentation arms on small 64 px phantom datasets; the papers' numbers need ``nnUNetTrainerEcho``.
     """
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 15
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+    NUM_EPOCHS = 15
+    NUM_ITERATIONS_PER_EPOCH = 25
+    NUM_VAL_ITERATIONS_PER_EPOCH = 5
 
 
 class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
@@ -157,18 +139,9 @@ class nnUNetTrainerEchoDemo(nnUNetTrainerEchoSplits):
     BASE_FEATURES = 16
     MAX_FEATURES = 96
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 16
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+    NUM_EPOCHS = 16
+    NUM_ITERATIONS_PER_EPOCH = 25
+    NUM_VAL_ITERATIONS_PER_EPOCH = 5
 
     @staticmethod
     def build_network_architecture(

@@ -109,3 +109,30 @@ def test_echo_trainer_split_without_the_raw_dataset_is_an_error_not_a_random_spl
     with pytest.raises(EchoDataError, match="nnUNet_raw" if raw is None else "Dataset501_X: raw dataset not found"):
         trainer.do_split()
     assert not random_split
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("nnUNetTrainerEcho", (500, 250, 50)),
+        ("nnUNetTrainerEchoSmoke", (1, 2, 1)),
+        ("nnUNetTrainerEchoQuick", (15, 25, 5)),
+        ("nnUNetTrainerEchoDemo", (16, 25, 5)),
+        ("nnUNetTrainerEchoSplits", (1000, 250, 50)),
+    ],
+)
+def test_each_trainer_sets_its_schedule(monkeypatch, name, schedule) -> None:
+    """The schedule each trainer's docstring names, over nnU-Net's defaults (its __init__ stubbed: no plans needed)."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.trainers import echo_trainers
+
+    def defaults(self, plans, configuration, fold, dataset_json, device) -> None:
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1000, 250, 50
+        self.device = device
+
+    monkeypatch.setattr(nnUNetTrainer, "__init__", defaults)
+    monkeypatch.delenv("ECHOGAINS_NNUNET_SEED", raising=False)
+    trainer = getattr(echo_trainers, name)({}, "2d", 0, {}, torch.device("cpu"))
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == schedule
