@@ -110,12 +110,8 @@ def crop_positions(generated: np.ndarray, fan: np.ndarray, crop: int) -> list[tu
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    net, diffusion, cfg = load_ddpm(args.model)
-    size = cfg.image_size
-    border = max(1, int(round(10 * size / 256)))
-    policy = TransformPolicy()
+def _items(args: argparse.Namespace, size: int, policy: TransformPolicy) -> list:
+    """The first ``args.n_images`` augmentations of a phantom data set with a region to generate."""
     with tempfile.TemporaryDirectory() as tmp:
         root = make_phantom(
             Path(tmp) / "Dataset950_Unseen",
@@ -135,7 +131,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     items.append(it)
             if len(items) >= args.n_images:
                 break
-    items = items[: args.n_images]
+    return items[: args.n_images]
+
+
+def _sampler_row(
+    args: argparse.Namespace,
+    sched: tuple | None,
+    items: list,
+    net: Any,
+    diffusion: Any,
+    border: int,
+    positions: list,
+    real: np.ndarray,
+) -> dict[str, Any]:
+    """One sampler's row: evaluations, seconds, seam scores and KID of its crops against the real ones."""
+    start = time.perf_counter()
+    if sched is None:
+        frames = np.stack([model_input(it) for it in items])
+    else:
+        frames = np.concatenate(
+            [
+                repaint_frames(items[s : s + args.batch], net, diffusion, "repaint", sched, border, "cpu")
+                for s in range(0, len(items), args.batch)
+            ]
+        )
+    seconds = time.perf_counter() - start
+    seams, pasted = [], []
+    for i, it in enumerate(items):
+        keep = frame_keep_mask(it.frame.known, border)
+        seams.append(seam_score(frames[i], keep if sched is not None else it.frame.known))
+        if sched is not None:
+            old = np.where(it.frame.known, model_input(it), frames[i])
+            pasted.append(seam_score(old, it.frame.known))
+    gen = np.stack(
+        [frames[i][r : r + args.crop, c : c + args.crop].ravel() for i, pos in enumerate(positions) for r, c in pos]
+    )
+    return {
+        "schedule": list(sched) if sched else None,
+        "evaluations": schedule_counts(*sched).evaluations if sched else 0,
+        "seconds": seconds,
+        "seam": float(np.nanmedian(seams)),
+        "seam_per_image": seams,
+        "seam_band_pasted": float(np.nanmedian(pasted)) if pasted else None,
+        "seam_worse_when_pasted": int(sum(p > s for p, s in zip(pasted, seams))) if pasted else None,
+        "kid": kid(gen, real, args.subsets, args.subset_size, args.seed),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    net, diffusion, cfg = load_ddpm(args.model)
+    size = cfg.image_size
+    border = max(1, int(round(10 * size / 256)))
+    policy = TransformPolicy()
+    items = _items(args, size, policy)
     sources = []
     fans = []
     for it in items:
@@ -168,42 +217,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     m = min(half.sum(), (~half).sum())
     result["kid_real_vs_real"] = kid(real[half][:m], real[~half][:m], args.subsets, args.subset_size // 2, args.seed)
     for name, sched in samplers:
-        start = time.perf_counter()
-        if sched is None:
-            frames = np.stack([model_input(it) for it in items])
-        else:
-            frames = np.concatenate(
-                [
-                    repaint_frames(items[s : s + args.batch], net, diffusion, "repaint", sched, border, "cpu")
-                    for s in range(0, len(items), args.batch)
-                ]
-            )
-        seconds = time.perf_counter() - start
-        seams, pasted = [], []
-        for i, it in enumerate(items):
-            keep = frame_keep_mask(it.frame.known, border)
-            seams.append(seam_score(frames[i], keep if sched is not None else it.frame.known))
-            if sched is not None:
-                old = np.where(it.frame.known, model_input(it), frames[i])
-                pasted.append(seam_score(old, it.frame.known))
-        gen = np.stack(
-            [frames[i][r : r + args.crop, c : c + args.crop].ravel() for i, pos in enumerate(positions) for r, c in pos]
-        )
-        row = {
-            "schedule": list(sched) if sched else None,
-            "evaluations": schedule_counts(*sched).evaluations if sched else 0,
-            "seconds": seconds,
-            "seam": float(np.nanmedian(seams)),
-            "seam_per_image": seams,
-            "seam_band_pasted": float(np.nanmedian(pasted)) if pasted else None,
-            "seam_worse_when_pasted": int(sum(p > s for p, s in zip(pasted, seams))) if pasted else None,
-            "kid": kid(gen, real, args.subsets, args.subset_size, args.seed),
-        }
+        row = _sampler_row(args, sched, items, net, diffusion, border, positions, real)
         result["samplers"][name] = row
         print(
             f"{name}: {row['evaluations']} evals, seam {row['seam']:.3f} (band pasted back: "
             f"{row['seam_band_pasted']}), KID x1000 {row['kid']['mean']:.2f} +- {row['kid']['sd']:.2f} "
-            f"({seconds:.0f} s)",
+            f"({row['seconds']:.0f} s)",
             flush=True,
         )
     return result
