@@ -47,7 +47,14 @@ from echogains.analysis.segmenters import EchoDNDSegmenter, NnUNetSegmenter, Seg
 from echogains.analysis.volumes import LoopCurves, beat_volumes, loop_summary, measure_loop, sample_efs, units_of
 from echogains.data.nnunet import write_image
 from echogains.evaluation.clinical import canonical_view
-from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
+from echogains.utils import (
+    EchoDataError,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    get_logger,
+    to_jsonable,
+)
 
 __all__ = ["AnalyzeSettings", "analyze", "make_segmenter", "UNKNOWN_VIEW"]
 
@@ -96,18 +103,6 @@ def _positive(name: str, value: Any) -> float | None:
     return number
 
 
-def _check_out(out: Any, source: Path, overwrite: bool) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise EchoDataError(path, "output path exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise EchoDataError(path, "output folder exists and is not empty; choose a new folder or pass --overwrite")
-    src = source.resolve()
-    if path.resolve() == src or (src.is_dir() and src in path.resolve().parents and overwrite):
-        raise EchoDataError(path, "the output folder must not be the input folder")
-    return path
-
-
 def check_settings(
     source: Any,
     out: Any,
@@ -140,7 +135,7 @@ def check_settings(
     source_path = Path(source)
     return AnalyzeSettings(
         source_path,
-        _check_out(out, source_path, bool(overwrite)),
+        check_output_dir(out, bool(overwrite), source=source_path),
         _parse_views(views),
         bool(skip_bad),
         bool(require_spacing),

@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from echogains.data.labels import label_dict, parse_labels, remap_camus_labels
 from echogains.data.nnunet import RawDatasetWriter, read_image
 from echogains.utils import EchoDataError, atomic_write_text, check_int, get_logger
+from echogains.utils import check_output_dir as check_output_folder  # the shared check, under its old name
 from echogains.utils import progress as progress_bar
 
 __all__ = [
@@ -107,23 +108,6 @@ def parse_choice(spec: str | Sequence[str], allowed: Sequence[str], what: str) -
     if unknown or not chosen:
         raise EchoDataError(None, f"{what}: unknown or empty selection {spec!r}; choose from {','.join(allowed)}")
     return [a for a in allowed if a in chosen]
-
-
-def check_output_folder(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early (before any validation or writing) when ``out`` cannot receive a new dataset.
-
-    Mirrors the checks of :class:`RawDatasetWriter`, which creates folders as soon as it is built.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EchoDataError(out, "output path exists and is not a folder")
-    if overwrite or not out.exists():
-        return out
-    if (out / "dataset.json").exists():
-        raise EchoDataError(out, "a complete dataset already exists here; pass overwrite=True (--overwrite)")
-    if any(out.iterdir()):
-        raise EchoDataError(out, "folder exists and is not empty; choose a new folder or pass --overwrite")
-    return out
 
 
 @functools.lru_cache(maxsize=1)

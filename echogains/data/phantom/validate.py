@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 
 from echogains.data.labels import parse_labels
 from echogains.data.phantom.anatomy import PRESETS, QUALITIES
-from echogains.utils import EchoDataError
+from echogains.utils import EchoDataError, check_output_dir
 
 __all__ = ["LAYOUTS", "PhantomConfig", "validate_arguments"]
 
@@ -155,17 +154,6 @@ def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_out_dir(out_dir: Any, overwrite: bool) -> Path:
-    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
-        raise EchoDataError(None, f"out_dir: expected a folder path, got {out_dir!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise EchoDataError(out, "output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise EchoDataError(out, "folder exists and is not empty; choose a new folder or pass --overwrite")
-    return out
-
-
 def validate_arguments(
     *,
     out_dir: Any,
@@ -212,7 +200,7 @@ def validate_arguments(
             None, f"--labels: {labels!r} must include lv or myo (the left atrium may be cut off by the sector)"
         )
     return PhantomConfig(
-        out_dir=_check_out_dir(out_dir, bool(overwrite)),
+        out_dir=check_output_dir(out_dir, bool(overwrite), what="out_dir"),
         n_patients=n,
         preset=str(preset),
         layout=str(layout),
