@@ -13,6 +13,7 @@ import torch
 from scripts import EchoDND, EchoDNDConfig
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
+AUXILIARY = ("_uncertainty.nii.gz", "_samples.nii.gz")  # written beside each mask (save_samples: true)
 CONFIG = BUNDLE / "configs" / "evaluate.json"
 
 
@@ -58,7 +59,9 @@ def test_evaluate_writes_predictions_and_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     test_ids = sorted(p.name[: -len("_0000.nii.gz")] for p in (dataset / "imagesTs").iterdir())
     preds = tmp_path / "eval" / "predictions"
-    assert sorted(p.name[: -len(".nii.gz")] for p in preds.glob("*.nii.gz") if "_uncertainty" not in p.name) == test_ids
+    masks = [p.name[: -len(".nii.gz")] for p in preds.glob("*.nii.gz") if not p.name.endswith(AUXILIARY)]
+    assert sorted(masks) == test_ids
+    assert sorted(p.name for p in preds.glob("*_samples.nii.gz")) == [f"{c}_samples.nii.gz" for c in test_ids]
     summary = json.loads((tmp_path / "eval" / "report" / "metrics_summary.json").read_text())
     assert summary["n_cases"] == len(test_ids) and summary["subset"] == "Ts" and summary["labels"] == {"LV": 1}
     with (tmp_path / "eval" / "report" / "metrics_per_case.csv").open() as f:

@@ -23,7 +23,14 @@ direction (SimpleITK ``CopyInformation``):
 
 - ``{case}.nii.gz``: uint8 mask, ``label_value`` (1) = LV cavity, 0 elsewhere;
 - ``{case}_uncertainty.nii.gz``: float32 in [0, 1], 0 where every sample of both chains agrees;
-- ``echo_dnd_inference.json``: settings, weights hash and per-case timings.
+- ``{case}_samples.nii.gz`` (``save_samples``, 2D inputs only): uint8 image of size ``(W, H, R)``, slice k the
+  binary (0/1) mask of ensemble member k, the Gaussian chain's members first, then the Bernoulli chain's (only the
+  chains the model has); each made like the fused mask (the member's mask resampled by ``mask_to_input`` at 0.5,
+  then the largest component with holes filled); spacing ``(sx, sy, 1)``, origin ``(ox, oy, 0)``, the input's
+  direction embedded in a 3 x 3 identity. A 2D+t input gets no samples file;
+- ``echo_dnd_inference.json``: settings, weights hash and per-case timings; with the samples, per case
+  ``members`` (the chain of each slice) and, when STAPLE ran, ``staple_sensitivity`` / ``staple_specificity``
+  (STAPLE's estimate per member, 6 decimals).
 
 Every input is read and checked before the first output is written; a bad file raises
 :class:`~echogains.utils.EchoDataError` naming it. The same inputs, weights and seed give the same bytes: each case
@@ -60,6 +67,9 @@ __all__ = [
     "find_inputs",
     "read_frames",
     "segment_frames",
+    "segment_frames_full",
+    "FrameSegmentation",
+    "samples_to_image",
     "frames_to_image",
     "make_sample_data",
     "file_sha256",
@@ -74,6 +84,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mhd", ".png")
 #: Name of the run record written beside the predictions.
 RECORD_NAME = "echo_dnd_inference.json"
 UNCERTAINTY_SUFFIX = "_uncertainty"
+SAMPLES_SUFFIX = "_samples"
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,89 @@ def _model_batch(frames: np.ndarray, size: int) -> tuple[torch.Tensor, list[Fram
     return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
 
+@dataclass
+class FrameSegmentation:
+    """What :func:`segment_frames_full` gives for frames ``(T, H, W)`` on the input grid.
+
+    Attributes:
+        mask: the fused binary mask, uint8 ``(T, H, W)``.
+        uncertainty: float32 ``(T, H, W)`` in [0, 1].
+        members: each ensemble member's binary mask, uint8 ``(T, R, H, W)`` (the Gaussian chain's members first,
+            then the Bernoulli chain's), made like the fused mask; ``None`` when the sampler gives no members.
+        member_names: the chain of each of the R members (``"gaussian"`` / ``"bernoulli"``).
+        sensitivity, specificity: STAPLE's estimate per frame and member, float64 ``(T, R)``; ``None`` when STAPLE
+            did not run (one member, or a sampler without them).
+    """
+
+    mask: np.ndarray
+    uncertainty: np.ndarray
+    members: np.ndarray | None = None
+    member_names: tuple[str, ...] = ()
+    sensitivity: np.ndarray | None = None
+    specificity: np.ndarray | None = None
+
+
+#: The sampler outputs holding each chain's member masks ``(B, N, H, W)``, in the order of the samples file.
+MEMBER_CHAINS: tuple[str, ...] = ("gaussian", "bernoulli")
+
+
+def segment_frames_full(
+    model: nn.Module,
+    sampler: Callable[..., dict[str, torch.Tensor]],
+    frames: np.ndarray,
+    generator: torch.Generator,
+    batch_size: int = 8,
+    members: bool = True,
+) -> FrameSegmentation:
+    """Segment frames ``(T, H, W)``: the fused mask, the uncertainty and (``members``) every member's mask.
+
+    Args:
+        model: the Echo-DND model (``model.config.image_size`` is its input side).
+        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``;
+            its ``prob`` (the soft mask), when given, is what is resampled and thresholded on the input grid; its
+            ``gaussian`` / ``bernoulli`` member masks and ``sensitivity`` / ``specificity``, when given, are kept.
+        frames: the frames on the input's pixel grid.
+        generator: every random draw of the sampler; the frames' batches draw from it in order.
+        batch_size: frames per sampler call.
+        members: also put each member's mask on the input grid (as the fused mask: its map resampled with
+            :func:`~scripts.data.mask_to_input` at 0.5, then the largest component with holes filled).
+    """
+    device = next(model.parameters()).device
+    batch, maps = _model_batch(frames, int(model.config.image_size))
+    threshold = float(getattr(sampler, "threshold", 0.5))
+    masks, uncertainty, member_masks, sens, spec = [], [], [], [], []
+    names: tuple[str, ...] = ()
+    for start in range(0, len(batch), max(1, batch_size)):
+        out = sampler(model, batch[start : start + batch_size].to(device), generator)
+        soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
+        chains = [k for k in MEMBER_CHAINS if k in out]
+        names = tuple(k for k in chains for _ in range(out[k].shape[1]))
+        votes = torch.cat([out[k] for k in chains], dim=1).float().cpu() if chains and members else None
+        for i, frame in enumerate(maps[start : start + batch_size]):
+            masks.append(mask_to_input(soft[i], frame, threshold))
+            uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
+            if votes is not None:
+                member_masks.append(np.stack([mask_to_input(v, frame, 0.5) for v in votes[i]]))
+        if "sensitivity" in out and "specificity" in out:
+            sens.append(out["sensitivity"].detach().double().cpu().numpy())
+            spec.append(out["specificity"].detach().double().cpu().numpy())
+    masks_array = np.stack(masks)
+    if getattr(sampler, "postprocess", False):  # the sampler's post-processing, redone on the input grid
+        masks_array = postprocess_mask(masks_array)
+    members_array = None
+    if member_masks:
+        members_array = np.asarray(postprocess_mask(np.stack(member_masks).astype(np.uint8)), dtype=np.uint8)
+    staple_ran = bool(sens) and sum(len(s) for s in sens) == len(frames)  # every batch ran STAPLE
+    return FrameSegmentation(
+        mask=masks_array.astype(np.uint8),
+        uncertainty=np.stack(uncertainty).astype(np.float32),
+        members=members_array,
+        member_names=names if member_masks else (),
+        sensitivity=np.concatenate(sens) if staple_ran else None,
+        specificity=np.concatenate(spec) if staple_ran else None,
+    )
+
+
 def segment_frames(
     model: nn.Module,
     sampler: Callable[..., dict[str, torch.Tensor]],
@@ -246,28 +340,10 @@ def segment_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment frames ``(T, H, W)``; returns the binary mask (uint8) and the uncertainty (float32), both ``(T, H, W)``.
 
-    Args:
-        model: the Echo-DND model (``model.config.image_size`` is its input side).
-        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``;
-            its ``prob`` (the soft mask), when given, is what is resampled and thresholded on the input grid.
-        frames: the frames on the input's pixel grid.
-        generator: every random draw of the sampler; the frames' batches draw from it in order.
-        batch_size: frames per sampler call.
+    :func:`segment_frames_full` without the members (the same masks and uncertainty for the same draws).
     """
-    device = next(model.parameters()).device
-    batch, maps = _model_batch(frames, int(model.config.image_size))
-    threshold = float(getattr(sampler, "threshold", 0.5))
-    masks, uncertainty = [], []
-    for start in range(0, len(batch), max(1, batch_size)):
-        out = sampler(model, batch[start : start + batch_size].to(device), generator)
-        soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
-        for i, frame in enumerate(maps[start : start + batch_size]):
-            masks.append(mask_to_input(soft[i], frame, threshold))
-            uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
-    masks_array = np.stack(masks)
-    if getattr(sampler, "postprocess", False):  # the sampler's post-processing, redone on the input grid
-        masks_array = postprocess_mask(masks_array)
-    return masks_array.astype(np.uint8), np.stack(uncertainty).astype(np.float32)
+    result = segment_frames_full(model, sampler, frames, generator, batch_size, members=False)
+    return result.mask, result.uncertainty
 
 
 # --- writing ----------------------------------------------------------------------------------------------------
@@ -276,6 +352,23 @@ def frames_to_image(frames: np.ndarray, reference: sitk.Image) -> sitk.Image:
     array = frames[0] if reference.GetDimension() == 2 else frames
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(reference)
+    return image
+
+
+def samples_to_image(members: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """One 2D frame's member masks ``(R, H, W)`` as a 3D uint8 image of size ``(W, H, R)``.
+
+    Spacing ``(sx, sy, 1)``, origin ``(ox, oy, 0)`` and the reference's 2 x 2 direction embedded in a 3 x 3 identity.
+    """
+    if reference.GetDimension() != 2:
+        raise EchoDataError(None, "member samples are written for 2D inputs only")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(members, dtype=np.uint8))
+    sx, sy = reference.GetSpacing()
+    ox, oy = reference.GetOrigin()
+    d = reference.GetDirection()
+    image.SetSpacing((float(sx), float(sy), 1.0))
+    image.SetOrigin((float(ox), float(oy), 0.0))
+    image.SetDirection((d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0))
     return image
 
 
@@ -303,6 +396,8 @@ class EchoDNDInference:
         label_value: value of the LV in the written mask.
         weights: path of the weights, recorded with its SHA-256.
         progress: show a progress bar over the cases.
+        save_samples: also write ``{case}_samples.nii.gz``, every ensemble member's mask, for each 2D input
+            (``true``/``false`` strings accepted).
     """
 
     def __init__(
@@ -318,6 +413,7 @@ class EchoDNDInference:
         label_value: int = 1,
         weights: str | os.PathLike | None = None,
         progress: bool = True,
+        save_samples: bool = True,
     ) -> None:
         if batch_size < 1:
             raise EchoDataError("batch_size", f"must be >= 1, got {batch_size}")
@@ -329,10 +425,15 @@ class EchoDNDInference:
         self.batch_size, self.label_value = int(batch_size), int(label_value)
         self.weights = None if weights is None else Path(weights)
         self.progress = as_bool(progress, "progress")
+        self.save_samples = as_bool(save_samples, "save_samples")
 
     def output_paths(self, case_id: str) -> tuple[Path, Path]:
         """Paths of the mask and the uncertainty map of a case."""
         return (self.output_dir / f"{case_id}.nii.gz", self.output_dir / f"{case_id}{UNCERTAINTY_SUFFIX}.nii.gz")
+
+    def samples_path(self, case_id: str) -> Path:
+        """Path of a 2D case's member masks (written when ``save_samples``)."""
+        return self.output_dir / f"{case_id}{SAMPLES_SUFFIX}.nii.gz"
 
     def check(self) -> list[InferenceCase]:
         """Find and read every input, and check that no output would replace an input; nothing is written.
@@ -347,22 +448,31 @@ class EchoDNDInference:
         cases = find_inputs(self.dataset_dir, self.subset, self.fold)
         inputs = {c.path.resolve() for c in cases}
         for case in cases:
-            read_frames(case.path)
-            for out in self.output_paths(case.case_id):
+            _, image = read_frames(case.path)
+            outputs = list(self.output_paths(case.case_id))
+            if self.save_samples and image.GetDimension() == 2:
+                outputs.append(self.samples_path(case.case_id))
+            for out in outputs:
                 if out.resolve() in inputs:
                     raise EchoDataError(out, "an output would overwrite an input image; choose another output_dir")
         return cases
 
     def segment_case(self, case: InferenceCase) -> dict[str, Any]:
-        """Segment one case, write its two images atomically and return its record."""
+        """Segment one case, write its images atomically and return its record."""
         start = time.perf_counter()
         frames, reference = read_frames(case.path)
         generator = torch.Generator().manual_seed(self.seed)
-        masks, uncertainty = segment_frames(self.model, self.sampler, frames, generator, self.batch_size)
+        two_d = reference.GetDimension() == 2
+        result = segment_frames_full(
+            self.model, self.sampler, frames, generator, self.batch_size, members=self.save_samples and two_d
+        )
+        masks, uncertainty = result.mask, result.uncertainty
         mask_path, unc_path = self.output_paths(case.case_id)
         write_image(frames_to_image(masks * np.uint8(self.label_value), reference), mask_path)
         write_image(frames_to_image(uncertainty, reference), unc_path)
-        return {
+        if result.members is not None:
+            write_image(samples_to_image(result.members[0], reference), self.samples_path(case.case_id))
+        record: dict[str, Any] = {
             "case_id": case.case_id,
             "input": str(case.path),
             "frames": int(len(frames)),
@@ -370,8 +480,14 @@ class EchoDNDInference:
             "spacing": list(reference.GetSpacing()),
             "mask_pixels": int(masks.sum()),
             "mean_uncertainty": float(uncertainty.mean()),
-            "seconds": round(time.perf_counter() - start, 3),
         }
+        if result.members is not None:
+            record["members"] = list(result.member_names)
+            if result.sensitivity is not None and result.specificity is not None:
+                record["staple_sensitivity"] = [round(float(v), 6) for v in result.sensitivity[0]]
+                record["staple_specificity"] = [round(float(v), 6) for v in result.specificity[0]]
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        return record
 
     def settings(self) -> dict[str, Any]:
         """What produced the outputs: sampler settings, seed, model configuration and ablation, weights hash.
@@ -385,6 +501,7 @@ class EchoDNDInference:
             "ensemble": getattr(self.sampler, "ensemble", None),
             "seed": self.seed,
             "batch_size": self.batch_size,
+            "save_samples": self.save_samples,
             "device": str(next(self.model.parameters()).device),
             "weights": None if self.weights is None else str(self.weights),
             "weights_sha256": file_sha256(self.weights) if self.weights and self.weights.is_file() else None,

@@ -186,7 +186,8 @@ class EchoDNDSampler:
         if votes.shape[1] == 1:
             prob = votes[:, 0].double()
         else:
-            prob, _, _ = staple_torch(votes, max_iterations=self.staple_max_iterations)
+            prob, sens, spec = staple_torch(votes, max_iterations=self.staple_max_iterations)
+            out.update(sensitivity=sens, specificity=spec)
         prob = prob.to(scc.dtype)[:, None]
         mask = (prob > self.threshold).to(scc.dtype)
         if self.postprocess:
