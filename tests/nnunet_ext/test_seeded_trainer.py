@@ -2,7 +2,9 @@
 
 This is what lets the experiments' arms differ only by their data. Two smoke trainings (1 epoch of 2 iterations) with
 seed 1 must give bit-identical weights; seed 2 must give other weights (else the test could not tell seeding apart
-from a trainer that ignores randomness altogether).
+from a trainer that ignores randomness altogether). The trainings skip nnU-Net's final validation
+(``nnUNetTrainerEchoSmokeNoVal``: the seeding lives in the shared ``nnUNetTrainerEchoSplits``); the validation path is
+exercised by tests/test_end_to_end.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from echogains.data.phantom import make_phantom
 from echogains.nnunet_runner import NnUNet
 
-TRAINER = "nnUNetTrainerEchoSmoke"
+TRAINER = "nnUNetTrainerEchoSmokeNoVal"
 
 
 def _weights(nn: NnUNet, dataset: Path) -> dict[str, torch.Tensor]:
@@ -51,3 +53,6 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None
     assert runs["a"].keys() == runs["b"].keys() == runs["c"].keys()
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"]), "same seed gave other weights"
     assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"]), "another seed gave the same weights"
+    fold = nn.model_folder(dataset, TRAINER) / "fold_0"
+    assert not (fold / "validation").exists()
+    assert "final validation skipped" in next(fold.glob("training_log_*.txt")).read_text()

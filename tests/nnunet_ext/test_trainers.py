@@ -116,6 +116,7 @@ def test_echo_trainer_split_without_the_raw_dataset_is_an_error_not_a_random_spl
     [
         ("nnUNetTrainerEcho", (500, 250, 50)),
         ("nnUNetTrainerEchoSmoke", (1, 2, 1)),
+        ("nnUNetTrainerEchoSmokeNoVal", (1, 2, 1)),
         ("nnUNetTrainerEchoQuick", (15, 25, 5)),
         ("nnUNetTrainerEchoDemo", (16, 25, 5)),
         ("nnUNetTrainerEchoSplits", (1000, 250, 50)),
