@@ -55,6 +55,7 @@ __all__ = [
     "monoplane_volume_from_profile",
     "area_length_from_profile",
     "ejection_fraction",
+    "percentile_interval",
     "ef_from_profiles",
     "patient_ef",
     "canonical_view",
@@ -462,6 +463,19 @@ def ejection_fraction(edv: float, esv: float) -> float:
     if not (math.isfinite(edv) and math.isfinite(esv)) or edv <= 0:
         return float("nan")
     return 100.0 * (edv - esv) / edv
+
+
+def percentile_interval(samples: Iterable[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Central ``level`` interval of the finite ``samples``: their ``(1 - level) / 2`` and ``(1 + level) / 2``
+    percentiles (numpy's linear interpolation); ``None`` with fewer than two finite samples.
+
+    The EF intervals from sampler members (``echogains analyze``, ``echogains evaluate``) use it with ``level=0.95``.
+    """
+    values = np.asarray([s for s in samples if np.isfinite(s)], dtype=float)
+    if values.size < 2:
+        return None
+    tail = 100.0 * (1.0 - level) / 2.0
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
 
 
 # --- per patient ------------------------------------------------------------------------------------------------

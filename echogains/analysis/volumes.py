@@ -31,6 +31,7 @@ from echogains.evaluation.clinical import (
     biplane_volume_from_profiles,
     ejection_fraction,
     lv_profile,
+    percentile_interval,
 )
 
 __all__ = ["LoopCurves", "BeatResult", "measure_loop", "beat_volumes", "loop_summary", "sample_efs", "units_of"]
@@ -136,11 +137,7 @@ class BeatResult:
 
 
 def _interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    values = np.asarray([s for s in samples if np.isfinite(s)], dtype=float)
-    if values.size < 2:
-        return None
-    tail = 100.0 * (1.0 - level) / 2.0
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
+    return percentile_interval(samples, level)  # shared with ``echogains evaluate``'s EF intervals
 
 
 def _volume(profiles: Mapping[str, LVProfile | None], spacing_known: bool) -> float:

@@ -18,7 +18,11 @@ were evaluated and which were not. Outputs in ``out_dir`` (all written atomicall
   carry sector geometry, by depth (< / >= 150 mm) and sector angle (< / >= 70 deg) as in the EchoGAINS paper's
   Table 4; EF/volume agreement (bias, limits of agreement, Pearson r, MAE);
 - ``ef_per_patient.csv``: EDV/ESV/EF from the prediction, from the ground-truth masks and the reference, and the
-  patient's ``acquisition_subset``;
+  patient's ``acquisition_subset``; with sample masks ``{case}_samples.nii.gz`` beside the predictions (Echo-DND's
+  members) the 95 % EF interval ``ef_low_pct``/``ef_high_pct`` from ``ef_interval_samples`` joint draws of
+  ``ef_interval_members`` members per image (:mod:`.ef_intervals`; empty without samples), its coverage of the
+  reference and ground-truth-mask EF and its width in the summary's ``clinical.ef_intervals``, error bars in the
+  Bland-Altman plots of the prediction;
 - ``bland_altman_*.png``, ``correlation_*.png``, ``overlays/{case}.png``, ``uncertainty.png`` (when the prediction
   folder holds ``{case}_uncertainty.nii.gz`` maps, as Echo-DND writes) and ``report.html`` linking them.
 
@@ -48,15 +52,32 @@ import SimpleITK as sitk
 
 from echogains.data.nnunet import RawDataset, read_image
 from echogains.evaluation.clinical import LVProfile, PatientEF, ef_from_profiles, lv_profile
+from echogains.evaluation.ef_intervals import (
+    EFInterval,
+    FrameMembers,
+    check_samples,
+    ef_interval,
+    interval_summary,
+    member_profiles,
+    member_selection,
+    read_members,
+)
+from echogains.evaluation.ef_intervals import (
+    chain_names as _chain_names,
+)
+from echogains.evaluation.images import as_2d as _as_2d
+from echogains.evaluation.images import geometry_problem as _geometry_problem
 from echogains.evaluation.metrics import EMPTY_MASK_POLICY, SegmentationScores, agreement_stats, case_scores, describe
 from echogains.evaluation.plots import (
-    UncertaintyRow,
     bland_altman_plot,
     correlation_plot,
     overlay_plot,
-    uncertainty_gallery,
 )
 from echogains.evaluation.report import write_report
+from echogains.evaluation.uncertainty import UNCERTAINTY_GALLERY_CASES as UNCERTAINTY_GALLERY_CASES
+from echogains.evaluation.uncertainty import sampling_note as _sampling_note
+from echogains.evaluation.uncertainty import uncertainty_maps as _uncertainty_maps
+from echogains.evaluation.uncertainty import write_uncertainty_gallery as _write_uncertainty_gallery
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
 from echogains.utils import progress as progress_bar
 
@@ -123,6 +144,7 @@ class CaseResult:
     pred_profile: LVProfile | None = None
     gt_profile: LVProfile | None = None
     reference: dict[str, Any] = field(default_factory=dict)
+    members: list[LVProfile | None] | None = None  # profiles of the sample masks' members (None: no samples)
 
 
 # --- input checks -----------------------------------------------------------------------------------------------
@@ -193,31 +215,6 @@ def _declared_labels(pred_dir: Path) -> dict[str, int] | None:
         return {str(k): int(v) for k, v in labels.items() if not isinstance(v, (list, tuple))}
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise EchoDataError(path, f"not a dataset.json with a labels mapping ({err})") from None
-
-
-def _as_2d(image: sitk.Image, path: Path) -> sitk.Image:
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise EchoDataError(
-            path, f"expected a one-channel label image, got {image.GetNumberOfComponentsPerPixel()} components"
-        )
-    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
-        return image[:, :, 0]
-    if image.GetDimension() != 2:
-        raise EchoDataError(path, f"expected a 2D image, got size {image.GetSize()}")
-    return image
-
-
-def _geometry_problem(pred: sitk.Image, ref: sitk.Image) -> str | None:
-    """Describe the first geometry mismatch between a prediction and its label image (None when equal)."""
-    if pred.GetSize() != ref.GetSize():
-        return f"size {pred.GetSize()} != label size {ref.GetSize()}"
-    if not np.allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-4, atol=1e-7):
-        return f"spacing {pred.GetSpacing()} != label spacing {ref.GetSpacing()}"
-    if not np.allclose(pred.GetOrigin(), ref.GetOrigin(), rtol=0, atol=1e-3 * min(ref.GetSpacing())):
-        return f"origin {pred.GetOrigin()} != label origin {ref.GetOrigin()}"
-    if not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4):
-        return f"direction {pred.GetDirection()} != label direction {ref.GetDirection()}"
-    return None
 
 
 def _check_one(pred_path: Path, label_path: Path, allowed: set[int]) -> set[int]:
@@ -326,6 +323,8 @@ def _evaluate_case(
     pred_path: Path,
     labels: Mapping[str, int],
     overlay_dir: Path | None,
+    samples: Path | None = None,
+    keep: Sequence[int] | None = None,
 ) -> CaseResult:
     image, gt, spacing = dataset.load(case_id)
     pred = sitk.GetArrayFromImage(_as_2d(read_image(pred_path), pred_path)).astype(np.int64)
@@ -335,6 +334,10 @@ def _evaluate_case(
     if values["LV"] is not None:
         result.pred_profile = _safe_profile(pred, spacing, values, case_id)
         result.gt_profile = _safe_profile(gt, spacing, values, case_id)
+        if samples is not None:  # the prediction's MYO/LA find the members' annulus as they find its own
+            myo, la = (pred == values[n] if values[n] is not None else None for n in ("MYO", "LA"))
+            members = read_members(samples)
+            result.members = member_profiles(members if keep is None else members[list(keep)], spacing, myo, la)
     if overlay_dir is not None:
         first = next(iter(labels), None)
         title = case_id if first is None else f"{case_id}  {first} Dice {result.scores[first].dice:.3f}"
@@ -386,6 +389,7 @@ class _PatientRow:
     gt: PatientEF
     reference: dict[str, float]
     acquisition_subset: str | None  # SUBSET_STANDARD / SUBSET_DEEP_OR_WIDE; None without sector geometry
+    interval: EFInterval | None = None  # EF interval from the sample masks (None without samples)
 
 
 def _reference(results: Sequence[CaseResult]) -> dict[str, float]:
@@ -413,7 +417,11 @@ def patient_rows(results: Sequence[CaseResult]) -> list[_PatientRow]:
     rows = []
     for patient in sorted(pred):
         members = [r for r in results if r.patient == patient]
-        rows.append(_PatientRow(patient, pred[patient], gt[patient], _reference(members), acquisition_subset(members)))
+        row = _PatientRow(patient, pred[patient], gt[patient], _reference(members), acquisition_subset(members))
+        if any(r.members is not None for r in members):
+            frames = [FrameMembers(r.view, r.phase, r.pred_profile, r.members or []) for r in members]
+            row.interval = ef_interval(patient, frames, row.pred.method)
+        rows.append(row)
     return rows
 
 
@@ -438,7 +446,7 @@ def _agreement(rows: Sequence[_PatientRow]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def clinical_summary(rows: Sequence[_PatientRow]) -> dict[str, Any]:
+def clinical_summary(rows: Sequence[_PatientRow], interval_members: str = "all") -> dict[str, Any]:
     """EF feasibility and agreement, overall and, with sector geometry, per non-empty acquisition subset.
 
     ``acquisition_subsets`` gives the definition and the patients of each subset; ``agreement_by_acquisition_subset``
@@ -452,6 +460,10 @@ def clinical_summary(rows: Sequence[_PatientRow]) -> dict[str, Any]:
         "n_with_reference": sum(math.isfinite(r.reference["ef_pct"]) for r in rows),
         "agreement": _agreement(rows),
     }
+    ef = {src: [_value(getattr(r, src), "ef_pct") for r in rows] for src in ("reference", "gt", "pred")}
+    intervals = interval_summary(interval_members, [r.patient for r in rows], [r.interval for r in rows], *ef.values())
+    if intervals is not None:
+        summary["ef_intervals"] = intervals
     if any(r.acquisition_subset is not None for r in rows):
         members = {name: [r for r in rows if r.acquisition_subset == name] for name in SUBSET_DEFINITIONS}
         summary["acquisition_subsets"] = {
@@ -498,17 +510,23 @@ def _write_case_csv(path: Path, results: Sequence[CaseResult], labels: Sequence[
     _write_csv(path, header, rows)
 
 
+#: ``ef_per_patient.csv`` columns of the EF interval from the sample masks (empty without samples).
+_INTERVAL_COLUMNS = ("ef_low_pct", "ef_high_pct", "ef_interval_members", "ef_interval_samples")
+
+
 def _write_patient_csv(path: Path, rows: Sequence[_PatientRow]) -> None:
     header = ["patient", "n_ed", "n_es", "acquisition_subset"]
     for src in ("pred", "gt"):
         header += [f"method_{src}", f"edv_{src}_ml", f"esv_{src}_ml", f"ef_{src}_pct"]
-    header += ["edv_ref_ml", "esv_ref_ml", "ef_ref_pct"]
+    header += ["edv_ref_ml", "esv_ref_ml", "ef_ref_pct", *_INTERVAL_COLUMNS]
     out = []
     for r in rows:
         line: list[Any] = [r.patient, r.pred.n_frames.get("ED", 0), r.pred.n_frames.get("ES", 0), r.acquisition_subset]
         for ef in (r.pred, r.gt):
             line += [ef.method, ef.edv_ml, ef.esv_ml, ef.ef_pct]
         line += [r.reference["edv_ml"], r.reference["esv_ml"], r.reference["ef_pct"]]
+        i = r.interval
+        line += [None] * len(_INTERVAL_COLUMNS) if i is None else [i.low, i.high, i.n_members, i.n_draws]
         out.append(line)
     _write_csv(path, header, out)
 
@@ -524,9 +542,11 @@ def _write_plots(out_dir: Path, rows: Sequence[_PatientRow]) -> list[str]:
         b = [_value(reference(r), "ef_pct") for r in rows]
         if not any(math.isfinite(x) and math.isfinite(y) for x, y in zip(a, b)):
             continue
+        bars = [(r.interval.low, r.interval.high) if r.interval else None for r in rows] if slug[:4] == "pred" else []
         for kind, plot in (("bland_altman", bland_altman_plot), ("correlation", correlation_plot)):
             rel = f"{kind}_ef_{slug}.png"
-            plot(a, b, out_dir / rel, title=f"EF: {name}", groups=groups, group_labels=group_labels)
+            extra: dict[str, Any] = {"intervals": bars} if kind == "bland_altman" and any(bars) else {}
+            plot(a, b, out_dir / rel, title=f"EF: {name}", groups=groups, group_labels=group_labels, **extra)
             written.append(rel)
     return written
 
@@ -541,6 +561,7 @@ def evaluate(
     overlays: bool = True,
     progress: bool = True,
     fold: int | None = None,
+    interval_members: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate predictions of an nnU-Net raw dataset's cases and write metrics, EF agreement, plots and a report.
 
@@ -554,6 +575,8 @@ def evaluate(
         overlays: write ``overlays/{case}.png``.
         progress: show a progress bar.
         fold: fold for ``subset="train"``/``"val"``.
+        interval_members: with sample masks, the chains whose members form the EF interval's draws (names of the
+            run record's ``cases[].members``, e.g. ``bernoulli``); default every member.
 
     Returns:
         The summary as written to ``metrics_summary.json`` (NaN as ``None``).
@@ -568,12 +591,17 @@ def evaluate(
     if labels is not None:
         select_labels(dataset, labels)  # an unknown name is an error before the predictions are read
     pred_paths, predicted = _check_predictions(dataset, case_ids, pred_dir)
+    patients = {c: _case_meta(dataset, c)["patient"] for c in case_ids}
+    samples = check_samples(dataset, case_ids, Path(pred_dir), patients)  # {} without sample masks
+    keep = member_selection(Path(pred_dir), samples, interval_members)  # {}: every member
     label_map, label_selection = labels_to_evaluate(dataset, predicted, labels, _declared_labels(Path(pred_dir)))
     uncertainty = _uncertainty_maps(dataset, case_ids, Path(pred_dir))
     out = Path(out_dir)
     overlay_dir = out / "overlays" if overlays else None
     iterable = progress_bar(case_ids, total=len(case_ids), desc="evaluate") if progress else case_ids
-    results = [_evaluate_case(dataset, c, pred_paths[c], label_map, overlay_dir) for c in iterable]
+    results = [
+        _evaluate_case(dataset, c, pred_paths[c], label_map, overlay_dir, samples.get(c), keep.get(c)) for c in iterable
+    ]
     return _write_outputs(
         out,
         dataset,
@@ -585,59 +613,8 @@ def evaluate(
         label_selection=label_selection,
         uncertainty=uncertainty,
         pred_paths=pred_paths,
+        interval_members="all" if interval_members is None else ",".join(_chain_names(interval_members)),
     )
-
-
-#: Cases shown in the uncertainty gallery (the first ones of the subset that have a map).
-UNCERTAINTY_GALLERY_CASES = 4
-_UNCERTAINTY_SUFFIX = "_uncertainty"  # Echo-DND's {case}_uncertainty.nii.gz beside {case}.nii.gz
-
-
-def _uncertainty_maps(dataset: RawDataset, case_ids: Sequence[str], pred_dir: Path) -> dict[str, Path]:
-    """Checked uncertainty maps of the first gallery cases, ``{case_id: path}`` (empty when there are none).
-
-    Raises:
-        EchoDataError: a map that is unreadable, not in its label file's geometry, not finite or outside [0, 1].
-    """
-    found = {c: pred_dir / f"{c}{_UNCERTAINTY_SUFFIX}{dataset.file_ending}" for c in case_ids}
-    chosen = dict(list((c, p) for c, p in found.items() if p.is_file())[:UNCERTAINTY_GALLERY_CASES])
-    for case, path in chosen.items():
-        image = read_image(path)
-        if image.GetNumberOfComponentsPerPixel() != 1:
-            raise EchoDataError(path, "expected a one-channel uncertainty map")
-        image = image[:, :, 0] if image.GetDimension() == 3 and image.GetSize()[2] == 1 else image
-        label_path = dataset.label_path(case)
-        problem = _geometry_problem(image, _as_2d(read_image(label_path), label_path))
-        if problem:
-            raise EchoDataError(path, f"geometry differs from {label_path.name}: {problem}")
-        values = sitk.GetArrayViewFromImage(image)
-        if not np.isfinite(values).all() or values.min() < -1e-6 or values.max() > 1 + 1e-6:
-            raise EchoDataError(path, "uncertainty map has values outside [0, 1] or NaN/Inf")
-    return chosen
-
-
-def _sampling_note(pred_dir: Path) -> str:
-    """What the Echo-DND run record says about the samples behind the maps ('' when there is no record)."""
-    try:
-        record = json.loads((pred_dir / "echo_dnd_inference.json").read_text())
-        chains, ensemble = list(record["chains"]), int(record["ensemble"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    return f"Echo-DND run: {ensemble} sample(s) per chain of {' and '.join(chains)}, {ensemble * len(chains)} in all."
-
-
-def _write_uncertainty_gallery(
-    out: Path, dataset: RawDataset, maps: Mapping[str, Path], pred_paths: Mapping[str, Path], value: int
-) -> str:
-    """``uncertainty.png``: image with reference / predicted contours of ``value`` and the map as written."""
-    rows = []
-    for case, path in maps.items():
-        image, gt, spacing = dataset.load(case)
-        pred = sitk.GetArrayFromImage(_as_2d(read_image(pred_paths[case]), pred_paths[case]))
-        unc = sitk.GetArrayFromImage(_as_2d(read_image(path), path)).astype(np.float32)
-        rows.append(UncertaintyRow(case, image, gt == value, pred == value, unc, spacing))
-    uncertainty_gallery(rows, out / "uncertainty.png")
-    return "uncertainty.png"
 
 
 def _write_outputs(
@@ -651,6 +628,7 @@ def _write_outputs(
     label_selection: str = _ASKED,
     uncertainty: Mapping[str, Path] | None = None,
     pred_paths: Mapping[str, Path] | None = None,
+    interval_members: str = "all",
 ) -> dict[str, Any]:
     labels = list(label_map)
     not_evaluated = {k: v for k, v in select_labels(dataset).items() if k not in label_map}
@@ -675,7 +653,7 @@ def _write_outputs(
         rows = patient_rows(results)
         files["EF per patient"] = "ef_per_patient.csv"
         _write_patient_csv(out / files["EF per patient"], rows)
-        summary["clinical"] = clinical_summary(rows)
+        summary["clinical"] = clinical_summary(rows, interval_members)
         plots = _write_plots(out, rows)
     overlay_files = [f"overlays/{r.case_id}.png" for r in results] if overlays else []
     if uncertainty and pred_paths:

@@ -71,6 +71,24 @@ def _scatter_groups(
         ax.legend(loc="best", fontsize=7)
 
 
+def _interval_bars(
+    ax: Axes,
+    measured: Sequence[float],
+    reference: Sequence[float],
+    intervals: Sequence[tuple[float, float] | None],
+) -> None:
+    """Vertical bars of each pair's interval on the Bland-Altman axes (pairs with a NaN or no interval skipped)."""
+    x, low, high = [], [], []
+    for m, r, i in zip(measured, reference, intervals):
+        if i is not None and np.isfinite([m, r, i[0], i[1]]).all():
+            x.append((m + r) / 2)
+            low.append(i[0] - r)
+            high.append(i[1] - r)
+    if x:
+        ax.vlines(x, low, high, colors="0.45", lw=1, label="95 % interval from samples", zorder=1)
+        ax.legend(loc="best", fontsize=7)
+
+
 def bland_altman_plot(
     measured: Sequence[float],
     reference: Sequence[float],
@@ -79,6 +97,7 @@ def bland_altman_plot(
     quantity: str = "EF (%)",
     groups: Sequence[bool] | None = None,
     group_labels: tuple[str, str] = _SUBSET_LABELS,
+    intervals: Sequence[tuple[float, float] | None] | None = None,
 ) -> dict[str, float | int]:
     """Bland-Altman plot (difference against mean) with bias and 95 % limits of agreement; returns the stats.
 
@@ -90,11 +109,16 @@ def bland_altman_plot(
         quantity: axis quantity, e.g. ``EF (%)``.
         groups: optional flags drawn in a second colour (e.g. the ``deep_or_wide`` acquisition subset).
         group_labels: legend text for unflagged and flagged points.
+        intervals: optional ``(low, high)`` of each measured value (e.g. the EF interval from samples; ``None``:
+            none), drawn as a vertical bar from ``low - reference`` to ``high - reference`` at the point's mean (the
+            point itself need not lie inside its interval).
     """
     a, b, g = _pairs(measured, reference, groups)
     stats = agreement_stats(a, b)
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
+    if intervals is not None:
+        _interval_bars(ax, measured, reference, intervals)
     _scatter_groups(ax, (a + b) / 2, a - b, g, None if groups is None else group_labels)
     if stats["n"]:
         ax.axhline(stats["bias"], color="k", lw=1, label="bias")

@@ -129,6 +129,42 @@ def _uncertainty_section(uncertainty: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _coverage_text(name: str, stats: Mapping[str, Any] | None) -> str:
+    if not stats or not stats.get("n"):
+        return ""
+    return f"{name}: {stats['covered']} of {stats['n']} ({_fmt(stats.get('fraction'), 2)}); "
+
+
+def _interval_section(intervals: Mapping[str, Any]) -> list[str]:
+    """The EF intervals from the sample masks: coverage, width and one row per patient (nothing without them)."""
+    if not intervals:
+        return []
+    width = intervals.get("width_pct", {})
+    level = 100 * float(intervals.get("level", 0.95))
+    coverage = (
+        _coverage_text("reference EF", intervals.get("coverage_reference"))
+        + _coverage_text("ground-truth-mask EF", intervals.get("coverage_gt_masks"))
+        + _coverage_text("predicted EF", intervals.get("point_in_interval"))
+    )
+    rows = "".join(
+        f"<tr><td class='text'>{html.escape(str(p['patient']))}</td><td>{_fmt(p.get('ef_pct'), 1)}</td>"
+        f"<td>{_fmt(p.get('ef_low_pct'), 1)} – {_fmt(p.get('ef_high_pct'), 1)}</td>"
+        f"<td>{_fmt(p.get('ef_ref_pct'), 1)}</td><td>{_fmt(p.get('ef_gt_pct'), 1)}</td></tr>"
+        for p in intervals.get("patients", [])
+    )
+    return [
+        f"<h3>EF with a {level:g} % interval from the sample masks</h3>",
+        f"<p>Members used: {html.escape(str(intervals.get('members_used', 'all')))}. "
+        f"Joint draws: {html.escape(str(intervals.get('joint_draws', '')))}. "
+        f"{intervals.get('n_patients', 0)} patients, members per image "
+        f"{html.escape(', '.join(str(m) for m in intervals.get('members_per_image', [])))}. "
+        f"Intervals containing the {coverage}width mean {_fmt(width.get('mean'), 2)}, "
+        f"median {_fmt(width.get('median'), 2)} EF points.</p>",
+        "<table><tr><th>patient</th><th>EF (%)</th><th>interval</th><th>reference EF</th><th>GT-mask EF</th></tr>"
+        f"{rows}</table>",
+    ]
+
+
 def _link(rel: str) -> str:
     return f"<a href='{html.escape(rel, quote=True)}'>{html.escape(rel)}</a>"
 
@@ -167,6 +203,7 @@ def render_report(
             _agreement_table(clinical.get("agreement", {})),
         ]
         parts += _subset_sections(clinical)
+        parts += _interval_section(clinical.get("ef_intervals") or {})
     if plots:
         parts.append(
             "<div class='plots'>"
