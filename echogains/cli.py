@@ -292,7 +292,7 @@ class EchoGains:
     train_ddpm = Command(_train_ddpm, rename={"out_dir": "out"}, hide=("frame_step", "n_samples", "sample_steps"))
     expand_dataset = Command(
         _expand_dataset,
-        hide=("repaint", "frame_size", "schedule", "border", "policy"),
+        hide=("repaint", "frame_size", "border", "policy"),
         options=_expand_options,
         adapt=_expand_arguments,
     )

@@ -105,7 +105,7 @@ OPTIONS = {
     "include_validation=False all_patients=False vb_weighting='rescaled' accumulate=1 precision='auto' "
     "checkpointing='auto' progress=True",
     "expand_dataset": "src out model=None augment='combination' k=5 labels='lv,myo' no_repaint=False sampler='fast' "
-    "seed=0 fold=0 shard=None batch_size=8 device=None overwrite=False merge_only=False "
+    "seed=0 fold=0 shard=None batch_size=8 device=None overwrite=False schedule=None merge_only=False "
     "augment_validation=False depth_mode='zoom' kept_region='original_sector' progress=True",
     "augmentation_report": "dataset out model=None n_samples=8 max_cases=50 seed=0 device=None progress=True",
     "analyze": "input out model='echo_dnd' model_path=None bundle_root=None views='auto' skip_bad=False "

@@ -246,7 +246,17 @@ def test_expand_corrupt_model(data, tmp_path, capfd) -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--augment", "zoom"), ("--k", "0"), ("--shard", "3/2"), ("--sampler", "magic"), ("--labels", "lv,spleen")],
+    [
+        ("--augment", "zoom"),
+        ("--k", "0"),
+        ("--shard", "3/2"),
+        ("--sampler", "magic"),
+        ("--labels", "lv,spleen"),
+        ("--schedule", "10"),
+        ("--schedule", "10,1"),
+        ("--schedule", "250,10,10"),
+        ("--schedule", "0,1,1"),
+    ],
 )
 def test_expand_wrong_argument(data, tmp_path, capfd, flag, value) -> None:
     code, err = run_cli(

@@ -97,6 +97,8 @@ def test_phantom_to_nnunet_to_evaluation(tmp_path):
             "1",
             "--sampler",
             "fast",
+            "--schedule",
+            "10,1,1",  # 10 network evaluations per image instead of the fast sampler's 97: the path, not the quality
             "--device",
             "cpu",
             "--progress",

@@ -167,7 +167,8 @@ def expand_dataset(
         overwrite: replace an existing output (not allowed with several shards: clear the folder instead).
         progress: progress bar.
         frame_size: model frame without a model (default 256); must equal the model's size otherwise.
-        schedule: RePaint (t_T, jump_length, jump_n_sample) instead of the sampler's default.
+        schedule: RePaint (t_T, jump_length, jump_n_sample) instead of the sampler's default, e.g. ``10,1,1`` on
+            the command line (10 network evaluations per image, no resampling; ``fast`` allows at most 100).
         border: seam band of RePaint in frame pixels (default 10 px at 256, scaled).
         policy: transform ranges and retry rule (default: the paper's).
         merge_only: only write ``cases.json``, ``splits_final.json`` and ``dataset.json`` (all shards done).

@@ -27,6 +27,7 @@ path.)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -125,9 +126,17 @@ def network_evaluations(sampler: str = "repaint", schedule: Sequence[int] | None
 def _resolve_schedule(sampler: str, schedule: Sequence[int] | None) -> tuple[int, int, int]:
     if sampler not in SAMPLERS:
         raise EchoDataError(None, f"unknown RePaint sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    sched = tuple(int(v) for v in (schedule if schedule is not None else SAMPLERS[sampler]))
-    if len(sched) != 3:
-        raise EchoDataError(None, f"RePaint schedule must be (t_T, jump_length, jump_n_sample), got {schedule}")
+    given = schedule if schedule is not None else SAMPLERS[sampler]
+    if (
+        isinstance(given, (str, bytes))
+        or not isinstance(given, Sequence)
+        or len(given) != 3
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in given)
+    ):
+        raise EchoDataError(
+            "--schedule", f"RePaint schedule must be three integers t_T,jump_length,jump_n_sample, got {schedule!r}"
+        )
+    sched = (int(given[0]), int(given[1]), int(given[2]))
     _check_schedule(*sched)
     if sampler == "fast" and schedule_counts(*sched).evaluations > FAST_MAX_EVALUATIONS:
         n = schedule_counts(*sched).evaluations
