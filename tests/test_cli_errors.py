@@ -306,6 +306,19 @@ def test_augmentation_report_corrupt_model_and_wrong_argument(data, tmp_path, ca
     assert not (tmp_path / "report").exists()
 
 
+def test_augmentation_report_refuses_a_file_or_the_dataset_itself_as_its_folder(data, tmp_path, capfd) -> None:
+    target = tmp_path / "report.txt"
+    target.write_text("kept")
+    code, err = run_cli(["augmentation-report", str(data["expanded"]), str(target), "--n_samples", "0"], capfd)
+    assert_one_line_error(code, err, 2, "report.txt")
+    assert target.read_text() == "kept"
+    before = sorted(p.name for p in data["expanded"].iterdir())
+    expanded = str(data["expanded"])
+    code, err = run_cli(["augmentation-report", expanded, expanded, "--n_samples", "0"], capfd)
+    assert_one_line_error(code, err, 2, "input folder")
+    assert sorted(p.name for p in data["expanded"].iterdir()) == before
+
+
 # --- nnunet-env -----------------------------------------------------------------------------------------------------
 def test_nnunet_env_wrong_shell(capfd) -> None:
     code, err = run_cli(["nnunet-env", "--shell", "cmd.exe"], capfd)

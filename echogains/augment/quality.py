@@ -45,6 +45,7 @@ from echogains.utils import (
     atomic_write_json,
     atomic_write_text,
     check_int,
+    check_output_dir,
     get_logger,
     resolve_device,
     set_progress,
@@ -398,6 +399,7 @@ def augmentation_report(
         Path of ``report.json``.
     """
     set_progress(progress)
+    out = check_output_dir(out, source=dataset, allow_nonempty=True)  # a report folder is rewritten in place
     for name, value in (
         ("n_samples", n_samples),
         ("sample_steps", sample_steps),
@@ -415,7 +417,6 @@ def augmentation_report(
     if not originals:
         raise EchoDataError(ds.root / "imagesTr", "no original training images to compare with")
     loaded = load_ddpm(model, device=device) if model is not None and n_samples > 0 else None  # before any output
-    out = Path(out)
     cases = augmented[:max_cases]
     rendered = [render_case(ds, c) for c in progress_bar(cases, total=len(cases), desc="render")]
     frame = int(ds.record(cases[0])["provenance"]["frame_size"])
