@@ -3,7 +3,8 @@
 Echo-DND fuses its Gaussian and Bernoulli masks (and the members of an ensemble) with STAPLE. This batched torch
 implementation follows the same EM as ITK's ``STAPLEImageFilter`` (checked against SimpleITK in the tests):
 
-- start: W_i = mean_j D_ij; prior g = mean_i W_i * confidence_weight (kept fixed);
+- start: W_i = mean_j D_ij (or a given ``init``, e.g. a reliability-weighted mean of the raters); prior
+  g = mean_i W_i * confidence_weight (kept fixed);
 - M-step: p_j = sum_i D_ij W_i / sum_i W_i,  q_j = sum_i (1 - D_ij)(1 - W_i) / sum_i (1 - W_i);
 - E-step: W_i = g a_i / (g a_i + (1 - g) b_i),  a_i = prod_j p_j^D_ij (1 - p_j)^(1 - D_ij),
   b_i = prod_j q_j^(1 - D_ij) (1 - q_j)^D_ij  (computed in log space);
@@ -48,7 +49,11 @@ def _e_step(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor, log_prior_odds: t
 
 
 def staple_torch(
-    masks: torch.Tensor, confidence_weight: float = 1.0, max_iterations: int = 100_000, tolerance: float = 1e-14
+    masks: torch.Tensor,
+    confidence_weight: float = 1.0,
+    max_iterations: int = 100_000,
+    tolerance: float = 1e-14,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """STAPLE for a batch of images, each with R binary masks.
 
@@ -57,6 +62,9 @@ def staple_torch(
         confidence_weight: scales the foreground prior, as ITK's ``ConfidenceWeight``.
         max_iterations: EM iterations at most (ITK has no practical limit; near-random raters can need > 1000).
         tolerance: convergence threshold on the squared change of every p_j and q_j.
+        init: the starting truth estimate W, ``(B, *spatial)`` in [0, 1]; ``None``: the mean of the raters (ITK).
+            EM converges to a fixed point near its start: with few raters that disagree (e.g. one sample of each
+            Echo-DND chain) the start decides which rater the estimate follows.
 
     Returns:
         ``(probability (B, *spatial), sensitivities (B, R), specificities (B, R))`` in float64.
@@ -67,7 +75,12 @@ def staple_torch(
     d = masks.reshape(b, r, -1).to(torch.float64)
     if not ((d == 0) | (d == 1)).all():
         raise EchoDataError("masks", "STAPLE needs binary masks (0/1)")
-    w = d.mean(1)  # initial W: the average of the raters
+    if init is None:
+        w = d.mean(1)  # initial W: the average of the raters
+    else:
+        if tuple(init.shape) != (b, *masks.shape[2:]):
+            raise EchoDataError("init", f"expected shape {(b, *masks.shape[2:])}, got {tuple(init.shape)}")
+        w = init.reshape(b, -1).to(d).clamp(0.0, 1.0)
     g = (w.mean(-1) * confidence_weight).clamp(_TINY, 1.0 - _TINY)
     log_prior_odds = g.log() - (1.0 - g).log()
     active = torch.ones(b, dtype=torch.bool, device=d.device)

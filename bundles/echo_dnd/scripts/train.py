@@ -440,10 +440,14 @@ class EchoDNDTrainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean Dice of the EMA model on the validation cases with ``val_steps``-step sampling."""
+        """Mean Dice of the EMA model on the validation cases with ``val_steps``-step sampling.
+
+        The sampler's default ensemble and fusion (3 samples per chain, reliability-started STAPLE): one sample per
+        chain is unstable across seeds (``scripts.sampler``), so the Dice would follow the noise draw.
+        """
         if self.val_images is None:
             return float("nan")
-        sampler = EchoDNDSampler(num_steps=self.val_steps, ensemble=1)
+        sampler = EchoDNDSampler(num_steps=self.val_steps)
         gen = torch.Generator().manual_seed(self.seed)
         scores = []
         for i in range(0, len(self.val_images), 8):
