@@ -13,7 +13,8 @@ segmented frame by frame. RGB(A) PNGs are converted to grey (mean of R, G, B).
 
 Per frame (the same steps as training, ``scripts.data``): min-max intensity scaling to [0, 1], zero padding to a
 centred square, resize to the model's ``image_size``; the sampler (batched over frames) gives the fused STAPLE mask
-and the uncertainty map (normalised entropy of the votes of all samples of both chains); both go back onto the
+and the uncertainty map (by default the entropy of the members' reliability-weighted soft outputs, each kept inside
+its plausible LV: ``scripts.sampler``); both go back onto the
 input's pixel grid by bilinear resampling that undoes the padding and resizing exactly (``scripts.data``). The mask is
 the STAPLE probability, anti-aliased by a Gaussian of ``scripts.data.ANTIALIAS_SIGMA`` model pixels, resampled and
 thresholded on the input grid (the sampler's ``threshold``, 0.5), then post-processed there as the sampler does
@@ -22,7 +23,8 @@ model pixels; the uncertainty is resampled as it is. Both are written with the i
 direction (SimpleITK ``CopyInformation``):
 
 - ``{case}.nii.gz``: uint8 mask, ``label_value`` (1) = LV cavity, 0 elsewhere;
-- ``{case}_uncertainty.nii.gz``: float32 in [0, 1], 0 where every sample of both chains agrees;
+- ``{case}_uncertainty.nii.gz``: float32 in [0, 1], 0 where every member is certain (and outside every member's
+  LV region);
 - ``{case}_samples.nii.gz`` (``save_samples``, 2D inputs only): uint8 image of size ``(W, H, R)``, slice k the
   binary (0/1) mask of ensemble member k, the Gaussian chain's members first, then the Bernoulli chain's (only the
   chains the model has); each made like the fused mask (the member's mask resampled by ``mask_to_input`` at 0.5,

@@ -254,7 +254,7 @@ class EchoDNDSampler:
             self._warned = True
             log.warning(
                 "ensemble 1 with both chains is unstable: STAPLE of one Gaussian and one Bernoulli sample follows "
-                "whichever chain the noise draw favours (mean Dice spread 0.25 over 5 seeds with the demo "
+                "whichever chain the noise draw favours (mean Dice spread 0.25-0.26 over 5 seeds with the demo "
                 "weights); use ensemble >= 2 (default 3)"
             )
         cond = model.condition(image)  # once per image, reused by every step and ensemble member
