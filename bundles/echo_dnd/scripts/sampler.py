@@ -9,23 +9,26 @@ component with holes filled.
 
 Fusion (``fusion``). STAPLE's EM converges to a fixed point near its start. With one sample per chain (2 raters that
 disagree) the start, the plain mean of the raters, is 0.5 wherever they differ, and the estimate follows whichever
-chain the noise draw favours: with the demo weights the mean Dice over 5 seeds spread by 0.25 on the bundle's
-sample data and on 24 phantom test images (``benchmarks/echo_dnd_stability.py``). The default, ``"reliability"``,
+chain the noise draw favours: with the demo weights the mean Dice over 5 seeds spread by 0.26 on the bundle's sample
+data and by 0.25 on 24 phantom test images (``benchmarks/echo_dnd_stability.py``). The default, ``"reliability"``,
 starts STAPLE from the raters' mean weighted by each chain's measured reliability on this image: the mean pairwise
-Dice of the chain's N members (a chain whose samples agree with each other is trusted more; 1 with N = 1, where
-it reduces to plain STAPLE); ``"staple"`` is ITK's start (the plain mean). The default is N = 3 samples per chain;
-a model with both chains and N = 1 logs a warning (the unstable configuration above). The numbers are in
+Dice of the chain's N members (a chain whose samples agree with each other is trusted more; 1 with N = 1, where it
+reduces to plain STAPLE); ``"staple"`` is ITK's start (the plain mean). The default is N = 3 samples per chain: its
+spread is 0.007 and 0.003 on the same sets, against 0.007 and 0.021 for N = 3 with the plain start. A model with
+both chains and N = 1 logs a warning (the unstable configuration above). The numbers are in
 ``benchmarks/results/echo_dnd_stability.json`` and the bundle's ``docs/README.md``.
 
 Uncertainty (``uncertainty``). The default map, ``"soft"``, uses each member's soft output: the Bernoulli chain's
 x_0_hat probability and the Gaussian chain's x_0 estimate mapped to [0, 1] by (clip(x_0, -1, 1) + 1) / 2. Each
 member's map is set to 0 outside its plausible LV: its largest 8-connected component (holes filled) dilated by
 ``uncertainty_margin`` model pixels, so that isolated background flips of a member leave no speckle. The maps are
-averaged with weights from STAPLE's reliability of each member, Youden's index max(p + q - 1, 0) of its
-sensitivity p and specificity q (equal weights where STAPLE did not run), and the map is the binary entropy (bits,
-in [0, 1]) of that mean: continuous even with one sample per chain, high where the members are unsure or disagree
-near the LV. ``"votes"`` is the earlier map: the normalised binary entropy of the vote fraction of the binary
-masks (0 where all samples agree, 1 where they split evenly; binary with 2 raters).
+averaged with weights from STAPLE's reliability of each member, Youden's index max(p + q - 1, 0) of its sensitivity
+p and specificity q (equal weights where STAPLE did not run), and the map is the binary entropy (bits, in [0, 1]) of
+that mean: continuous even with one sample per chain, high where the members are unsure or disagree near the LV.
+``"votes"`` is the earlier map: the normalised binary entropy of the vote fraction of the binary masks (0 where all
+samples agree, 1 where they split evenly; binary with 2 raters). As a detector of the fused mask's pixel errors on
+the 24 phantom images (area under the ROC curve, mean of 5 seeds) the soft map scores 0.991 at the default, the vote
+map 0.736; with one sample per chain 0.831 and 0.673.
 """
 
 from __future__ import annotations
