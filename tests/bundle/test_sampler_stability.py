@@ -19,6 +19,7 @@ from scripts.sampler import chain_reliability, soft_uncertainty
 from scripts.train import load_model
 
 from echogains.data.nnunet import RawDataset
+from echogains.utils import EchoDataError
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 
@@ -127,3 +128,19 @@ def test_soft_map_weights_members_by_reliability() -> None:
     inside = lv.bool()
     assert float(trusting_first[0][inside].max()) < float(equal[0][inside].min())
     assert torch.equal(soft_uncertainty(soft, binary, torch.zeros(1, 2)), equal)  # no weight at all: equal weights
+
+
+def test_staple_start_decides_between_two_disagreeing_raters() -> None:
+    from scripts.staple import staple_torch
+
+    a, b = disk(24, 24, 8), disk(24, 24, 14)
+    votes = torch.stack([a, b])[None]
+    plain, _, _ = staple_torch(votes)
+    same, _, _ = staple_torch(votes, init=votes.double().mean(1))
+    assert torch.equal(plain, same)  # the default start is the raters' mean (ITK)
+    toward_a, _, _ = staple_torch(votes, init=a[None].double())
+    toward_b, _, _ = staple_torch(votes, init=b[None].double())
+    ring = (b - a).bool()[None]
+    assert float(toward_a[ring].max()) < 0.5 < float(toward_b[ring].min())
+    with pytest.raises(EchoDataError, match="init"):
+        staple_torch(votes, init=torch.zeros(1, 8, 8))
