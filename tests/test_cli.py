@@ -99,7 +99,7 @@ OPTIONS = {
     "skip_bad=False progress=True",
     "convert_echonet": "src out skip_bad=False limit=None overwrite=False progress=True",
     "verify_dataset": "dataset nnunet_check=True num_processes=1 progress=True",
-    "evaluate": "pred dataset out subset='Ts' labels=None overlays=True progress=True",
+    "evaluate": "pred dataset out subset='Ts' labels=None overlays=True interval_members=None progress=True",
     "train_ddpm": "data out config='tiny' steps=None batch_size=None lr=None ema=None seed=0 resume=True "
     "sample_every=1000 checkpoint_every=1000 device=None max_narrowing_deg=20.0 fold=0 "
     "include_validation=False all_patients=False vb_weighting='rescaled' accumulate=1 precision='auto' "
