@@ -144,3 +144,15 @@ def test_staple_start_decides_between_two_disagreeing_raters() -> None:
     assert float(toward_a[ring].max()) < 0.5 < float(toward_b[ring].min())
     with pytest.raises(EchoDataError, match="init"):
         staple_torch(votes, init=torch.zeros(1, 8, 8))
+
+
+def test_benchmark_error_auc_and_dice() -> None:
+    from benchmarks.echo_dnd_stability import dice, error_auc
+
+    error = np.array([0, 0, 1, 1, 0], dtype=bool)
+    assert error_auc(np.array([0.1, 0.2, 0.9, 0.8, 0.3]), error) == 1.0
+    assert error_auc(np.array([0.9, 0.8, 0.1, 0.2, 0.7]), error) == 0.0
+    assert error_auc(np.zeros(5), error) == 0.5  # ties count one half: a binary map with no information
+    assert np.isnan(error_auc(np.zeros(5), np.zeros(5, bool)))
+    assert dice(np.array([1, 1, 0]), np.array([1, 0, 0])) == pytest.approx(2 / 3)
+    assert dice(np.zeros(3), np.zeros(3)) == 1.0
