@@ -1,6 +1,6 @@
 """The uncertainty gallery of ``echogains evaluate``: the maps ``{case}_uncertainty.nii.gz`` beside the predictions.
 
-Echo-DND writes one per case (normalised entropy of the votes of all samples of both chains); the first
+Echo-DND writes one per case (in [0, 1]; by default the entropy of its samples' weighted soft maps); the first
 :data:`UNCERTAINTY_GALLERY_CASES` of the subset that have one are checked (one channel, the label file's geometry,
 finite values in [0, 1]) before anything is written and drawn on their own pixel grid with the contours.
 """
