@@ -26,6 +26,14 @@ Targets (issue 4), judged in the JSON's ``targets``: the paper-scale network at 
 Dice at 10 steps within 0.01 of Dice at 1000 steps; paper-scale inference with 10 steps and one sample in < 90 s per
 image on 2 CPU cores.
 
+The Dice study runs the bundle's sampler with 3 samples per chain (its default; ``QUICK``: the same) over the
+sampler seeds of the profile (``FULL``: 0, 1, 2) and reports, per step count, the fused (STAPLE) mask's mean Dice and
+each chain's mean member Dice (from ``{case}_samples.nii.gz``), each with its spread (max - min) across the seeds.
+``--steps_only``: that study alone at 20, 10 and 5 steps on 6 unseen phantom patients (a CPU run):
+
+    OMP_NUM_THREADS=1 python benchmarks/echo_dnd.py --steps_only --threads 1 \
+        --out benchmarks/results/echo_dnd_steps.json
+
 ``--quick`` (CPU, minutes): one timed paper-scale evaluation, no paper-scale end-to-end run (estimated from the
 parts), 2 phantom patients and 10, 5 steps; without the demo weights it falls back to an untrained tiny model
 (Dice then means nothing; the JSON says so).
@@ -69,6 +77,7 @@ __all__ = [
     "Profile",
     "QUICK",
     "FULL",
+    "STEPS",
     "machine_info",
     "matmul_peak",
     "network_flops",
@@ -98,6 +107,9 @@ class Profile:
         paper_end_to_end: run the paper-scale sampler end to end (else estimate it from the parts).
         phantom_patients: patients of the generated phantom test set (4 images each).
         steps: sampling step counts of the Dice study.
+        seeds: sampler seeds of the Dice study (its spread across them is reported).
+        ensemble: samples per chain in the Dice study (the bundle's default is 3).
+        dice_only: run only the Dice study (no timing of the networks and of the paper-scale sampler).
     """
 
     name: str
@@ -108,10 +120,15 @@ class Profile:
     paper_end_to_end: bool
     phantom_patients: int
     steps: tuple[int, ...]
+    seeds: tuple[int, ...] = (0,)
+    ensemble: int = 3
+    dice_only: bool = False
 
 
-FULL = Profile("full", 2048, 10, 20, 3, True, 10, (1000, 100, 50, 20, 10, 5))
+FULL = Profile("full", 2048, 10, 20, 3, True, 10, (1000, 100, 50, 20, 10, 5), (0, 1, 2))
 QUICK = Profile("quick", 1024, 10, 5, 1, False, 2, (10, 5))
+#: The few-step Dice study alone, per chain and fused over 3 seeds, on 6 unseen phantom patients (a CPU run).
+STEPS = Profile("steps", 1024, 1, 1, 1, False, 6, (20, 10, 5), (0, 1, 2), dice_only=True)
 
 #: Issue 4 targets.
 TARGET_PEAK_FRACTION = 0.5
@@ -333,28 +350,75 @@ def _score(dataset_dir: Path, subset: str, pred_dir: Path) -> list[float]:
     return scores
 
 
+def _member_dice(dataset_dir: Path, subset: str, pred_dir: Path, record: dict[str, Any]) -> dict[str, list[float]]:
+    """Per chain, each image's mean Dice of the chain's members (``{case}_samples.nii.gz``), in input geometry."""
+    from echogains.data.nnunet import RawDataset
+
+    dataset = RawDataset(dataset_dir)
+    lv = dataset.label_value("LV")
+    members = {c["case_id"]: c.get("members", []) for c in record["cases"]}
+    out: dict[str, list[float]] = {}
+    for case in dataset.case_ids(subset):
+        truth = sitk.GetArrayFromImage(dataset.read_label(case)) == lv
+        samples = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / f"{case}_samples.nii.gz"))) == 1  # (R, H, W)
+        for chain in dict.fromkeys(members[case]):
+            scores = [_dice(samples[k], truth) for k, name in enumerate(members[case]) if name == chain]
+            out.setdefault(chain, []).append(float(np.mean(scores)))
+    return out
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    return {"mean_dice": float(np.mean(values)), "per_seed": list(values), "spread": float(max(values) - min(values))}
+
+
 def dice_vs_steps(
-    model: torch.nn.Module, dataset_dir: Path, subset: str, steps: Sequence[int], work: Path, seed: int = 0
+    model: torch.nn.Module,
+    dataset_dir: Path,
+    subset: str,
+    steps: Sequence[int],
+    work: Path,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    ensemble: int = 1,
 ) -> list[dict[str, Any]]:
-    """Mean LV Dice (input geometry) and seconds per image of the bundle's inference at each step count."""
+    """LV Dice (input geometry) and seconds per image of the bundle's inference at each step count.
+
+    For each step count and sampler seed, the fused (STAPLE) mask's Dice per image and each chain's mean member
+    Dice per image (from the samples file); per row the mean over the images, averaged over ``seeds`` with the
+    spread (max - min) of the per-seed means, fused and per chain. ``dice`` lists the first seed's fused Dice per
+    image.
+
+    Args:
+        seed: the sampler seed when ``seeds`` is not given.
+        seeds: sampler seeds (default ``(seed,)``).
+        ensemble: samples per chain.
+    """
     from scripts import EchoDNDSampler
     from scripts.infer import EchoDNDInference
 
     rows = []
     for n in steps:
-        out = work / f"pred_{n}"
-        record = EchoDNDInference(
-            model, EchoDNDSampler(num_steps=n, ensemble=1), dataset_dir, out, subset=subset, seed=seed, progress=False
-        ).run()
-        seconds = [c["seconds"] for c in record["cases"]]
-        scores = _score(dataset_dir, subset, out)
+        fused, chains, seconds, first = [], {}, [], None
+        for s in seeds if seeds is not None else (seed,):
+            out = work / f"pred_{n}_seed{s}"
+            sampler = EchoDNDSampler(num_steps=n, ensemble=ensemble)
+            record = EchoDNDInference(model, sampler, dataset_dir, out, subset=subset, seed=s, progress=False).run()
+            seconds += [c["seconds"] for c in record["cases"]]
+            scores = _score(dataset_dir, subset, out)
+            first = scores if first is None else first
+            fused.append(float(np.mean(scores)))
+            for chain, values in _member_dice(dataset_dir, subset, out, record).items():
+                chains.setdefault(chain, []).append(float(np.mean(values)))
         rows.append(
             {
                 "steps": n,
-                "mean_dice": float(np.mean(scores)),
-                "dice": scores,
+                "ensemble": ensemble,
+                "mean_dice": float(np.mean(fused)),
+                "fused": _spread(fused),
+                "chains": {chain: _spread(values) for chain, values in chains.items()},
+                "dice": first,
                 "seconds_per_image": float(np.mean(seconds)),
-                "images": len(scores),
+                "images": len(first or []),
             }
         )
         log.info("%d steps: Dice %.4f, %.2f s/image", n, rows[-1]["mean_dice"], rows[-1]["seconds_per_image"])
@@ -364,12 +428,12 @@ def dice_vs_steps(
 # --- targets and the whole run ---------------------------------------------------------------------------------
 def judge_targets(result: dict[str, Any]) -> dict[str, Any]:
     """The issue's three targets: measured value, threshold and verdict (``None`` when not measured)."""
-    paper = result["networks"].get("paper", {})
+    paper = result.get("networks", {}).get("paper", {})
     fraction = paper.get("fraction_of_matmul_peak_same_process")  # peak measured beside it: robust to load drift
     dice = {r["steps"]: r["mean_dice"] for r in result["dice_vs_steps"]}
     gap = abs(dice[10] - dice[1000]) if {10, 1000} <= set(dice) else None
     gap_met = None if gap is None or not result["weights"]["trained"] else gap <= TARGET_DICE_GAP
-    inference = result["paper_inference"]
+    inference = result.get("paper_inference", {})
     seconds = inference.get("seconds_per_image")
     return {
         "paper_fraction_of_matmul_peak": {
@@ -446,13 +510,14 @@ def run_benchmark(
         "threads": threads,
         "weights": weights_info,
     }
-    result["matmul_peak"] = matmul_peak(profile.matmul_size, profile.matmul_repeats, device)
-    peak = result["matmul_peak"]["gflops"]
-    result["networks"] = {
-        name: measure_network(name, repeats, device, threads, peak, profile.matmul_size)
-        for name, repeats in (("tiny", profile.tiny_repeats), ("paper", profile.paper_repeats))
-    }
-    result["paper_inference"] = _paper_inference(profile, result["networks"], device, threads)
+    if not profile.dice_only:
+        result["matmul_peak"] = matmul_peak(profile.matmul_size, profile.matmul_repeats, device)
+        peak = result["matmul_peak"]["gflops"]
+        result["networks"] = {
+            name: measure_network(name, repeats, device, threads, peak, profile.matmul_size)
+            for name, repeats in (("tiny", profile.tiny_repeats), ("paper", profile.paper_repeats))
+        }
+        result["paper_inference"] = _paper_inference(profile, result["networks"], device, threads)
     with tempfile.TemporaryDirectory(prefix="echo_dnd_bench_") as tmp:
         if dataset_dir:
             test_set, subset = Path(dataset_dir), "Ts"
@@ -462,7 +527,9 @@ def run_benchmark(
             "dataset": str(dataset_dir) if dataset_dir else f"phantom seed {phantom_seed}",
             "subset": subset,
         }
-        result["dice_vs_steps"] = dice_vs_steps(model, test_set, subset, profile.steps, Path(tmp), seed)
+        result["dice_vs_steps"] = dice_vs_steps(
+            model, test_set, subset, profile.steps, Path(tmp), seed, profile.seeds, profile.ensemble
+        )
     result["targets"] = judge_targets(result)
     result["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["total_s"] = time.perf_counter() - started
@@ -471,12 +538,11 @@ def run_benchmark(
 
 
 def _summary(result: dict[str, Any]) -> str:
-    peak = result["matmul_peak"]
-    lines = [
-        f"Echo-DND benchmark ({result['mode']}, {result['device']}, {result['threads']} thread(s)); "
-        f"fp32 matmul peak {peak['gflops']:.1f} GFLOP/s (n = {peak['size']})"
-    ]
-    for name, n in result["networks"].items():
+    lines = [f"Echo-DND benchmark ({result['mode']}, {result['device']}, {result['threads']} thread(s))"]
+    if "matmul_peak" in result:
+        peak = result["matmul_peak"]
+        lines[0] += f"; fp32 matmul peak {peak['gflops']:.1f} GFLOP/s (n = {peak['size']})"
+    for name, n in result.get("networks", {}).items():
         lines.append(
             f"  {name:5s} {n['image_size']}^2: {n['parameters']['total'] / 1e6:.2f} M params, "
             f"{n['evaluation_gflop']:.2f} GFLOP/evaluation (+{n['conditioner_gflop']:.2f} once), "
@@ -485,15 +551,21 @@ def _summary(result: dict[str, Any]) -> str:
             f"({100 * n['fraction_of_matmul_peak_same_process']:.0f} % of the peak measured beside it), "
             f"peak memory {n['peak_memory_mb']:.0f} MB"
         )
-    inf = result["paper_inference"]
-    lines.append(
-        f"  paper 10 steps, 1 sample: {inf['seconds_per_image']:.1f} s/image"
-        f"{' (estimated from the parts)' if inf.get('estimated') else ''}"
-    )
+    inf = result.get("paper_inference")
+    if inf:
+        lines.append(
+            f"  paper 10 steps, 1 sample: {inf['seconds_per_image']:.1f} s/image"
+            f"{' (estimated from the parts)' if inf.get('estimated') else ''}"
+        )
     trained = "" if result["weights"]["trained"] else " [untrained weights: Dice meaningless]"
     for row in result["dice_vs_steps"]:
+        chains = ", ".join(
+            f"{c} {v['mean_dice']:.4f} (spread {v['spread']:.4f})" for c, v in row.get("chains", {}).items()
+        )
         lines.append(
-            f"  {row['steps']:5d} steps: Dice {row['mean_dice']:.4f}, {row['seconds_per_image']:.3f} s/image"
+            f"  {row['steps']:5d} steps: Dice {row['mean_dice']:.4f}"
+            f"{' (spread ' + format(row['fused']['spread'], '.4f') + ')' if 'fused' in row else ''}"
+            f"{'; members: ' + chains if chains else ''}, {row['seconds_per_image']:.3f} s/image"
             f" ({row['images']} images){trained}"
         )
     verdicts = {True: "met", False: "NOT met", None: "not judged"}
@@ -507,6 +579,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/echo_dnd.json", help="JSON file to write")
     parser.add_argument("--quick", action="store_true", help="reduced CPU run (see the module docstring)")
+    parser.add_argument(
+        "--steps_only", action="store_true", help="only the few-step Dice study, per chain and fused over 3 seeds"
+    )
     parser.add_argument("--weights", default=None, help="demo checkpoint (default: bundles/echo_dnd/models/model.pt)")
     parser.add_argument("--dataset_dir", default=None, help="nnU-Net raw dataset whose imagesTs are the test set")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -522,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _common.run_main(
         lambda: run_benchmark(
             args.out,
-            QUICK if args.quick else FULL,
+            STEPS if args.steps_only else QUICK if args.quick else FULL,
             args.weights,
             args.dataset_dir,
             args.device,

@@ -71,11 +71,40 @@ def test_dice_vs_steps_on_tiny_phantom(bench: ModuleType, tmp_path: Path) -> Non
     )
     torch.manual_seed(0)
     model = EchoDND(EchoDNDConfig.tiny(32)).eval()
-    rows = bench.dice_vs_steps(model, root, "all", (2, 1), tmp_path / "work")
+    rows = bench.dice_vs_steps(model, root, "all", (2, 1), tmp_path / "work", seeds=(0, 1), ensemble=2)
     assert [r["steps"] for r in rows] == [2, 1]
     for row in rows:
         assert row["images"] == 8 and len(row["dice"]) == 8 and 0.0 <= row["mean_dice"] <= 1.0
-        assert row["seconds_per_image"] > 0
+        assert row["seconds_per_image"] > 0 and row["ensemble"] == 2
+        per_seed = row["fused"]["per_seed"]
+        assert len(per_seed) == 2 and row["mean_dice"] == pytest.approx(np.mean(per_seed))
+        assert row["fused"]["spread"] == pytest.approx(max(per_seed) - min(per_seed))
+        assert set(row["chains"]) == {"gaussian", "bernoulli"}
+        assert all(len(c["per_seed"]) == 2 and 0.0 <= c["mean_dice"] <= 1.0 for c in row["chains"].values())
+
+
+def test_member_dice_is_each_chains_mean_over_its_members(bench: ModuleType, tmp_path: Path) -> None:
+    """An oracle: members whose Dice against the label is known by construction."""
+    import SimpleITK as sitk
+
+    from echogains.data.phantom import make_phantom
+
+    root = make_phantom(
+        tmp_path / "Dataset991_B", n_patients=1, layout="nnunet", labels="lv", image_size=(40, 32), progress=False
+    )
+    from echogains.data.nnunet import RawDataset
+
+    dataset = RawDataset(root)
+    preds, record = tmp_path / "preds", {"cases": []}
+    preds.mkdir()
+    for case in dataset.case_ids("all"):
+        truth = (sitk.GetArrayFromImage(dataset.read_label(case)) == dataset.label_value("LV")).astype(np.uint8)
+        members = np.stack([truth, np.zeros_like(truth), truth, truth])  # gaussian: 1, 0; bernoulli: 1, 1
+        sitk.WriteImage(sitk.GetImageFromArray(members), str(preds / f"{case}_samples.nii.gz"))
+        record["cases"].append({"case_id": case, "members": ["gaussian", "gaussian", "bernoulli", "bernoulli"]})
+    out = bench._member_dice(root, "all", preds, record)
+    n = len(dataset.case_ids("all"))
+    assert out == {"gaussian": [0.5] * n, "bernoulli": [1.0] * n}
 
 
 def test_target_verdicts(bench: ModuleType) -> None:
