@@ -20,7 +20,8 @@ from scripts.infer import EchoDNDInference
 from scripts.sampler import postprocess_mask
 
 SHAPE = (40, 52)  # (H, W), not square
-SPACING, ORIGIN, DIRECTION = (0.35, 0.2), (-3.0, 5.5), (0.0, 1.0, 1.0, 0.0)
+COS, SIN = float(np.cos(np.pi / 6)), float(np.sin(np.pi / 6))
+SPACING, ORIGIN, DIRECTION = (0.35, 0.2), (-3.0, 5.5), (COS, -SIN, SIN, COS)  # a rotation: a transpose would show
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_samples_file_layout_geometry_order_and_record(tmp_path: Path, tiny_mode
     write(frame(3), tmp_path / "in" / "b.nii.gz")
     sampler = EchoDNDSampler(num_steps=2, ensemble=2)
     record = EchoDNDInference(tiny_model, sampler, tmp_path / "in", tmp_path / "out", seed=4, progress=False).run()
-    assert record["save_samples"] is True
+    assert record["save_samples"] is True and record["fusion"] == "reliability" and record["uncertainty"] == "soft"
     for case, image in (("a", frame()), ("b", frame(3))):
         path = tmp_path / "out" / f"{case}_samples.nii.gz"
         assert path.is_file(), path
@@ -68,7 +69,7 @@ def test_samples_file_layout_geometry_order_and_record(tmp_path: Path, tiny_mode
         assert samples.GetSize() == (SHAPE[1], SHAPE[0], 4)
         assert samples.GetSpacing() == pytest.approx((*ref.GetSpacing(), 1.0))
         assert samples.GetOrigin() == pytest.approx((*ref.GetOrigin(), 0.0))
-        assert samples.GetDirection() == pytest.approx((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+        assert samples.GetDirection() == pytest.approx((COS, -SIN, 0.0, SIN, COS, 0.0, 0.0, 0.0, 1.0))
         arr = sitk.GetArrayFromImage(samples)  # (R, H, W)
         assert set(np.unique(arr)) <= {0, 1}
         masks, sens, spec = expected_members(tiny_model, sampler, image, seed=4)
@@ -97,6 +98,9 @@ def test_samples_of_a_one_chain_model_and_switched_off(tmp_path: Path) -> None:
     assert np.array_equal(arr[0], fused)  # one member: the samples slice is the fused mask
     EchoDNDInference(model, sampler, tmp_path / "in", tmp_path / "off", progress=False, save_samples="false").run()
     assert (tmp_path / "off" / "a.nii.gz").is_file() and not (tmp_path / "off" / "a_samples.nii.gz").exists()
+    # a rerun without samples into the first folder: the earlier run's samples file is not left to be read as its own
+    EchoDNDInference(model, sampler, tmp_path / "in", tmp_path / "one", progress=False, save_samples=False).run()
+    assert not (tmp_path / "one" / "a_samples.nii.gz").exists()
     assert "members" not in json.loads((tmp_path / "off" / "echo_dnd_inference.json").read_text())["cases"][0]
 
 

@@ -86,6 +86,17 @@ def test_chain_reliability_is_the_mean_pairwise_dice_of_its_members() -> None:
     assert torch.allclose(r, torch.tensor([[1.0, expected, 1.0]], dtype=torch.float64))
 
 
+def test_a_chain_failing_the_same_way_in_every_sample_is_not_trusted() -> None:
+    """All members empty, or all the whole frame, agree perfectly (Dice 1) but are no LV: reliability 0."""
+    a = disk(24, 24, 8)
+    full, empty = torch.ones_like(a), torch.zeros_like(a)
+    r = chain_reliability([torch.stack([full] * 3)[None], torch.stack([empty] * 3)[None], torch.stack([a] * 3)[None]])
+    assert torch.equal(r, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64))
+    one_bad = chain_reliability([torch.stack([a, a, full])[None]])  # only the pair of good members counts
+    assert float(one_bad) == pytest.approx(1.0 / 3.0)
+    assert torch.equal(chain_reliability([full[None, None], a[None, None]]), torch.tensor([[0.0, 1.0]]).double())
+
+
 # --- the uncertainty map --------------------------------------------------------------------------------------------
 def _fuse(x0_g: torch.Tensor, p_b: torch.Tensor, n: int, **kwargs) -> dict[str, torch.Tensor]:
     """The sampler's fusion of given chain outputs (B = 1): Gaussian x_0 and Bernoulli x_0_hat, ``(n, 1, H, W)``."""
@@ -156,3 +167,20 @@ def test_benchmark_error_auc_and_dice() -> None:
     assert np.isnan(error_auc(np.zeros(5), np.zeros(5, bool)))
     assert dice(np.array([1, 1, 0]), np.array([1, 0, 0])) == pytest.approx(2 / 3)
     assert dice(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_default_fusion_follows_the_consistent_chain() -> None:
+    """Gaussian members scattered (at three places), Bernoulli members all on the LV: the reliability start follows the
+    Bernoulli chain. A Gaussian chain collapsed to three identical whole-frame masks (Dice 1 among themselves) is not
+    trusted either: the fused mask stays on the LV (counting that agreement gave the whole frame, 2304 pixels)."""
+    lv = disk(24, 24, 8)
+
+    def dice(m: torch.Tensor) -> float:
+        return float(2 * (m * lv).sum() / (m.sum() + lv.sum()))
+
+    bernoulli = torch.stack([lv] * 3)[:, None] * 0.98 + 0.01
+    scattered = torch.stack([disk(10, 10, 9), disk(36, 12, 9), disk(12, 36, 9)]).mul(2).sub(1)[:, None]
+    assert torch.equal(_fuse(scattered, bernoulli, 3)["mask"][0, 0], lv)
+    varied = torch.stack([disk(24, 24, 8), disk(24, 27, 7), disk(21, 24, 9)])[:, None] * 0.98 + 0.01
+    collapsed = torch.ones(3, 1, 48, 48)  # x_0 > 0 everywhere
+    assert dice(_fuse(collapsed, varied, 3)["mask"][0, 0]) > 0.9

@@ -474,6 +474,8 @@ class EchoDNDInference:
         write_image(frames_to_image(uncertainty, reference), unc_path)
         if result.members is not None:
             write_image(samples_to_image(result.members[0], reference), self.samples_path(case.case_id))
+        else:  # a samples file of an earlier run would be read as this run's (``echogains evaluate``): remove it
+            self.samples_path(case.case_id).unlink(missing_ok=True)
         record: dict[str, Any] = {
             "case_id": case.case_id,
             "input": str(case.path),
@@ -501,6 +503,11 @@ class EchoDNDInference:
         return {
             "num_steps": getattr(self.sampler, "num_steps", None),
             "ensemble": getattr(self.sampler, "ensemble", None),
+            **{
+                name: getattr(self.sampler, name)
+                for name in ("fusion", "uncertainty", "uncertainty_margin", "eta", "threshold")
+                if hasattr(self.sampler, name)
+            },
             "seed": self.seed,
             "batch_size": self.batch_size,
             "save_samples": self.save_samples,
