@@ -225,7 +225,8 @@ class EchoDNDSampler:
             raise ValueError(f"eta must be >= 0, got {eta}")
         if fusion not in FUSIONS or uncertainty not in UNCERTAINTIES:
             raise ValueError(
-                f"fusion must be one of {FUSIONS} and uncertainty one of {UNCERTAINTIES}, got {fusion!r}, {uncertainty!r}"
+                f"fusion must be one of {FUSIONS} and uncertainty one of {UNCERTAINTIES}, "
+                f"got {fusion!r}, {uncertainty!r}"
             )
         if uncertainty_margin < 0:
             raise ValueError(f"uncertainty_margin must be >= 0, got {uncertainty_margin}")
