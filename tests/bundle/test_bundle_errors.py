@@ -86,6 +86,7 @@ def _run_here(config: str, capsys, run_id: str | None = None, **args) -> str:
         "num_steps_0",
         "num_steps_above_T",
         "ensemble_0",
+        "fusion_unknown",
         "batch_size_text",
         "missing_weights",
         "corrupt_weights",
@@ -119,6 +120,8 @@ def test_inference_bad_input(case, weights, dataset, tmp_path, capsys):
         args["num_steps"], expected = 5000, ["--num_steps", "1..1000", "got 5000"]
     elif case == "ensemble_0":
         args["ensemble"], expected = 0, ["--ensemble"]
+    elif case == "fusion_unknown":
+        args["fusion"], expected = "magic", ["--fusion", "'magic'", "reliability"]
     elif case == "batch_size_text":
         args["batch_size"], expected = "eight", ["--batch_size", "'eight'"]
     elif case == "missing_weights":

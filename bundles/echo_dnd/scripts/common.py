@@ -44,6 +44,7 @@ __all__ = [
     "bundle_entry",
     "check_arguments",
     "ARGUMENT_CHECKS",
+    "CHOICE_CHECKS",
 ]
 
 
@@ -139,6 +140,8 @@ ARGUMENT_CHECKS: dict[str, tuple[str, float, float | None, bool, bool]] = {
     "weight_decay": ("float", 0.0, None, False, False),
     "ema_decay": ("float", 0.0, 1.0, False, False),
 }
+#: Arguments that take one of a few words: name -> the words (the sampler's ``fusion`` and ``uncertainty``).
+CHOICE_CHECKS: dict[str, tuple[str, ...]] = {"fusion": ("reliability", "staple"), "uncertainty": ("soft", "votes")}
 #: Input paths that must exist: name -> (what it is, must be a file).
 PATH_CHECKS: dict[str, tuple[str, bool]] = {"dataset_dir": ("input", False), "model_path": ("model weights", True)}
 #: Output folders: may be missing (they are made), must not be files.
@@ -171,6 +174,9 @@ def check_arguments(values: Mapping[str, Any]) -> None:
     for name, rule in ARGUMENT_CHECKS.items():
         if name in values:
             _number(name, values[name], rule)
+    for name, words in CHOICE_CHECKS.items():
+        if name in values and values[name] not in words:
+            raise EchoDataError(None, f"--{name}: expected one of {', '.join(words)}, got {values[name]!r}")
     for name, (what, file) in PATH_CHECKS.items():
         if name in values:
             path = Path(str(values[name]))
@@ -228,7 +234,7 @@ def bundle_entry(component: str, method: str = "run") -> Any:
     """
     parser = _calling_parser()
     try:
-        names = [*ARGUMENT_CHECKS, *PATH_CHECKS, *OUTPUT_DIRS, "device"]
+        names = [*ARGUMENT_CHECKS, *CHOICE_CHECKS, *PATH_CHECKS, *OUTPUT_DIRS, "device"]
         check_arguments({name: parser.get_parsed_content(name) for name in names if name in parser})
         return getattr(parser.get_parsed_content(component), method)()
     except Exception as err:

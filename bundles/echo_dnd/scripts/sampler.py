@@ -45,7 +45,7 @@ from scipy import ndimage
 from torch import nn
 
 from .bernoulli import BernoulliDiffusion
-from .common import EchoDataError, timestep_pairs
+from .common import CHOICE_CHECKS, EchoDataError, timestep_pairs
 from .config import EchoDNDConfig
 from .gaussian import GaussianDiffusion
 from .losses import build_processes
@@ -66,8 +66,8 @@ __all__ = [
 
 log = logging.getLogger("echo_dnd.sampler")
 
-FUSIONS = ("reliability", "staple")
-UNCERTAINTIES = ("soft", "votes")
+FUSIONS = CHOICE_CHECKS["fusion"]
+UNCERTAINTIES = CHOICE_CHECKS["uncertainty"]
 
 
 def postprocess_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
