@@ -362,6 +362,7 @@ def interval_summary(
         "n_patients": len(chosen),
         "members_per_image": sorted({i.n_members for i in chosen}),
         "draws_per_patient": sorted({i.n_draws for i in chosen}),
+        "finite_draws_per_patient": sorted({i.n_finite for i in chosen}),  # those the percentiles used
         "width_pct": {
             "mean": float(np.mean([i.width for i in chosen])),
             "median": float(np.median([i.width for i in chosen])),

@@ -19,7 +19,8 @@ were evaluated and which were not. Outputs in ``out_dir`` (all written atomicall
   Table 4; EF/volume agreement (bias, limits of agreement, Pearson r, MAE);
 - ``ef_per_patient.csv``: EDV/ESV/EF from the prediction, from the ground-truth masks and the reference, and the
   patient's ``acquisition_subset``; with sample masks ``{case}_samples.nii.gz`` beside the predictions (Echo-DND's
-  members) the 95 % EF interval ``ef_low_pct``/``ef_high_pct`` from ``ef_interval_samples`` joint draws of
+  members) the 95 % EF interval ``ef_low_pct``/``ef_high_pct`` from ``ef_interval_samples`` joint draws (those with
+  a finite EF; a draw with an empty member mask has none) of
   ``ef_interval_members`` members per image (:mod:`.ef_intervals`; empty without samples), its coverage of the
   reference and ground-truth-mask EF and its width in the summary's ``clinical.ef_intervals``, error bars in the
   Bland-Altman plots of the prediction;
@@ -526,7 +527,7 @@ def _write_patient_csv(path: Path, rows: Sequence[_PatientRow]) -> None:
             line += [ef.method, ef.edv_ml, ef.esv_ml, ef.ef_pct]
         line += [r.reference["edv_ml"], r.reference["esv_ml"], r.reference["ef_pct"]]
         i = r.interval
-        line += [None] * len(_INTERVAL_COLUMNS) if i is None else [i.low, i.high, i.n_members, i.n_draws]
+        line += [None] * len(_INTERVAL_COLUMNS) if i is None else [i.low, i.high, i.n_members, i.n_finite]
         out.append(line)
     _write_csv(path, header, out)
 

@@ -140,6 +140,7 @@ def test_summary_report_and_plot_show_the_intervals(runs):
     widths = [float(r["ef_high_pct"]) - float(r["ef_low_pct"]) for r in rows.values()]
     assert intervals["width_pct"]["mean"] == pytest.approx(np.mean(widths), rel=1e-6)
     assert intervals["members_per_image"] == [3] and intervals["draws_per_patient"] == [81]
+    assert intervals["finite_draws_per_patient"] == [81]
     html = (with_samples / "report.html").read_text()
     assert "interval from the sample masks" in html and "reference EF: 1 of 2" in html
     assert "interval from the sample masks" not in (plain / "report.html").read_text()
@@ -253,3 +254,22 @@ def test_bad_samples_raise_one_line_before_writing(data, tmp_path, problem, matc
         evaluate(pred, root, out, progress=False)
     assert name in str(err.value) and "\n" not in str(err.value)
     assert not out.exists()
+
+
+def test_draws_with_an_empty_member_are_left_out_and_counted(data, tmp_path):
+    """Member 0 of one image empty: the 27 of 81 draws that use it have no EF; the CSV counts the 54 used."""
+    root, _, with_samples = data
+    preds = tmp_path / "preds"
+    shutil.copytree(with_samples, preds)
+    path = preds / "p1_2CH_ED_samples.nii.gz"
+    image = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(image)
+    arr[0] = 0
+    emptied = sitk.GetImageFromArray(arr)
+    emptied.CopyInformation(image)
+    sitk.WriteImage(emptied, str(path), True)
+    evaluate(preds, root, tmp_path / "out", progress=False)
+    rows = _rows(tmp_path / "out" / "ef_per_patient.csv")
+    assert rows["p1"]["ef_interval_samples"] == "54" and rows["p2"]["ef_interval_samples"] == "81"
+    summary = json.loads((tmp_path / "out" / "metrics_summary.json").read_text())["clinical"]["ef_intervals"]
+    assert summary["draws_per_patient"] == [81] and summary["finite_draws_per_patient"] == [54, 81]
