@@ -289,7 +289,20 @@ def test_a_rank_killed_by_signal_9_is_named_by_the_others(tmp_path):
     script.write_text(_KILLED_RANK_SCRIPT.format(bundle=str(BUNDLE), dataset=str(dataset), out=str(tmp_path / "run")))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    # torchrun stops the other workers as soon as it sees one fail (checked every --monitor-interval, 0.1 s by default);
+    # on a loaded machine that came before rank 0 reached its next collective and printed its message (a flaky
+    # failure seen in a full run). 3 s leaves rank 0 the time to reach it; what it prints is what is tested.
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--monitor-interval",
+        "3",
+        "--nproc_per_node",
+        "2",
+        str(script),
+    ]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
