@@ -61,7 +61,7 @@ from echogains.evaluation.clinical import (
     percentile_interval,
 )
 from echogains.evaluation.images import as_2d, in_plane_problem
-from echogains.utils import EchoDataError
+from echogains.utils import EchoDataError, get_logger
 
 __all__ = [
     "SAMPLES_SUFFIX",
@@ -81,6 +81,8 @@ __all__ = [
     "ef_interval",
     "interval_summary",
 ]
+
+log = get_logger(__name__)
 
 #: Suffix of the samples file beside ``{case}.nii.gz`` (Echo-DND's ``{case}_samples.nii.gz``).
 SAMPLES_SUFFIX = "_samples"
@@ -196,6 +198,8 @@ def member_selection(
     Raises:
         EchoDataError: no run record, a case without a ``members`` list of its file's length, or none of ``chains``.
     """
+    if chains is not None and not samples:
+        log.warning("interval_members %s: no {case}_samples.nii.gz in %s, so no EF interval", chains, pred_dir)
     if chains is None or not samples:
         return {}
     names, record_path = chain_names(chains), pred_dir / RECORD_NAME

@@ -273,3 +273,13 @@ def test_draws_with_an_empty_member_are_left_out_and_counted(data, tmp_path):
     assert rows["p1"]["ef_interval_samples"] == "54" and rows["p2"]["ef_interval_samples"] == "81"
     summary = json.loads((tmp_path / "out" / "metrics_summary.json").read_text())["clinical"]["ef_intervals"]
     assert summary["draws_per_patient"] == [81] and summary["finite_draws_per_patient"] == [54, 81]
+
+
+def test_chains_asked_for_without_samples_files_are_named_in_a_warning(data, tmp_path, caplog):
+    import logging
+
+    root, plain, _ = data
+    with caplog.at_level(logging.WARNING):
+        evaluate(plain, root, tmp_path / "out", interval_members="bernoulli", progress=False)
+    assert any("no {case}_samples.nii.gz" in r.getMessage() and str(plain) in r.getMessage() for r in caplog.records)
+    assert all(not r["ef_low_pct"] for r in _rows(tmp_path / "out" / "ef_per_patient.csv").values())
