@@ -119,7 +119,7 @@ class BeatResult:
         return [ejection_fraction(a, b) for a, b in self.sample_volumes]
 
     def interval(self) -> tuple[float, float] | None:
-        return _interval(self.ef_samples)
+        return percentile_interval(self.ef_samples)
 
     def to_dict(self) -> dict:
         low_high = self.interval()
@@ -134,10 +134,6 @@ class BeatResult:
             "ef_high_pct": None if low_high is None else low_high[1],
             "n_samples": len(self.ef_samples),
         }
-
-
-def _interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    return percentile_interval(samples, level)  # shared with ``echogains evaluate``'s EF intervals
 
 
 def _volume(profiles: Mapping[str, LVProfile | None], spacing_known: bool) -> float:
@@ -185,7 +181,7 @@ def loop_summary(results: Sequence[BeatResult]) -> dict[str, float | int | None]
         s_edv = np.nanmean([r.sample_volumes[m][0] for r in results])
         s_esv = np.nanmean([r.sample_volumes[m][1] for r in results])
         loop_samples.append(ejection_fraction(s_edv, s_esv))
-    interval = _interval(loop_samples)
+    interval = percentile_interval(loop_samples)
     return {
         "n_beats": len(results),
         "edv": edv,
