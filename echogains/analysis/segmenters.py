@@ -117,7 +117,8 @@ class EchoDNDSegmenter:
         num_steps: DDIM steps per chain.
         ensemble: samples per chain and frame (members: 2 x ensemble with both chains).
         batch_size: frames per sampler call.
-        seed: seed of the loop's generator (the same loop gives the same masks).
+        seed: seed of the draws, the same for every frame (the same loop gives the same masks, and each frame the
+            masks the bundle's sampler gives it alone with this seed).
         device: torch device.
         progress: progress bar over each loop's frames.
     """
@@ -167,7 +168,6 @@ class EchoDNDSegmenter:
         size = int(self.model.config.image_size)
         pairs = [data.to_model_frame(data.normalize_intensity(f), size) for f in frames]
         maps = [p[1] for p in pairs]
-        generator = torch.Generator().manual_seed(self.seed)
         soft, unc, members = [], [], []
         starts = range(0, len(pairs), self.batch_size)
         bar = (
@@ -178,7 +178,11 @@ class EchoDNDSegmenter:
         with torch.no_grad():
             for start in bar:
                 batch = torch.stack([p[0] for p in pairs[start : start + self.batch_size]]).to(self.device)
-                out = self.sampler(self.model, batch, generator)
+                # every frame gets the same draws (shared noise, a fresh generator per batch): a frame's masks are
+                # those of the bundle's sampler on that frame alone with this seed, and the draws add no
+                # frame-to-frame jitter to the volume curve
+                generator = torch.Generator().manual_seed(self.seed)
+                out = self.sampler(self.model, batch, generator, shared_noise=True)
                 soft.append(out["prob"][:, 0].float().cpu())
                 unc.append(out["uncertainty"][:, 0].float().cpu())
                 chains = [out[k] for k in ("gaussian", "bernoulli") if k in out]

@@ -255,7 +255,11 @@ class EchoDNDSampler:
 
     @torch.no_grad()
     def __call__(
-        self, model: nn.Module, image: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        generator: torch.Generator | None = None,
+        shared_noise: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Segment a batch of images.
 
@@ -265,6 +269,11 @@ class EchoDNDSampler:
             generator: all randomness (initial noise, Bernoulli draws, DDIM noise) is drawn from it on its own
                 device and moved to the image's device, so a CPU generator gives the same samples everywhere;
                 ``None`` means a CPU generator seeded with 0.
+            shared_noise: draw the noise once for a single image and give it to every image of the batch (member k
+                of each image starts from the same x_T and gets the same draws): each image's masks then equal those
+                of a call on that image alone with a generator in the same state, whatever the batch size or the
+                image's place in it, and the frames of a loop are segmented alike (no frame-to-frame noise from the
+                draws, which otherwise jitters a volume curve).
 
         Returns:
             ``mask`` (B, 1, H, W) fused and post-processed {0, 1}; ``prob`` (B, 1, H, W) STAPLE probability;
@@ -284,21 +293,29 @@ class EchoDNDSampler:
             )
         cond = model.condition(image)  # once per image, reused by every step and ensemble member
         scc = torch.sigmoid(model.scc(cond))
-        x0_g, p_b = self._run_chains(model, cond.repeat(self.ensemble), pairs, generator)
+        x0_g, p_b = self._run_chains(model, cond.repeat(self.ensemble), pairs, generator, shared_noise)
         return self._fuse(x0_g, p_b, scc, image.shape[0], self.ensemble)
 
     def _run_chains(
-        self, model: nn.Module, cond: Condition, pairs: list[tuple[int, int]], generator: torch.Generator
+        self,
+        model: nn.Module,
+        cond: Condition,
+        pairs: list[tuple[int, int]],
+        generator: torch.Generator,
+        shared_noise: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Both reverse chains in lockstep on the ensemble batch; returns the Gaussian x_0 and the Bernoulli x_0_hat."""
         config: EchoDNDConfig = model.config
         gaussian, bernoulli = self._get_processes(config)
         image = cond.image
         shape = (image.shape[0], 1, *image.shape[-2:])
+        images = image.shape[0] // self.ensemble  # the batch is image-major: row b * ensemble + k is member k of b
+        drawn = (self.ensemble, *shape[1:]) if shared_noise else shape
 
         def draw(kind: str) -> torch.Tensor:
             fn = torch.randn if kind == "normal" else torch.rand
-            return fn(shape, generator=generator, device=generator.device).to(image)
+            values = fn(drawn, generator=generator, device=generator.device).to(image)
+            return values.repeat(images, 1, 1, 1) if shared_noise else values
 
         # eq. 7: x_T ~ (N(0, I), B(0.5))
         x_g = draw("normal") if config.use_gaussian else None
