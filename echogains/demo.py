@@ -309,6 +309,8 @@ def _echo_dnd(
             "inference",
             "--config_file",
             str(bundle / "configs" / "inference.json"),
+            "--bundle_root",  # the model-zoo convention: "bundle_root" is "." unless given
+            str(bundle),
             "--dataset_dir",
             str(dataset),
             "--output_dir",

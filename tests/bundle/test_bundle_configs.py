@@ -20,11 +20,11 @@ CONFIG_NAMES = ("inference.json", "train.json", "evaluate.json", "multi_gpu_trai
 
 
 def save_tiny_weights(path: Path, size: int) -> Path:
-    """An untrained tiny model in the deployable format ``{"config", "state_dict"}``."""
+    """An untrained tiny model in the deployable format: a plain state_dict, ``network_config.json`` beside it."""
+    from scripts.checkpoint import save_weights
+
     torch.manual_seed(0)
-    model = EchoDND(EchoDNDConfig.tiny(size))
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
-    return path
+    return save_weights(EchoDND(EchoDNDConfig.tiny(size)), path)
 
 
 def test_bundle_layout() -> None:
@@ -66,25 +66,27 @@ def test_metadata_schema_rejects_missing_fields(tmp_path: Path) -> None:
         verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(schema), hash_val=SCHEMA_MD5)
 
 
-def test_verify_net_in_out_on_wrapper(tmp_path: Path) -> None:
-    """MONAI's check passes, the output is what the metadata promises, and the check fails on wrong metadata."""
+def test_verify_net_in_out_on_the_segmenter(tmp_path: Path) -> None:
+    """MONAI's check passes on ``segmenter`` (image -> mask), the output is what the metadata promises, and the check
+    fails on wrong metadata."""
     from monai.bundle import verify_net_in_out
 
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     size = int(meta["network_data_format"]["inputs"]["image"]["spatial_shape"][0])
     weights = save_tiny_weights(tmp_path / "model.pt", size)
+    network = str(tmp_path / "network_config.json")
     run = {
-        "net_id": "network_def",
+        "net_id": "segmenter",
         "config_file": str(CONFIGS / "inference.json"),
         "device": "cpu",
         "model_path": str(weights),
+        "network_config": network,
         "num_steps": 2,
     }
     verify_net_in_out(meta_file=str(CONFIGS / "metadata.json"), **run)
     # what verify_net_in_out leaves unchecked (it compares channels and dtype only): shape, value range, binary
-    net = _parse(str(CONFIGS / "inference.json"), model_path=str(weights), num_steps=2).get_parsed_content(
-        "network_def"
-    )
+    parser = _parse(str(CONFIGS / "inference.json"), model_path=str(weights), network_config=network, num_steps=2)
+    net = parser.get_parsed_content("segmenter")
     with torch.no_grad():
         out = net.eval()(torch.rand(1, 1, size, size))
     pred = meta["network_data_format"]["outputs"]["pred"]
@@ -107,33 +109,108 @@ def _parse(config_file: str | list[str], **overrides):
     return parser
 
 
-@pytest.mark.parametrize("name", ["inference.json", "train.json", "evaluate.json"])
-def test_configs_find_their_bundle_root(name: str) -> None:
-    config_file = str(CONFIGS / name)  # a local called config_file, as in monai.bundle's entry points
-    parser = _parse(config_file)
-    assert Path(parser.get_parsed_content("bundle_root")) == BUNDLE
+@pytest.mark.parametrize("name", ["inference.json", "train.json", "evaluate.json", "multi_gpu_train.json"])
+def test_bundle_root_is_the_model_zoo_convention(name: str) -> None:
+    """``"bundle_root": "."`` (the working folder), overridden by ``--bundle_root``; no stack walking anywhere."""
+    text = (CONFIGS / name).read_text()
+    for word in ("walk_stack", "_getframe", "f_locals", "traceback", "config_file_"):
+        assert word not in text, (name, word)
+    if name == "multi_gpu_train.json":
+        return
+    assert json.loads(text)["bundle_root"] == "."
+    parser = _parse(str(CONFIGS / name), bundle_root=str(BUNDLE))
     assert {"initialize", "run"} <= set(parser.get())
     if name == "inference.json":
         assert {"inference", "make_sample_data"} <= set(parser.get())
         assert Path(parser.get_parsed_content("dataset_dir")) == BUNDLE / "sample_data"
         assert Path(parser.get_parsed_content("model_path")) == BUNDLE / "models" / "model.pt"
+        assert Path(_parse(str(CONFIGS / name)).get_parsed_content("model_path")) == Path("models/model.pt")
+
+
+def test_no_stack_walking_in_the_scripts() -> None:
+    for path in sorted((BUNDLE / "scripts").glob("*.py")):
+        text = path.read_text()
+        assert "walk_stack" not in text and "_getframe" not in text and "f_locals" not in text, path.name
 
 
 def test_bundle_root_through_the_workflow_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ConfigWorkflow`` used directly (no ``config_file`` local on the stack): found from the workflow itself."""
+    """``ConfigWorkflow`` from another folder with ``bundle_root``: initialize puts the bundle first on sys.path."""
+    import sys
+
     from monai.bundle import ConfigWorkflow
 
     monkeypatch.chdir(tmp_path)
-    workflow = ConfigWorkflow(str(CONFIGS / "inference.json"), workflow_type=None, logging_file=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != BUNDLE])
+    workflow = ConfigWorkflow(
+        str(CONFIGS / "inference.json"), workflow_type=None, logging_file=False, bundle_root=str(BUNDLE)
+    )
     workflow.initialize()
-    assert Path(workflow.parser.get_parsed_content("bundle_root")) == BUNDLE
-    assert str(BUNDLE) in __import__("sys").path
+    assert Path(sys.path[0]) == BUNDLE
+    assert Path(workflow.parser.get_parsed_content("dataset_dir")) == BUNDLE / "sample_data"
+
+
+def test_booleans_are_json_booleans() -> None:
+    """Flags are real JSON booleans in the configs, handed to the scripts as they are (parsed once, by as_bool)."""
+    for name in ("inference.json", "train.json", "evaluate.json"):
+        config = json.loads((CONFIGS / name).read_text())
+        for flag in ("progress", "save_samples", "augment", "overlays"):
+            if flag in config:
+                assert isinstance(config[flag], bool), (name, flag)
+        text = (CONFIGS / name).read_text()
+        assert "'false'" not in text and "lower()" not in text, name
+
+
+def test_network_def_is_the_architecture_and_the_weights_load_with_checkpoint_loader() -> None:
+    """``network_def`` is ``EchoDND`` of ``network_config``; CheckpointLoader loads ``models/model.pt`` into it."""
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointLoader
+    from scripts.networks import EchoDND as Net
+
+    parser = _parse(str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE))
+    assert parser["network_def"]["_target_"] == "scripts.networks.EchoDND"
+    net = parser.get_parsed_content("network_def")
+    demo = {k: v for k, v in parser["demo_network_config"].items() if k != "ablation"}
+    assert type(net) is Net and net.config == EchoDNDConfig.from_dict(demo)
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.is_tensor(v) for v in state.values())  # a plain state_dict, no nesting
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    CheckpointLoader(load_path=str(BUNDLE / "models" / "model.pt"), load_dict={"model": net}, strict=True)(
+        Engine(lambda engine, batch: None)
+    )
+    loaded = net.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert any(not torch.equal(before[k], loaded[k]) for k in state)
+    # evaluate.json builds the same network
+    assert _parse(str(CONFIGS / "evaluate.json"))["demo_network_config"] == parser["demo_network_config"]
+
+
+def test_network_config_comes_from_beside_the_weights_unless_given(tmp_path: Path) -> None:
+    """Weights written by train.json carry ``network_config.json``: ``--model_path`` alone rebuilds their network."""
+    weights = save_tiny_weights(tmp_path / "run" / "model.pt", 32)
+    for name in ("inference.json", "evaluate.json"):
+        parser = _parse(str(CONFIGS / name), bundle_root=str(BUNDLE), model_path=str(weights), device="cpu")
+        model = parser.get_parsed_content("model")
+        assert model.config == EchoDNDConfig.tiny(32) and not model.training
+        assert all(torch.equal(v, torch.load(weights, weights_only=True)[k]) for k, v in model.state_dict().items())
+        # an explicit --network_config wins: the demo network, which these weights do not fit
+        other = _parse(
+            str(CONFIGS / name),
+            bundle_root=str(BUNDLE),
+            model_path=str(weights),
+            network_config=parser["demo_network_config"],
+        )
+        with pytest.raises(Exception) as info:
+            other.get_parsed_content("model")
+        from scripts.common import bad_input_line
+
+        line = bad_input_line(info.value)
+        assert line is not None and str(weights) in line and "do not fit" in line
 
 
 def test_multi_gpu_config_overrides_train() -> None:
     config_file = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
     parser = _parse(config_file)
-    assert Path(parser.get_parsed_content("bundle_root")) == BUNDLE
+    assert parser.get_parsed_content("bundle_root") == "."
     assert parser.get_parsed_content("backend") == ("nccl" if torch.cuda.is_available() else "gloo")
     assert any("init_process_group" in step for step in parser["initialize"])
     assert parser["trainer"]["_target_"] == "scripts.train.EchoDNDTrainer"
@@ -145,6 +222,7 @@ def test_train_flags_accept_command_line_words(tmp_path: Path) -> None:
     config_file = str(CONFIGS / "train.json")
     parser = _parse(
         config_file,
+        bundle_root=str(BUNDLE),
         dataset_dir=str(tmp_path),
         output_dir=str(tmp_path / "o"),
         network_config="tiny",
@@ -160,7 +238,7 @@ def test_train_flags_accept_command_line_words(tmp_path: Path) -> None:
 def test_missing_weights_error_names_the_file(tmp_path: Path) -> None:
     config_file = str(CONFIGS / "inference.json")
     missing = tmp_path / "nowhere" / "model.pt"
-    parser = _parse(config_file, model_path=str(missing), device="cpu")
+    parser = _parse(config_file, bundle_root=str(BUNDLE), model_path=str(missing), device="cpu")
     with pytest.raises(Exception) as info:
         parser.get_parsed_content("model")
     chain, err = [], info.value

@@ -18,10 +18,11 @@ CONFIG = BUNDLE / "configs" / "evaluate.json"
 
 
 def save_tiny_weights(path: Path, size: int = 32) -> Path:
+    """Untrained tiny weights (a plain state_dict) and their ``network_config.json``."""
+    from scripts.checkpoint import save_weights
+
     torch.manual_seed(0)
-    model = EchoDND(EchoDNDConfig.tiny(size))
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
-    return path
+    return save_weights(EchoDND(EchoDNDConfig.tiny(size)), path)
 
 
 def test_evaluate_writes_predictions_and_report(tmp_path: Path) -> None:
@@ -46,6 +47,8 @@ def test_evaluate_writes_predictions_and_report(tmp_path: Path) -> None:
         str(tmp_path / "eval"),
         "--model_path",
         str(weights),
+        "--bundle_root",
+        str(BUNDLE),
         "--num_steps",
         "2",
         "--device",

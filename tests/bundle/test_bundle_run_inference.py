@@ -1,7 +1,8 @@
-"""``python -m monai.bundle run [inference] --config_file .../inference.json`` from a foreign folder, both forms.
+"""``python -m monai.bundle run [inference] --config_file configs/inference.json``: from the bundle folder, and from
+another folder with ``--bundle_root`` (the model-zoo convention, ``"bundle_root": "."``).
 
-The working folder holds a decoy ``scripts`` package that fails on import: the bundle must import its own. With no
-``--dataset_dir`` the bundle segments its shipped sample images; the two command forms give the same bytes.
+The foreign working folder holds a decoy ``scripts`` package that fails on import: the bundle must import its own.
+With no ``--dataset_dir`` the bundle segments its shipped sample images; the two command forms give the same bytes.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ CONFIG = BUNDLE / "configs" / "inference.json"
 
 
 def save_tiny_weights(path: Path, size: int = 32) -> Path:
+    """Untrained tiny weights (a plain state_dict) and their ``network_config.json``."""
+    from scripts.checkpoint import save_weights
+
     torch.manual_seed(0)
-    model = EchoDND(EchoDNDConfig.tiny(size))
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
-    return path
+    return save_weights(EchoDND(EchoDNDConfig.tiny(size)), path)
 
 
 def decoy_folder(path: Path) -> Path:
@@ -50,24 +52,20 @@ def run_bundle(args: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def test_inference_both_forms_from_any_folder(tmp_path: Path) -> None:
+def test_inference_from_the_bundle_folder_and_with_bundle_root(tmp_path: Path) -> None:
     weights = save_tiny_weights(tmp_path / "model.pt")
-    cwd = decoy_folder(tmp_path / "elsewhere")
-    common = ["--model_path", str(weights), "--num_steps", "2", "--device", "cpu", "--progress", "False"]
-    # the form users type: run id "inference", default dataset (the shipped sample)
-    run_bundle(["inference", "--config_file", str(CONFIG), "--output_dir", str(tmp_path / "a"), *common], cwd)
-    # plain "run", a relative config path and an explicit dataset
+    network = str(tmp_path / "network_config.json")
+    common = ["--model_path", str(weights), "--network_config", network, "--num_steps", "2", "--device", "cpu"]
+    common += ["--progress", "False"]
+    # the documented form from the bundle folder: run id "inference", relative paths, the shipped sample
     run_bundle(
-        [
-            "--config_file",
-            os.path.relpath(CONFIG, cwd),
-            "--dataset_dir",
-            str(BUNDLE / "sample_data"),
-            "--output_dir",
-            str(tmp_path / "b"),
-            *common,
-        ],
-        cwd,
+        ["inference", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path / "a"), *common], BUNDLE
+    )
+    # plain "run" from another folder (with a decoy scripts package) with --bundle_root and a relative config path
+    cwd = decoy_folder(tmp_path / "elsewhere")
+    config = os.path.relpath(CONFIG, cwd)
+    run_bundle(
+        ["--config_file", config, "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path / "b"), *common], cwd
     )
     sample = sorted(p.name[: -len("_0000.nii.gz")] for p in (BUNDLE / "sample_data" / "imagesTs").iterdir())
     for case in sample:

@@ -1,5 +1,6 @@
-"""Small helpers shared by the Echo-DND scripts: input checks, schedule look-ups, the error type, logging and the
-configs' entry point (:func:`bundle_entry`: bad input -> one line on stderr and exit status 2, no traceback).
+"""Small helpers shared by the Echo-DND scripts: input checks, schedule look-ups, the error type, logging, flags and
+the configs' checks (:func:`check_arguments`, :func:`check_bundle_root`; :func:`install_bad_input_hook`: bad input on
+the command line -> one line on stderr and exit status 2, no traceback).
 
 The bundle's ``scripts`` package stays importable on its own: when the ``echogains`` toolkit is installed its
 :class:`EchoDataError` and logger are used, otherwise local stand-ins with the same behaviour.
@@ -41,8 +42,11 @@ __all__ = [
     "check_image",
     "check_mask",
     "timestep_pairs",
-    "bundle_entry",
+    "as_bool",
+    "bad_input_line",
     "check_arguments",
+    "check_bundle_root",
+    "install_bad_input_hook",
     "ARGUMENT_CHECKS",
     "CHOICE_CHECKS",
 ]
@@ -171,6 +175,12 @@ def check_arguments(values: Mapping[str, Any]) -> None:
     Raises:
         EchoDataError: the first bad argument, naming it (``--num_steps: ...``) or the missing file.
     """
+    outside = False  # the bundle root is not the bundle: a missing default path says how to fix it
+    if "bundle_root" in values:
+        try:
+            check_bundle_root(values["bundle_root"])
+        except EchoDataError:
+            outside = True
     for name, rule in ARGUMENT_CHECKS.items():
         if name in values:
             _number(name, values[name], rule)
@@ -181,7 +191,8 @@ def check_arguments(values: Mapping[str, Any]) -> None:
         if name in values:
             path = Path(str(values[name]))
             if not path.exists():
-                raise EchoDataError(path, f"{what} not found (--{name})")
+                hint = "; run from the bundle folder or pass --bundle_root <bundles/echo_dnd>" if outside else ""
+                raise EchoDataError(path, f"{what} not found (--{name}){hint}")
             if file and not path.is_file():
                 raise EchoDataError(path, f"{what}: expected a file, got a folder (--{name})")
     for name in OUTPUT_DIRS:
@@ -197,19 +208,6 @@ def check_arguments(values: Mapping[str, Any]) -> None:
             raise EchoDataError(None, f"--device {device}: CUDA is not available on this machine")
 
 
-def _calling_parser() -> Any:
-    """The ``monai.bundle.ConfigParser`` evaluating the expression that called us (the nearest one on the stack)."""
-    from monai.bundle import ConfigParser
-
-    frame = sys._getframe(2)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, ConfigParser):
-            return owner
-        frame = frame.f_back
-    raise RuntimeError("scripts.common.bundle_entry runs from a bundle config expression ($@entry('...'))")
-
-
 def _bad_input(err: BaseException) -> EchoDataError | None:
     """The :class:`EchoDataError` in ``err``'s chain of causes (MONAI wraps it in ``RuntimeError``s), if any."""
     seen: set[int] = set()
@@ -222,26 +220,75 @@ def _bad_input(err: BaseException) -> EchoDataError | None:
     return None
 
 
-def bundle_entry(component: str, method: str = "run") -> Any:
-    """Build config item ``component`` and call its ``method``: what the configs' run sections do (``$@entry(...)``).
+def bad_input_line(err: BaseException) -> str | None:
+    """``echo_dnd: error: <file or --argument>: <problem>`` (one line) for bad input in ``err``'s chain, or ``None``."""
+    bad = _bad_input(err)
+    if bad is None:
+        return None
+    return "echo_dnd: error: " + " ".join(part.strip() for part in str(bad).splitlines() if part.strip())
 
-    The arguments the config has (:data:`ARGUMENT_CHECKS`, :data:`PATH_CHECKS`, the output folders, the device) are
-    checked first, then the item is built (loading weights, say) and run; the scripts check every input before they
-    write. Bad input anywhere in that (an :class:`EchoDataError`, also when MONAI wrapped it in a ``RuntimeError``
-    while building or evaluating) is printed as one line, ``echo_dnd: error: <file or --argument>: <problem>``, on
-    stderr, and the process exits with status 2 (``SystemExit``, which MONAI's ``except Exception`` handlers let
-    through), without a traceback. Other errors propagate unchanged.
+
+def install_bad_input_hook() -> None:
+    """Make bad input end the process with one line on stderr and exit status 2, without a traceback.
+
+    The configs call it first in their run sections. ``python -m monai.bundle run`` wraps every error of a config in
+    ``RuntimeError: Failed to evaluate/instantiate ...``; an uncaught exception whose chain holds an
+    :class:`EchoDataError` is printed by :func:`bad_input_line` instead of the traceback. Other errors keep Python's
+    traceback. Called in a Python session (``monai.bundle.run(...)`` in-process), nothing changes: the exception
+    propagates to the caller as usual. Idempotent.
     """
-    parser = _calling_parser()
-    try:
-        names = [*ARGUMENT_CHECKS, *CHOICE_CHECKS, *PATH_CHECKS, *OUTPUT_DIRS, "device"]
-        check_arguments({name: parser.get_parsed_content(name) for name in names if name in parser})
-        return getattr(parser.get_parsed_content(component), method)()
-    except Exception as err:
-        bad = _bad_input(err)
-        if bad is None:
-            raise
+    previous = sys.excepthook
+    if getattr(previous, "_echo_dnd", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        line = bad_input_line(value)
+        if line is None:
+            previous(kind, value, tb)
+            return
         sys.stdout.flush()
-        line = " ".join(part.strip() for part in str(bad).splitlines() if part.strip())  # one line, always
-        print(f"echo_dnd: error: {line}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+    hook._echo_dnd = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def as_bool(value: bool | int | str, name: str) -> bool:
+    """A flag from a config (JSON ``true``/``false``) or the command line, parsed here once.
+
+    ``python -m monai.bundle run ... --progress False`` gives the bool; ``--progress false`` gives the string
+    ``"false"`` (fire parses Python words only), so yes/no words are accepted too.
+
+    Args:
+        value: a bool, a number or a yes/no word (``true``/``false``, ``yes``/``no``, ``on``/``off``, ``1``/``0``).
+        name: how an error names the flag.
+
+    Raises:
+        EchoDataError: a string that is not a yes/no word.
+    """
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", "none", ""):
+            return False
+        raise EchoDataError(None, f"--{name}: expected true or false, got {value!r}")
+    return bool(value)
+
+
+def check_bundle_root(bundle_root: str | os.PathLike) -> Path:
+    """The bundle folder ``bundle_root`` (``"."`` by default: the working folder), checked.
+
+    Raises:
+        EchoDataError: it is not the Echo-DND bundle (no ``configs/metadata.json`` and ``scripts/``): the message says
+            to run from the bundle folder or to pass ``--bundle_root``.
+    """
+    root = Path(bundle_root)
+    if not (root / "configs" / "metadata.json").is_file() or not (root / "scripts" / "__init__.py").is_file():
+        raise EchoDataError(
+            root.resolve(),
+            "not the Echo-DND bundle folder (no configs/metadata.json and scripts/); run from the bundle folder "
+            "or pass --bundle_root <path to bundles/echo_dnd>",
+        )
+    return root

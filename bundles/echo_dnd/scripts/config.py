@@ -10,12 +10,27 @@ for 256 x 256 that the paper builds on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["LOSS_TERMS", "ABLATIONS", "KL_FORMS", "LEGACY_FIELDS", "EchoDNDConfig"]
+__all__ = [
+    "LOSS_TERMS",
+    "ABLATIONS",
+    "KL_FORMS",
+    "LEGACY_FIELDS",
+    "NETWORK_CONFIG_NAME",
+    "EchoDNDConfig",
+    "network_config",
+]
+
+#: File written beside deployable weights (``model.pt``, a plain state dict): the network configuration as JSON,
+#: ``EchoDNDConfig.to_dict()`` plus ``"ablation"``; ``--network_config <this file>`` rebuilds the network.
+NETWORK_CONFIG_NAME = "network_config.json"
 
 #: The five terms of eq. 13, in order (lambda_1 .. lambda_5).
 LOSS_TERMS: tuple[str, ...] = ("gaussian", "bernoulli", "kl_gaussian", "kl_bernoulli", "scc")
@@ -289,3 +304,41 @@ class EchoDNDConfig:
         start, end = self.betas
         if not 0.0 < start <= end < 1.0 or not math.isfinite(end):
             raise ValueError(f"betas must satisfy 0 < beta_start <= beta_end < 1, got {start}, {end}")
+
+
+def network_config(value: EchoDNDConfig | Mapping[str, Any] | str | os.PathLike) -> tuple[EchoDNDConfig, str]:
+    """The network configuration and its ablation name from what a bundle config or the command line gives.
+
+    Args:
+        value: an :class:`EchoDNDConfig`; a mapping of its fields, optionally with ``"ablation"`` (the configs'
+            ``network_config``); ``"paper"`` or ``"tiny"``; or the path of a JSON file holding such a mapping (the
+            :data:`NETWORK_CONFIG_NAME` file the trainer writes beside ``model.pt``).
+
+    Returns:
+        ``(config, ablation)``; ablation ``"full"`` unless the mapping names another.
+
+    Raises:
+        ValueError: unknown fields or values, or an unreadable JSON file (the message names it).
+    """
+    if isinstance(value, EchoDNDConfig):
+        return value, "full"
+    if isinstance(value, (str, os.PathLike)):
+        text = str(value)
+        if text == "paper":
+            return EchoDNDConfig.paper(), "full"
+        if text == "tiny":
+            return EchoDNDConfig.tiny(), "full"
+        path = Path(text)
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read the network configuration ({err})") from err
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{path}: expected a JSON object of EchoDNDConfig fields")
+    if not isinstance(value, Mapping):
+        raise ValueError(f"network_config: expected paper, tiny, a mapping or a JSON file, got {value!r}")
+    fields = dict(value)
+    ablation = str(fields.pop("ablation", "full"))
+    if ablation not in ABLATIONS:
+        raise ValueError(f"network_config: unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+    return EchoDNDConfig.from_dict(fields), ablation

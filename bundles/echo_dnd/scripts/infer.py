@@ -58,6 +58,7 @@ from echogains.data.frames import to_grey
 from echogains.data.nnunet import RawDataset, read_image, write_image
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress
 
+from .common import as_bool
 from .data import Frame, mask_to_input, normalize_intensity, soft_to_input, to_model_frame
 from .sampler import postprocess_mask
 
@@ -95,26 +96,6 @@ class InferenceCase:
 
     case_id: str
     path: Path
-
-
-def as_bool(value: bool | int | str, name: str) -> bool:
-    """A flag given in a config or on the command line (``fire`` passes ``false`` as the string ``"false"``).
-
-    Args:
-        value: a bool, a number or a yes/no word (``true``/``false``, ``yes``/``no``, ``on``/``off``, ``1``/``0``).
-        name: how an error names the flag.
-
-    Raises:
-        EchoDataError: a string that is not a yes/no word.
-    """
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("1", "true", "yes", "on"):
-            return True
-        if word in ("0", "false", "no", "off", "none", ""):
-            return False
-        raise EchoDataError(name, f"expected true or false, got {value!r}")
-    return bool(value)
 
 
 # --- finding the inputs -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ reaches 73 % of this CPU's fp32 matmul peak with attention at 16 x 16 only, 32 %
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from monai.networks.nets.diffusion_model_unet import get_timestep_embedding, zer
 from torch import nn
 
 from .common import check_image
-from .config import EchoDNDConfig
+from .config import EchoDNDConfig, network_config
 from .mfcm import MFCM, UNetConditioner, conditioner_channels, group_norm, maybe_checkpoint
 
 __all__ = [
@@ -298,17 +299,25 @@ class EchoDND(nn.Module):
     ``gnem(x_t, t, cond)`` returns ``(B, 2, H, W)`` (epsilon, learned-range variance in [-1, 1] nominal);
     ``bnem(x_t, t, cond)`` returns ``(B, 1, H, W)`` logits of x_0. Either is ``None`` when its noise is switched off.
 
+    This is the bundle's ``network_def`` (``configs/inference.json``): the architecture alone, built from the
+    configs' ``network_config``; ``models/model.pt`` is a plain ``state_dict`` of it (``scripts.checkpoint``).
+
     Args:
-        config: an :class:`EchoDNDConfig`, a mapping of its fields, or ``None`` for the paper's configuration.
+        config: an :class:`EchoDNDConfig`; a mapping of its fields, optionally with ``"ablation"``; ``"paper"`` or
+            ``"tiny"``; a JSON file of such a mapping (:func:`scripts.config.network_config`); or ``None`` for the
+            paper's configuration.
+        ablation: the ablation's name (kept as ``self.ablation`` for the records), when ``config`` does not name it.
     """
 
-    def __init__(self, config: EchoDNDConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: EchoDNDConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+        ablation: str | None = None,
+    ) -> None:
         super().__init__()
-        if config is None:
-            config = EchoDNDConfig.paper()
-        elif isinstance(config, Mapping):
-            config = EchoDNDConfig.from_dict(config)
+        config, named = network_config("paper" if config is None else config)
         self.config = config
+        self.ablation = str(ablation or named)
         self.conditioner = _build_conditioner(config)
         self.gnem = _build_estimator(config, 2, config.gnem_attention_resolutions) if config.use_gaussian else None
         self.bnem = _build_estimator(config, 1, config.bnem_attention_resolutions) if config.use_bernoulli else None

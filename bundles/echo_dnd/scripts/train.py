@@ -19,9 +19,11 @@ of N x B, and checkpoints are written between steps only: a run killed inside an
 cycle's start and continues exactly.
 
 Files in ``output_dir``: ``checkpoint.pt`` (full state: model, EMA, optimizer, step, generator states, config),
-``model.pt`` (deployable: ``{"config", "state_dict"}`` of the EMA weights), ``metrics.csv`` (step, loss terms,
-validation Dice). Both ``.pt`` files are written atomically (:func:`echogains.utils.atomic_torch_save`, re-exported
-here); ``PRECISIONS`` and ``resolve_precision`` are the toolkit's (:mod:`echogains.precision`), shared with the DDPM.
+``model.pt`` (deployable: the plain ``state_dict`` of the EMA weights, what MONAI's ``CheckpointLoader`` loads into
+``network_def``), ``network_config.json`` (its configuration and ablation, for ``--network_config``), ``metrics.csv``
+(step, loss terms, validation Dice). Both ``.pt`` files are written atomically
+(:func:`echogains.utils.atomic_torch_save`, re-exported here); ``PRECISIONS`` and ``resolve_precision`` are the
+toolkit's (:mod:`echogains.precision`), shared with the DDPM.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from torch import nn
 from echogains.precision import PRECISIONS, autocast, resolve_precision
 from echogains.utils import atomic_torch_save
 
+from .checkpoint import save_weights
+from .common import as_bool
 from .config import ABLATIONS, LOSS_TERMS, EchoDNDConfig
 from .data import augment_batch, load_lv_cases
 from .losses import EchoDNDLoss, draw_noise
@@ -67,34 +71,22 @@ OOM_HINT = "probably out of memory; try --accumulate or a smaller --batch_size"
 log = logging.getLogger("echo_dnd.train")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> EchoDND:
-    """Load deployable weights (``model.pt``) or a full checkpoint (its EMA weights) into an :class:`EchoDND`.
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", config: Any | None = None) -> EchoDND:
+    """Load weights into an :class:`EchoDND` rebuilt from their configuration (``model.config``, ``model.ablation``).
 
-    The network is rebuilt from the saved configuration, so an ablation's model (e.g. ``gaussian_only``: no BNEM)
-    gets exactly its own modules; its name is kept as ``model.ablation``.
+    ``path`` is a plain ``state_dict`` (``model.pt`` since bundle 0.3.0), a nested file of the earlier format
+    (``{"config", "state_dict"}``: loaded with a ``FutureWarning``) or a full training checkpoint (its EMA weights).
+    The configuration is ``config`` when given (anything :func:`scripts.config.network_config` takes), else the
+    file's own, else ``network_config.json`` beside it, else the bundle's ``configs/inference.json`` (for
+    ``<bundle>/models/model.pt``); see :func:`scripts.checkpoint.resolve_config`. An ablation's model (e.g.
+    ``gaussian_only``: no BNEM) gets exactly its own modules.
     """
-    from .common import EchoDataError
+    from .checkpoint import load_weights, read_weights, resolve_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise EchoDataError(path, "model weights not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        text = str(err)
-        if "WeightsUnpickler error:" in text:  # torch's advice around it (weights_only=False) is not for a bad file
-            detail = next(
-                (line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()), ""
-            )
-            text = f"not a torch.save file of tensors and plain values: {detail}"
-        raise EchoDataError(path, f"cannot read model weights ({' '.join(text.split())})") from err
-    if not isinstance(state, dict) or "config" not in state:
-        raise EchoDataError(path, "not an Echo-DND weights file (no 'config')")
-    # the saved config holds the ablation's switches; fields it lacks get the behaviour they had when it was saved
-    model = EchoDND(EchoDNDConfig.from_saved(state["config"]))
-    model.load_state_dict(state["ema"] if "ema" in state else state["state_dict"])
-    model.ablation = str(state.get("ablation", "full"))  # weights saved before the option existed are "full"
-    return model.to(device).eval()
+    weights = read_weights(path)
+    model_config, ablation = resolve_config(path, weights, config)
+    network = EchoDND(model_config, ablation=ablation)
+    return load_weights(network, path, device, weights=weights)  # type: ignore[return-value]
 
 
 def dice_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -225,7 +217,8 @@ class EchoDNDTrainer:
         self.fold, self.steps, self.batch_size = fold, int(steps), int(batch_size)
         self.lr, self.weight_decay, self.ema_decay = lr, weight_decay, ema_decay
         self.val_every, self.val_steps, self.save_every = int(val_every), int(val_steps), max(1, int(save_every))
-        self.seed, self.augment, self.progress = seed, augment, progress
+        self.seed = seed
+        self.augment, self.progress = as_bool(augment, "augment"), as_bool(progress, "progress")
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
@@ -425,10 +418,7 @@ class EchoDNDTrainer:
         if self.rank != 0:
             return
         atomic_torch_save({**self.state_dict(), "rng": rng}, self.output_dir / "checkpoint.pt")
-        atomic_torch_save(
-            {"config": self.config.to_dict(), "state_dict": self.ema.state_dict(), "ablation": self.ablation},
-            self.output_dir / "model.pt",
-        )
+        save_weights(self.ema, self.output_dir / "model.pt", ablation=self.ablation)  # + network_config.json
 
     @torch.no_grad()
     def _update_ema(self) -> None:
