@@ -6,6 +6,7 @@ cannot give: the true LV volumes and ejection fraction are known in closed form.
 Modules, each importing only those above it (one-way, no cycles):
 
 - :mod:`.streams`: the named random streams (seed and integer keys) of every draw.
+- :mod:`.difficulty`: the ``hard`` preset's causes of difficulty per quality grade, their draws and image terms.
 - :mod:`.anatomy`: the 3D LV (eq. 1-3), the presets and the per-patient parameter sampling.
 - :mod:`.rendering`: sector placement, tissue maps and ultrasound formation (eq. 4-7).
 - :mod:`.simulate`: patients (stills, half sequences), cine loops, EchoNet tracings, the Simpson reference.
@@ -46,6 +47,7 @@ from echogains.data.phantom.curves import (
     cycle_truth,
     half_sequence_truth,
 )
+from echogains.data.phantom.difficulty import DifficultySpec
 from echogains.data.phantom.figure import save_sample_figure
 from echogains.data.phantom.layouts import (
     LAYOUT_WRITERS,
@@ -74,6 +76,7 @@ __all__ = [
     "LAYOUTS",
     "VIEWS",
     "PresetSpec",
+    "DifficultySpec",
     "LVShape",
     "PatientParams",
     "PhantomView",

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from echogains.data.phantom.difficulty import DifficultySpec, sample_difficulty
 from echogains.data.phantom.streams import STREAM_PARAMS, generator
 from echogains.utils import get_logger
 
@@ -71,6 +72,14 @@ class PresetSpec:
         rv_shift_deg: extra apex direction of the 4CH view (to the right, uncovering the RV).
         require_myo_inside: place the heart so that the whole ED wall, not only the cavity, lies in the sector.
         la_visible: fraction of the LA long semi-axis beyond its centre that must lie in the sector (0: the centre).
+        lv_length_mm: LV long-axis length at ED before dilation (apex to mid-annulus).
+        truncation: base-plane height ``f`` (the base at Z = c (1 + f)).
+        short_axis_mm: 2CH cavity semi-axis ``a`` at ED before dilation.
+        eccentricity: ``b / a``.
+        wall_mm: ED wall thickness.
+        la_short_mm: LA short semi-axis (at least 1.02 of the annulus half width).
+        la_long_mm: LA long semi-axis.
+        difficulty: the causes of difficulty (see :mod:`.difficulty`); ``None``: none (camus-like, lv-focused).
     """
 
     depth_mm: tuple[float, float]
@@ -87,6 +96,14 @@ class PresetSpec:
     rv_shift_deg: tuple[float, float] = (3.0, 10.0)
     require_myo_inside: bool = True
     la_visible: float = 0.0
+    lv_length_mm: tuple[float, float] = (78.0, 92.0)
+    truncation: tuple[float, float] = (0.35, 0.6)
+    short_axis_mm: tuple[float, float] = (20.0, 24.5)
+    eccentricity: tuple[float, float] = (1.0, 1.12)
+    wall_mm: tuple[float, float] = (7.5, 11.0)
+    la_short_mm: tuple[float, float] = (16.0, 21.0)
+    la_long_mm: tuple[float, float] = (21.0, 27.0)
+    difficulty: DifficultySpec | None = None
 
 
 PRESETS: dict[str, PresetSpec] = {
@@ -117,6 +134,30 @@ PRESETS: dict[str, PresetSpec] = {
         quality_weights=(0.5, 0.4, 0.1),
         rv_shift_deg=(0.0, 3.0),
         la_visible=0.3,
+    ),
+    # CAMUS-calibrated difficulty (issue 18): the camus-like geometry, wider anatomy, CAMUS's quality grades, and the
+    # realistic causes of difficulty of :mod:`.difficulty` (haze, reverberation, angle-dependent dropout, off-axis
+    # planes, gain/TGC, low blood-tissue contrast, trabeculae).
+    "hard": PresetSpec(
+        depth_mm=(105.0, 185.0),
+        opening_deg=(58.0, 88.0),
+        tilt_deg=(-7.0, 7.0),
+        apex_depth_mm=(14.0, 38.0),
+        heart_angle_deg=(-12.0, 12.0),
+        axis_angle_deg=(-15.0, 15.0),
+        ef_percent=(20.0, 75.0),
+        image_size=(128, 96),
+        anisotropy=0.5,
+        quality_weights=(0.35, 0.45, 0.20),
+        la_visible=0.3,
+        lv_length_mm=(68.0, 100.0),
+        truncation=(0.3, 0.65),
+        short_axis_mm=(17.0, 27.0),
+        eccentricity=(0.95, 1.2),
+        wall_mm=(6.0, 14.0),
+        la_short_mm=(13.0, 25.0),
+        la_long_mm=(17.0, 32.0),
+        difficulty=DifficultySpec(),
     ),
 }
 
@@ -266,6 +307,7 @@ class PatientParams:
         image_size: (rows, cols) of the stills.
         anisotropy: sy / sx.
         spacing: fixed (sx, sy) in mm, or ``None`` to fit the sector into ``image_size``.
+        difficulty: the causes of difficulty (:func:`.difficulty.sample_difficulty`); empty for presets without.
     """
 
     index: int
@@ -290,6 +332,7 @@ class PatientParams:
     image_size: tuple[int, int] = (128, 96)
     anisotropy: float = 0.5
     spacing: tuple[float, float] | None = None
+    difficulty: dict[str, Any] = field(default_factory=dict)
 
     @property
     def patient_id(self) -> str:
@@ -315,6 +358,8 @@ class PatientParams:
         d = asdict(self)
         d["lv_ed"] = asdict(self.lv_ed)
         d["lv_es"] = asdict(self.lv_es)
+        if not self.difficulty:  # presets without difficulty: the record of before the hard preset, byte for byte
+            d.pop("difficulty")
         return d
 
 
@@ -335,18 +380,20 @@ def _draw(rng: np.random.Generator, spec: float | Sequence[float]) -> float:
     return lo + u * (hi - lo)
 
 
-def _sample_lv(rng: np.random.Generator, ef: float, lam_range: tuple[float, float]) -> tuple[LVShape, float, float]:
-    """ED shape and (rho, lam) giving ejection fraction ``ef`` (fraction) exactly (eq. 2)."""
+def _sample_lv(
+    rng: np.random.Generator, ef: float, lam_range: tuple[float, float], spec: PresetSpec
+) -> tuple[LVShape, float, float]:
+    """ED shape and (rho, lam) giving ejection fraction ``ef`` (fraction) exactly (eq. 2), in the preset's ranges."""
     dilation = 1.0 + 1.2 * max(0.0, 0.5 - ef)  # failing ventricles are dilated
-    length = rng.uniform(78.0, 92.0) * (1.0 + 0.35 * (dilation - 1.0))
-    f = rng.uniform(0.35, 0.6)
-    a = rng.uniform(20.0, 24.5) * dilation
-    b = a * rng.uniform(1.0, 1.12)
+    length = rng.uniform(*spec.lv_length_mm) * (1.0 + 0.35 * (dilation - 1.0))
+    f = rng.uniform(*spec.truncation)
+    a = rng.uniform(*spec.short_axis_mm) * dilation
+    b = a * rng.uniform(*spec.eccentricity)
     c = length / (1.0 + f)
-    t = rng.uniform(7.5, 11.0)
+    t = rng.uniform(*spec.wall_mm)
     base_half = a * np.sqrt(1.0 - f**2)
-    la_a = float(max(rng.uniform(16.0, 21.0), 1.02 * base_half))
-    la_c = rng.uniform(21.0, 27.0)
+    la_a = float(max(rng.uniform(*spec.la_short_mm), 1.02 * base_half))
+    la_c = rng.uniform(*spec.la_long_mm)
     # LA centre such that its cross-section at the base plane matches the annulus (0.95 of the base width).
     la_offset = float(np.sqrt(max(0.0, 1.0 - (0.95 * base_half / la_a) ** 2)))
     lv = LVShape(a=a, b=b, c=c, f=f, t=t, la=(la_a, la_a * rng.uniform(1.0, 1.1), la_c), la_offset=la_offset)
@@ -413,7 +460,7 @@ def sample_params(
     drawn_quality = str(rng.choice(QUALITIES, p=np.asarray(spec.quality_weights)))
     quality = overrides.get("quality") or drawn_quality
     ef = _draw(rng, ranges["ef_percent"]) / 100.0
-    lv, rho, lam = _sample_lv(rng, ef, (0.85, 0.94))
+    lv, rho, lam = _sample_lv(rng, ef, (0.85, 0.94), spec)
     n_frames_spec = overrides.get("n_frames", spec.n_frames)
     lo_n, hi_n = (n_frames_spec, n_frames_spec) if np.isscalar(n_frames_spec) else n_frames_spec
     n_frames = int(np.floor(_draw(rng, (float(lo_n), float(hi_n) + 1.0 - 1e-9))))
@@ -441,6 +488,11 @@ def sample_params(
         anisotropy=float(overrides.get("anisotropy", spec.anisotropy)),
         spacing=_optional_pair(overrides.get("spacing")),
     )
+    if spec.difficulty is not None:  # its own stream: the draws above are those of a preset without difficulty
+        difficulty, appearance = sample_difficulty(spec.difficulty, seed, patient_index, QUALITIES.index(quality))
+        lv_myo = params.appearance["myocardium"]
+        appearance["blood"] = lv_myo * difficulty["blood_ratio"]
+        params = replace(params, difficulty=difficulty, appearance={**params.appearance, **appearance})
     return _place_heart(params, spec, rng, overrides)
 
 

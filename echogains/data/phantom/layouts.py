@@ -441,9 +441,10 @@ class NnUNetWriter(_LayoutWriter):
                 )
 
     def _case_record(self, pid: str, view: PhantomView, phase: str) -> dict[str, Any]:
-        """``cases.json`` record, with the keys of the CAMUS converter's records plus the phantom's truth."""
+        """``cases.json`` record, with the keys of the CAMUS converter's records plus the phantom's truth (and, for a
+        preset with causes of difficulty, their parameters: ``difficulty``)."""
         rec = self.truth[pid]
-        return {
+        out = {
             "dataset": "phantom",
             "patient": pid,
             "view": view.view,
@@ -464,6 +465,10 @@ class NnUNetWriter(_LayoutWriter):
             "labels": list(self.config.labels),
             "source": {"generator": "echogains.data.phantom", "preset": self.config.preset, "seed": self.config.seed},
         }
+        difficulty = rec["params"].get("difficulty")
+        if difficulty:
+            out["difficulty"] = difficulty
+        return out
 
     def finish(self) -> Path:
         super().finish()  # the truth file first: dataset.json (written last by the writer) marks completion
@@ -614,7 +619,8 @@ def make_phantom(
         out_dir: output folder (must be empty or absent unless ``overwrite``); for ``nnunet`` the dataset folder
             (nnU-Net expects ``DatasetXXX_Name``).
         n_patients: number of patients (each has a 2CH and a 4CH view, ED and ES).
-        preset: ``camus-like`` (varied depth, angle, position) or ``lv-focused`` (HUNT4-like).
+        preset: ``camus-like`` (varied depth, angle, position), ``lv-focused`` (HUNT4-like) or ``hard`` (camus-like
+            geometry with CAMUS's quality grades and realistic causes of difficulty, see :mod:`.difficulty`).
         layout: ``camus-nifti`` (CAMUS NIfTI release), ``camus-mhd`` (original CAMUS release), ``echonet``
             (EchoNet-Dynamic: AVI + FileList.csv + VolumeTracings.csv), ``nnunet`` (nnU-Net raw dataset) or
             ``dicom`` (multi-frame ultrasound DICOM cine loops of both views, calibrated).

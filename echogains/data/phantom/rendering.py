@@ -29,6 +29,7 @@ from echogains.data.phantom.anatomy import (
     _heart_frame,
     _mm_to_lv_plane,
 )
+from echogains.data.phantom.difficulty import plane_points, reverberation, tgc_profile, trabeculae
 from echogains.data.phantom.streams import (
     NOISE_FIRST,
     NOISE_LAST,
@@ -89,10 +90,22 @@ def _polar_grid(sector: Sector, psf_axial_mm: float, psf_lateral_deg: float) -> 
 # ----------------------------------------------------------------------------------------------------------
 # Tissue maps: labels and echogenicity at image points
 # ----------------------------------------------------------------------------------------------------------
-def _label_map(shape: LVShape, view: str, w: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """CAMUS labels (1 cavity, 2 myocardium, 3 left atrium) of in-plane points, evaluated on the 3D shape."""
+def _lv_points(
+    difficulty: Mapping[str, Any], view: str, w: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3D LV-frame points of in-plane points: the plane through the long axis, or the off-axis plane of a hard
+    preset (:func:`.difficulty.plane_points`)."""
+    if difficulty:
+        return plane_points(difficulty, view, _VIEW_AZIMUTH[view], w, z)
     phi = np.radians(_VIEW_AZIMUTH[view])
-    reg = shape.regions(w * np.cos(phi), w * np.sin(phi), z)
+    return w * np.cos(phi), w * np.sin(phi), z
+
+
+def _label_map(
+    shape: LVShape, view: str, w: np.ndarray, z: np.ndarray, difficulty: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """CAMUS labels (1 cavity, 2 myocardium, 3 left atrium) of in-plane points, evaluated on the 3D shape."""
+    reg = shape.regions(*_lv_points(difficulty or {}, view, w, z))
     label = np.zeros(w.shape, dtype=np.uint8)
     label[reg["cavity"]] = 1
     label[reg["myo"]] = 2
@@ -143,13 +156,12 @@ def _echogenicity(
         pts: in-plane LV coordinates ``w``, ``z``, depth ``r`` (mm) and beam direction ``bw``, ``bz`` of each point.
         textures: smooth modulations (``tissue``, ``myo``, ``blood``, ``clutter``) on the same points.
     """
-    app, anat = params.appearance, params.anatomy
+    app, anat, hard = params.appearance, params.anatomy, params.difficulty
     w, z = pts["w"], pts["z"]
-    phi = np.radians(_VIEW_AZIMUTH[view])
-    X, Y = w * np.cos(phi), w * np.sin(phi)
-    reg = shape.regions(X, Y, z)
-    peri = replace(shape, t=shape.t + anat["pericardium_mm"]).regions(X, Y, z)["epi"] & ~reg["epi"]
-    la_wall = replace(shape, la=tuple(v + 2.5 for v in shape.la)).regions(X, Y, z)["la"] & ~reg["la"]  # type: ignore[arg-type]
+    X, Y, Z = _lv_points(hard, view, w, z)
+    reg = shape.regions(X, Y, Z)
+    peri = replace(shape, t=shape.t + anat["pericardium_mm"]).regions(X, Y, Z)["epi"] & ~reg["epi"]
+    la_wall = replace(shape, la=tuple(v + 2.5 for v in shape.la)).regions(X, Y, Z)["la"] & ~reg["la"]  # type: ignore[arg-type]
     myo, blood = app["myocardium"] * textures["myo"], app["blood"] * textures["blood"]
     echo = app["tissue"] * textures["tissue"]
     specular = _specular(shape, view, pts)
@@ -157,10 +169,20 @@ def _echogenicity(
     echo = np.where(peri, 2.5 * app["myocardium"] * np.sqrt(textures["myo"]) * (0.3 + 0.7 * specular), echo)
     if view == "4CH":  # the RV lies directly on the septum: painted over the pericardium there
         echo = _right_heart_echo(echo, shape, anat, pts, ~reg["epi"], myo, blood)
-    echo = np.where(reg["myo"], myo * (0.55 + 0.45 * specular), echo)
+    if hard:  # walls along the beam drop out: floor + (1 - floor) |cos|^power
+        floor = hard["specular_floor"]
+        echo = np.where(reg["myo"], myo * (floor + (1.0 - floor) * specular ** hard["specular_power"]), echo)
+    else:
+        echo = np.where(reg["myo"], myo * (0.55 + 0.45 * specular), echo)
     echo = np.where(reg["cavity"] | reg["la"], blood, echo)
+    if hard:  # trabeculae and papillary muscles in the cavity band by the endocardium (labelled cavity)
+        q_cav = np.sqrt((X / shape.a) ** 2 + (Y / shape.b) ** 2 + ((Z - shape.c) / shape.c) ** 2)
+        weight = trabeculae(q_cav, Z, shape.base_z, textures["trabeculae"]) * reg["cavity"]
+        echo = echo + hard["trabeculation"] * myo * weight
     echo = np.where(_mitral_leaflets(shape, view, w, z), 1.2 * myo, echo)
     echo = echo * _chest_wall(pts["r"], anat["chest_wall_mm"])
+    if hard:  # copies of the near field (chest wall) at multiples of the reverberation spacing
+        echo = echo + reverberation(echo, pts["r"], anat["chest_wall_mm"], hard)
     return echo * _dropout(params, shape, view, w, z) + _apical_clutter(params, w, z, textures)
 
 
@@ -308,19 +330,28 @@ class _ViewRenderer:
             "norm": 1.0 / np.sqrt(_kernel_energy(sigma[0]) * _kernel_energy(sigma[1])),
             "points": {"w": w, "z": z, "r": rr, "bw": bx * v[0] + by * v[1], "bz": bx * u[0] + by * u[1]},
             "textures": self._textures(
-                generator(self.params.seed, self.params.index, self.stream, STREAM_TEXTURES), rr.shape, dr, dth
+                generator(self.params.seed, self.params.index, self.stream, STREAM_TEXTURES),
+                rr.shape,
+                dr,
+                dth,
+                bool(self.params.difficulty),
             ),
             "pix_coords": np.stack([pix_r[self.inside] / dr, (pix_th[self.inside] - self.sector.theta_min) / dth]),
         }
 
     @staticmethod
-    def _textures(rng: np.random.Generator, shape: tuple[int, int], dr: float, dth: float) -> dict[str, np.ndarray]:
-        return {
+    def _textures(
+        rng: np.random.Generator, shape: tuple[int, int], dr: float, dth: float, hard: bool = False
+    ) -> dict[str, np.ndarray]:
+        out = {
             "tissue": _smooth_field(rng, shape, (7.0 / dr, 4.0 / dth), 0.75),
             "myo": _smooth_field(rng, shape, (2.5 / dr, 2.0 / dth), 0.45),
             "blood": _smooth_field(rng, shape, (4.0 / dr, 2.0 / dth), 0.4),
             "clutter": _smooth_field(rng, shape, (3.0 / dr, 4.0 / dth), 0.8),
         }
+        if hard:  # drawn after the others: the four above are those of a preset without difficulty
+            out["trabeculae"] = _smooth_field(rng, shape, (1.5 / dr, 1.5 / dth), 0.9)
+        return out
 
     def noise(self, *keys: int) -> np.ndarray:
         """Circular complex white Gaussian noise of unit power, from its own stream (patient, view, keys)."""
@@ -360,7 +391,7 @@ class _ViewRenderer:
             yield current
 
     def label(self, shape: LVShape) -> np.ndarray:
-        label = _label_map(shape, self.view, self.pix_w, self.pix_z)
+        label = _label_map(shape, self.view, self.pix_w, self.pix_z, self.params.difficulty)
         label[~self.inside] = 0
         return label
 
@@ -373,12 +404,17 @@ class _ViewRenderer:
         field_ = echo * speckle
         blurred = ndimage.gaussian_filter(field_.real, acq["sigma"], mode="nearest")
         blurred = blurred + 1j * ndimage.gaussian_filter(field_.imag, acq["sigma"], mode="nearest")
+        hard = self.params.difficulty
+        if hard:  # side-lobe haze: a laterally wide second lobe of relative amplitude ``haze``
+            blurred = blurred + self._haze(field_, hard)
         # (5) round-trip attenuation, additive receiver noise, then time-gain compensation with a small mismatch.
         alpha = app["attenuation_db_mm"] * np.log(10.0) / 20.0
         alpha_tgc = alpha * (1.0 + app["tgc_mismatch"])
         sigma_n = app["myocardium"] * 10.0 ** (app["noise_db"] / 20.0)
         received = acq["norm"] * blurred * np.exp(-alpha * r) + sigma_n * self.noise(NOISE_RECEIVER, frame)
         envelope = np.abs(received) * np.exp(alpha_tgc * r) * self._lateral_gain(acq["theta"])
+        if hard:  # the sonographer's TGC sliders
+            envelope = envelope * tgc_profile(r, self.sector.r_max, hard)
         # (6) log compression to 8 bit relative to the myocardial level, then scan conversion (bilinear).
         ref = app["myocardium"] * 10.0 ** ((app["gain_db"] + 9.0) / 20.0)
         compressed = np.clip(1.0 + 20.0 * np.log10(envelope / ref + 1e-12) / app["dynamic_range_db"], 0.0, 1.0) * 255.0
@@ -387,7 +423,19 @@ class _ViewRenderer:
         out[self.inside] = np.clip(np.rint(values), 0, 255).astype(np.uint8)
         return out
 
+    def _haze(self, field_: np.ndarray, hard: Mapping[str, Any]) -> np.ndarray:
+        """Side-lobe field: the scatterers blurred by a lobe ``haze_width_deg`` wide (same axial PSF), scaled to
+        ``haze`` of the main lobe's speckle power."""
+        acq = self.acquisition
+        dth = float(acq["theta"][1] - acq["theta"][0])
+        sigma = (acq["sigma"][0], max(float(hard["haze_width_deg"]) / dth, acq["sigma"][1]))
+        norm = hard["haze"] / np.sqrt(_kernel_energy(sigma[0]) * _kernel_energy(sigma[1])) / acq["norm"]
+        side = ndimage.gaussian_filter(field_.real, sigma, mode="nearest")
+        side = side + 1j * ndimage.gaussian_filter(field_.imag, sigma, mode="nearest")
+        return norm * side
+
     def _lateral_gain(self, theta: np.ndarray) -> np.ndarray:
-        """Weaker beams at the sector edges."""
+        """Weaker beams at the sector edges (``edge_loss`` of a hard preset, else 0.35)."""
         rel = (theta - self.sector.tilt_deg) / (self.sector.opening_deg / 2.0)
-        return (1.0 - 0.35 * np.abs(rel) ** 4)[None, :]
+        loss = float(self.params.difficulty.get("edge_loss", 0.35))
+        return (1.0 - loss * np.abs(rel) ** 4)[None, :]

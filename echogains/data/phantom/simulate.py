@@ -102,7 +102,7 @@ def simulate_patient(
 
     Args:
         patient_index: 1-based index (``patient0001`` is 1).
-        preset: ``camus-like`` or ``lv-focused``.
+        preset: ``camus-like``, ``lv-focused`` or ``hard`` (a key of :data:`PRESETS`).
         seed: dataset seed; the same (index, preset, seed, options) give the same arrays.
         image_size: (rows, cols); the preset's default when ``None``.
         sequence: render every frame of the half sequence, not only ED and ES.
@@ -260,11 +260,16 @@ def simulate_cycle(
 def _tracing(params: PatientParams, sector: Sector, shape: LVShape, n_chords: int, view: str = "4CH") -> np.ndarray:
     """EchoNet-style tracing in pixels: row 0 = long axis (apex -> mid-base), then chords from apex to base.
 
-    The chords are exact: at height z the view's cavity spans w = -half_width(z) .. +half_width(z) (eq. 1's ellipse).
+    The chords are exact: at height z the view's cavity spans w = -half_width(z) .. +half_width(z) (eq. 1's ellipse);
+    an off-axis plane (hard preset) cuts its own ellipse, from its in-plane apex to the base (:func:`_plane_chords`).
     """
-    z = shape.base_z * np.arange(1, n_chords + 1) / n_chords
-    half = shape.half_width(z, view)
-    rows = [(np.array([0.0, 0.0]), np.array([0.0, shape.base_z]))]
+    if params.difficulty:
+        z_lo, z_hi, z, half = _plane_chords(params, shape, n_chords, view)
+    else:
+        z_lo, z_hi = 0.0, shape.base_z
+        z = shape.base_z * np.arange(1, n_chords + 1) / n_chords
+        half = shape.half_width(z, view)
+    rows = [(np.array([0.0, 0.0]), np.array([z_lo, z_hi]))]
     rows += [(np.array([-h, h]), np.array([zz, zz])) for h, zz in zip(half, z)]
     sx, sy = sector.spacing
     out = np.zeros((len(rows), 4))
@@ -272,6 +277,30 @@ def _tracing(params: PatientParams, sector: Sector, shape: LVShape, n_chords: in
         x, y = _lv_plane_to_mm(params, w, zz, sector.apex, view)
         out[i] = [x[0] / sx, y[0] / sy, x[1] / sx, y[1] / sy]
     return out
+
+
+def _plane_chords(
+    params: PatientParams, shape: LVShape, n_chords: int, view: str
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """In-plane apex and base heights, chord heights and half widths of the cavity cut by an off-axis plane.
+
+    With offset n0 and tilt e (:func:`.difficulty.plane_points`), the in-plane height z' is at Z = z' cos e and
+    N = n0 + z' sin e off the axis: half width = semi sqrt(1 - (N / other)^2 - ((Z - c) / c)^2) below the base.
+    """
+    tilt = np.radians(float(params.difficulty["plane_tilt_deg"][view]))
+    n0 = float(params.difficulty["plane_offset_mm"][view])
+    semi, other = (shape.a, shape.b) if view == "2CH" else (shape.b, shape.a)
+
+    def half_width(zp: np.ndarray) -> np.ndarray:
+        n, zz = n0 + zp * np.sin(tilt), zp * np.cos(tilt)
+        rad = 1.0 - (n / other) ** 2 - ((zz - shape.c) / shape.c) ** 2
+        return np.where(zz <= shape.base_z + 1e-9, semi * np.sqrt(np.clip(rad, 0.0, None)), 0.0)
+
+    z_hi = shape.base_z / np.cos(tilt)
+    grid = np.linspace(0.0, z_hi, 20001)
+    z_lo = float(grid[np.argmax(half_width(grid) > 0.0)])
+    z = z_lo + (z_hi - z_lo) * np.arange(1, n_chords + 1) / n_chords
+    return z_lo, float(z_hi), z, half_width(z)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Key tuples (``i`` is the 1-based patient index, ``v`` the view code 2 or 4):
 - ``(seed, i, STREAM_CYCLE)``: heart rate, systole length and first ED frame of a cine loop; the 2CH loop's ED
   frame from ``(seed, i, STREAM_CYCLE, 2)``.
 - ``(seed, i, STREAM_DROPOUT + v)``: signal dropout blobs of view ``v``.
+- ``(seed, i, STREAM_DIFFICULTY)``: the causes of difficulty of a preset that has them (``hard``; see
+  :mod:`.difficulty`); the other presets never draw from it.
 - ``(seed, i, render_stream(kind, v), ...)``: the renderer of one view: ``STREAM_TEXTURES`` for the tissue
   textures, ``NOISE_FIRST``/``NOISE_LAST``/``(NOISE_STEP, k)`` for the speckle, ``(NOISE_RECEIVER, k)`` for the
   receiver noise of frame ``k``.
@@ -26,6 +28,7 @@ __all__ = [
     "STREAM_CYCLE",
     "STREAM_DROPOUT",
     "STREAM_SPLITS",
+    "STREAM_DIFFICULTY",
     "SPLIT_PATIENT",
     "RENDER_STILLS",
     "RENDER_CYCLE",
@@ -44,6 +47,8 @@ STREAM_PARAMS = 0
 STREAM_CYCLE = 7
 #: per patient and view: base of the dropout stream, ``STREAM_DROPOUT + view code`` (12: 2CH, 14: 4CH).
 STREAM_DROPOUT = 10
+#: per patient: the difficulty parameters of a preset with a DifficultySpec (``hard``).
+STREAM_DIFFICULTY = 20
 #: once per dataset: the patient split permutation (keyed with the patient slot ``SPLIT_PATIENT``).
 STREAM_SPLITS = 99
 #: the patient slot of the split stream (patient indices start at 1, so 0 belongs to no patient).
