@@ -14,8 +14,9 @@ were evaluated and which were not. Outputs in ``out_dir`` (all written atomicall
 
 - ``metrics_per_case.csv``: Dice, HD, HD95, MSD (mm) per case and label (see :mod:`.metrics` for the
   empty-mask policy), with patient, view, phase, depth and sector angle;
-- ``metrics_summary.json``: mean/std/median per label over all cases, by phase, by view and, when the records
-  carry sector geometry, by depth (< / >= 150 mm) and sector angle (< / >= 70 deg) as in the EchoGAINS paper's
+- ``metrics_summary.json``: mean/std/median per label over all cases, by phase, by view, by image quality grade
+  when the records carry one (``quality=Good``/``Medium``/``Poor``, as CAMUS and the phantom record) and, when the
+  records carry sector geometry, by depth (< / >= 150 mm) and sector angle (< / >= 70 deg) as in the EchoGAINS paper's
   Table 4; EF/volume agreement (bias, limits of agreement, Pearson r, MAE);
 - ``ef_per_patient.csv``: EDV/ESV/EF from the prediction, from the ground-truth masks and the reference, and the
   patient's ``acquisition_subset``; with sample masks ``{case}_samples.nii.gz`` beside the predictions (Echo-DND's
@@ -146,6 +147,7 @@ class CaseResult:
     gt_profile: LVProfile | None = None
     reference: dict[str, Any] = field(default_factory=dict)
     members: list[LVProfile | None] | None = None  # profiles of the sample masks' members (None: no samples)
+    quality: str = ""  # the record's image quality grade (CAMUS ImageQuality: Good/Medium/Poor), "" when unknown
 
 
 # --- input checks -----------------------------------------------------------------------------------------------
@@ -295,6 +297,7 @@ def _case_meta(dataset: RawDataset, case_id: str) -> dict[str, Any]:
         "depth_mm": _finite_or_nan(sector.get("depth_mm")),
         "opening_deg": _finite_or_nan(sector.get("opening_deg")),
         "reference": dict(rec.get("reference") or {}),
+        "quality": str(rec.get("image_quality") or ""),
     }
 
 
@@ -349,10 +352,10 @@ def _evaluate_case(
 
 # --- summaries --------------------------------------------------------------------------------------------------
 def _groups(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
-    """Case groups of the summary: all, by phase, by view, by depth and sector-angle subset (when known; no empty
-    group)."""
+    """Case groups of the summary: all, by phase, by view, by image quality grade (``quality=Good``, as CAMUS
+    records it), by depth and sector-angle subset (when known; no empty group)."""
     groups: dict[str, list[CaseResult]] = {"all": list(results)}
-    for key in ("phase", "view"):
+    for key in ("phase", "view", "quality"):
         for value in sorted({getattr(r, key) for r in results if getattr(r, key)}):
             groups[f"{key}={value}"] = [r for r in results if getattr(r, key) == value]
     cuts = (("depth", "depth_mm", DEPTH_CUTOFF_MM, "mm"), ("angle", "opening_deg", ANGLE_CUTOFF_DEG, "deg"))
