@@ -167,3 +167,19 @@ def test_off_axis_plane_foreshortens_and_tracings_follow_it() -> None:
 def _near(mask: np.ndarray, point: tuple[float, float] | np.ndarray, radius: float = 1.5) -> bool:
     rows, cols = np.nonzero(mask)
     return bool(np.min(np.hypot(cols - point[0], rows - point[1])) <= radius)
+
+
+def test_grades_figure(tmp_path: Path) -> None:
+    out = ph.save_grades_figure(tmp_path / "grades.png", patients=(1,), image_size=(64, 48))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaled_spec_is_the_calibration_knob() -> None:
+    spec = DifficultySpec()
+    assert spec.scaled(1.0) == spec
+    easy = spec.scaled(0.0)
+    assert all(r == (0.0, 0.0) for r in easy.haze) and all(r == (1.0, 1.0) for r in easy.specular_floor)
+    assert all(r == (0.35, 0.35) for r in easy.edge_loss)  # camus-like's edge loss
+    half = spec.scaled(0.5)
+    assert half.blood_ratio[2] == (0.5 * spec.blood_ratio[2][0], 0.5 * spec.blood_ratio[2][1])
+    assert half.noise_db == spec.noise_db  # noise, gain and TGC are kept

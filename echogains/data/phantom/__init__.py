@@ -12,7 +12,7 @@ Modules, each importing only those above it (one-way, no cycles):
 - :mod:`.simulate`: patients (stills, half sequences), cine loops, EchoNet tracings, the Simpson reference.
 - :mod:`.curves`: the analytic volume curve and true ED/ES frames of every loop.
 - :mod:`.validate`: the checked arguments of :func:`make_phantom`.
-- :mod:`.figure`: the README figure (:func:`save_sample_figure`).
+- :mod:`.figure`: the README figure (:func:`save_sample_figure`) and the grade figure (:func:`save_grades_figure`).
 - :mod:`.layouts`: writing: the dataset layouts, truth files, names, splits and the entry point :func:`make_phantom`.
 
 All but ``figure`` and ``layouts`` do no I/O. Everybody imports the public names from here
@@ -48,7 +48,7 @@ from echogains.data.phantom.curves import (
     half_sequence_truth,
 )
 from echogains.data.phantom.difficulty import DifficultySpec
-from echogains.data.phantom.figure import save_sample_figure
+from echogains.data.phantom.figure import save_grades_figure, save_sample_figure
 from echogains.data.phantom.layouts import (
     LAYOUT_WRITERS,
     TRUTH_FILE,
@@ -102,6 +102,7 @@ __all__ = [
     "TRUTH_FILE",
     "write_mhd",
     "save_sample_figure",
+    "save_grades_figure",
     "LoopTruth",
     "CURVES_FILE",
     "CURVES_DIR",

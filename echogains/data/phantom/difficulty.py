@@ -27,6 +27,7 @@ exact; only what the 2D images show of it gets harder.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,10 +67,40 @@ class DifficultySpec:
     psf_lateral_deg: Graded = ((0.6, 0.85), (0.75, 1.05), (0.9, 1.3))
 
     def scaled(self, factor: float) -> DifficultySpec:
-        """A copy with every graded cause of difficulty (not the gain, TGC or noise) scaled by ``factor``."""
-        keys = ("blood_ratio", "haze", "clutter", "reverb_amplitude", "trabeculation", "plane_offset_mm")
-        out = {k: tuple((lo * factor, hi * factor) for lo, hi in getattr(self, k)) for k in keys}
-        return DifficultySpec(**{**self.__dict__, **out})
+        """A copy with every graded cause of difficulty scaled by ``factor`` (the calibration knob; 1: unchanged).
+
+        Amounts (blood ratio, haze, clutter, reverberation, trabeculation, plane offset and tilt) are multiplied; the
+        specular floor, power, edge loss and lateral PSF move from the camus-like values (1, 1, 0.35, 0.675 deg) by
+        ``factor``. Gain, TGC, noise and dropout draws are kept.
+        """
+        f = float(factor)
+        if f == 1.0:  # exactly the spec (moving toward the easy value and back is not exact in floats)
+            return self
+
+        def mul(ranges: Graded) -> Graded:
+            return tuple((lo * f, hi * f) for lo, hi in ranges)  # type: ignore[return-value]
+
+        def toward(ranges: Graded, easy: float) -> Graded:
+            return tuple((easy + (lo - easy) * f, easy + (hi - easy) * f) for lo, hi in ranges)  # type: ignore[return-value]
+
+        keys = (
+            "blood_ratio",
+            "haze",
+            "clutter",
+            "reverb_amplitude",
+            "trabeculation",
+            "plane_offset_mm",
+            "plane_tilt_deg",
+        )
+        out: dict[str, Any] = {k: mul(getattr(self, k)) for k in keys}
+        for key, easy in (
+            ("specular_floor", 1.0),
+            ("specular_power", 1.0),
+            ("edge_loss", 0.35),
+            ("psf_lateral_deg", 0.675),
+        ):
+            out[key] = toward(getattr(self, key), easy)
+        return dataclasses.replace(self, **out)
 
 
 def _u(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
