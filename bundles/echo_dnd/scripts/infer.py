@@ -60,6 +60,7 @@ from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_l
 
 from .common import as_bool
 from .data import Frame, mask_to_input, normalize_intensity, soft_to_input, to_model_frame
+from .readers import DICOM_SUFFIXES
 from .sampler import postprocess_mask
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "case_id_from_name",
     "find_inputs",
     "read_frames",
+    "read_dicom_frames",
     "segment_frames",
     "segment_frames_full",
     "FrameSegmentation",
@@ -82,8 +84,8 @@ __all__ = [
 
 log = get_logger("echo_dnd.infer")
 
-#: File types read as images (SimpleITK picks the reader from the extension).
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mhd", ".png")
+#: File types read as images (SimpleITK picks the reader from the extension; DICOM: ``scripts.readers``).
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mhd", ".png", ".dcm", ".dicom")
 #: Name of the run record written beside the predictions.
 RECORD_NAME = "echo_dnd_inference.json"
 UNCERTAINTY_SUFFIX = "_uncertainty"
@@ -184,19 +186,46 @@ def _grey_array(image: sitk.Image, path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def read_dicom_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
+    """Read an ultrasound DICOM file through MONAI's ``LoadImage`` with :class:`scripts.readers.UltrasoundDicomReader`.
+
+    Returns frames ``(T, H, W)`` and a reference image of the input's grid with the physical spacing in mm from
+    ``SequenceOfUltrasoundRegions`` (2D for one frame, 3D ``(W, H, T)`` with spacing ``(sx, sy, 1)`` for a loop).
+
+    Raises:
+        EchoDataError: unreadable file, no pixel data, no calibrated region (the message names the file).
+    """
+    from monai.transforms import LoadImage
+
+    from .readers import UltrasoundDicomReader
+
+    path = Path(path)
+    image = LoadImage(image_only=True)(str(path), reader=UltrasoundDicomReader())
+    array = np.asarray(image, dtype=np.float32)  # (W, H) or (W, H, T)
+    frames = array.T[None] if array.ndim == 2 else np.transpose(array, (2, 1, 0))
+    spacing = [float(v) for v in np.asarray(image.meta["spacing"])]
+    reference = sitk.GetImageFromArray(frames[0] if array.ndim == 2 else frames)
+    reference.SetSpacing(spacing)
+    return np.ascontiguousarray(frames), reference
+
+
 def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
     """Read an image as frames ``(T, H, W)`` float32 and keep the image for its geometry.
 
-    A 2D image gives one frame; a 3D image (2D+t) gives its slices along the third axis.
+    A 2D image gives one frame; a 3D image (2D+t) gives its slices along the third axis. A DICOM file (``.dcm``,
+    ``.dicom``) is read by :func:`read_dicom_frames` (multi-frame: a 2D+t loop), its spacing from the ultrasound
+    calibration in mm.
 
     Args:
-        path: NIfTI, MetaImage or PNG file.
+        path: NIfTI, MetaImage, PNG or ultrasound DICOM file.
 
     Raises:
         EchoDataError: unreadable file, 4D or more, more than one channel (other than RGB), degenerate size,
-            NaN or Inf values.
+            NaN or Inf values, a DICOM file without a calibrated ultrasound region.
     """
     path = Path(path)
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return read_dicom_frames(path)
     image = read_image(path)
     if image.GetDimension() not in (2, 3):
         raise EchoDataError(path, f"expected a 2D image or a 2D+t sequence, got {image.GetDimension()} dimensions")
@@ -257,6 +286,18 @@ class FrameSegmentation:
 MEMBER_CHAINS: tuple[str, ...] = ("gaussian", "bernoulli")
 
 
+def _sample(
+    sampler: Callable[..., dict[str, torch.Tensor]], model: nn.Module, image: torch.Tensor, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """One batch through a MONAI ``Inferer`` (:class:`scripts.inferer.EchoDNDInferer`: ``inferer(image, model, g)``)
+    or a sampler (``sampler(model, image, g)``)."""
+    from monai.inferers import Inferer
+
+    if isinstance(sampler, Inferer):
+        return sampler(image, model, generator)
+    return sampler(model, image, generator)
+
+
 def segment_frames_full(
     model: nn.Module,
     sampler: Callable[..., dict[str, torch.Tensor]],
@@ -269,7 +310,8 @@ def segment_frames_full(
 
     Args:
         model: the Echo-DND model (``model.config.image_size`` is its input side).
-        sampler: ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``;
+        sampler: a MONAI ``Inferer`` (:class:`scripts.inferer.EchoDNDInferer`, ``inferer(image, model, generator)``)
+            or ``sampler(model, image, generator) -> {"mask", "uncertainty", ...}``, e.g. an ``EchoDNDSampler``;
             its ``prob`` (the soft mask), when given, is what is resampled and thresholded on the input grid; its
             ``gaussian`` / ``bernoulli`` member masks and ``sensitivity`` / ``specificity``, when given, are kept.
         frames: the frames on the input's pixel grid.
@@ -284,7 +326,7 @@ def segment_frames_full(
     masks, uncertainty, member_masks, sens, spec = [], [], [], [], []
     names: tuple[str, ...] = ()
     for start in range(0, len(batch), max(1, batch_size)):
-        out = sampler(model, batch[start : start + batch_size].to(device), generator)
+        out = _sample(sampler, model, batch[start : start + batch_size].to(device), generator)
         soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
         chains = [k for k in MEMBER_CHAINS if k in out]
         names = tuple(k for k in chains for _ in range(out[k].shape[1]))
@@ -369,7 +411,8 @@ class EchoDNDInference:
 
     Args:
         model: the Echo-DND model (``scripts.train.load_model``), on the device to run on.
-        sampler: an ``EchoDNDSampler`` (steps, ensemble) or any callable with its signature.
+        sampler: the configs' ``inferer`` (:class:`scripts.inferer.EchoDNDInferer`, a MONAI ``Inferer`` holding the
+            sampler), an ``EchoDNDSampler`` (steps, ensemble) or any callable with its signature.
         dataset_dir: nnU-Net raw dataset, image folder or image file (see the module docstring).
         output_dir: where ``{case}.nii.gz``, ``{case}_uncertainty.nii.gz`` and the run record go.
         subset: cases of an nnU-Net raw dataset: ``auto``, ``Ts``, ``Tr``, ``all``, ``train``/``val`` (of ``fold``).
