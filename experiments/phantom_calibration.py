@@ -40,7 +40,15 @@ from echogains.data.nnunet import RawDataset
 from echogains.data.phantom import PRESETS, QUALITIES, make_phantom, save_grades_figure
 from echogains.nnunet_runner import NnUNet
 from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json, set_progress
-from experiments.common import StepTimer, Stopwatch, machine, markdown_table, positive_int, write_results
+from experiments.common import (
+    StepTimer,
+    Stopwatch,
+    check_resume,
+    machine,
+    markdown_table,
+    positive_int,
+    write_results,
+)
 
 log = get_logger("experiments.phantom_calibration")
 
@@ -244,6 +252,7 @@ def run(
     phantom_seed: int = 0,
     train: bool = True,
     tag: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Make the phantom, check its contrast, train/evaluate nnU-Net quick per seed; write ``{out}/{NAME}[_tag].json``.
 
@@ -259,6 +268,7 @@ def run(
         phantom_seed: seed of the training phantom.
         train: ``False`` stops after the contrast check.
         tag: results file suffix (default: the preset name, e.g. ``hard`` or ``hard-x0.8``).
+        overwrite: clear a working folder made with other settings (else such a folder is refused).
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     set_progress(False)
@@ -269,6 +279,18 @@ def run(
     name = preset_name(preset, scale)
     root = Path(work).resolve() / name
     spec = PRESETS[name].difficulty
+    check_resume(
+        root,
+        {
+            "preset": name,
+            "difficulty_spec": None if spec is None else dataclasses.asdict(spec),
+            "n_patients": n_patients,
+            "n_extra": n_extra,
+            "image_size": image_size,
+            "phantom_seed": phantom_seed,
+        },
+        bool(overwrite),
+    )
     sw = Stopwatch()
     with sw("phantoms"):
         ds = _make(root / "nnUNet_raw" / "Dataset821_CalibrationPhantom", n_patients, name, phantom_seed, image_size)

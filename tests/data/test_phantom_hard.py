@@ -121,7 +121,8 @@ def test_grades_order_the_contrast() -> None:
 
 
 def test_difficulty_draws_follow_the_grade_ranges() -> None:
-    spec = DifficultySpec()
+    spec = PRESETS["hard"].difficulty
+    assert spec == DifficultySpec().scaled(ph.anatomy.HARD_SCALE)
     for i in range(1, 13):
         p = ph.sample_params(i, "hard", 0)
         level = QUALITIES.index(p.quality)
