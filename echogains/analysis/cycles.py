@@ -13,8 +13,11 @@ linear interpolation):
    (default 0.25) of the curve's 5-95 % range (one-sided, because a loop may start just before an ED); a loop that
    starts or ends on a maximum as high as the interior ED peaks gets an ED there too;
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
-4. on a clean curve (frame-to-frame noise, 1.4826 MAD of the residual from the median, below 2 % of the curve's
-   range), each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
+4. on a clean curve (frame-to-frame noise below 0.3 % of the curve's range; the noise is estimated from the
+   residual from a 5-frame quadratic Savitzky-Golay fit, :func:`curve_noise`: the phantom's analytic curves give at
+   most 0.05 %, the demo network's curves 1-16 %, ``experiments/results/analyze_phantom``; the residual from the 3-frame median
+   used before is zero on every monotone run of frames, so its MAD was 0 on noisy curves too and the raw values'
+   jitter decided the frames), each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
    spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard
    deviations, 1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its
    median than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
-from scipy.signal import find_peaks, peak_prominences
+from scipy.signal import find_peaks, peak_prominences, savgol_filter
 
 __all__ = ["Beat", "detect_beats", "min_beat_frames", "fill_gaps"]
 
@@ -68,6 +71,25 @@ def fill_gaps(values: np.ndarray) -> np.ndarray:
     idx = np.arange(len(v))
     v[~ok] = np.interp(idx[~ok], idx[ok], v[ok])
     return v
+
+
+#: frame-to-frame noise (fraction of the curve's 5-95 % range) below which the extrema are refined on the raw values
+CLEAN_NOISE = 0.003
+
+
+def curve_noise(values: np.ndarray) -> float:
+    """Frame-to-frame noise (SD) of a curve, from its residual from a 5-frame quadratic Savitzky-Golay fit.
+
+    The fit follows a smooth cardiac curve (its residual on the phantom's analytic curves is < 0.03 % of their
+    range), so what is left is the noise: 1.4826 MAD of the residual, divided by ``sqrt(1 - 17/35)`` (the residual
+    of white noise of SD s has SD ``s * sqrt(1 - 17/35)``, 17/35 being the fit's centre weight); a curve of fewer than
+    5 frames gives 0.
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < 5:
+        return 0.0
+    residual = v - savgol_filter(v, 5, 2, mode="interp")
+    return 1.4826 * float(np.median(np.abs(residual - np.median(residual)))) / float(np.sqrt(1.0 - 17.0 / 35.0))
 
 
 def _refine(curve: np.ndarray, frame: int, largest: bool, lo: int, hi: int) -> int:
@@ -132,7 +154,7 @@ def detect_beats(
     if spread <= 0:
         return []
     threshold = min_prominence * spread
-    fine = raw if mad < 0.02 * spread else smooth  # where the extrema are refined (step 4)
+    fine = raw if curve_noise(raw) < CLEAN_NOISE * spread else smooth  # where the extrema are refined (step 4)
     eds = _ed_candidates(smooth, min_len, threshold, spread)
     beats = []
     for a, b in zip(eds[:-1], eds[1:]):
