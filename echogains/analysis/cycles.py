@@ -14,10 +14,11 @@ linear interpolation):
    starts or ends on a maximum as high as the interior ED peaks gets an ED there too;
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
 4. on a clean curve (frame-to-frame noise below 0.3 % of the curve's range; the noise is estimated from the
-   residual from a 5-frame quadratic Savitzky-Golay fit, :func:`curve_noise`: the phantom's analytic curves give at
-   most 0.05 %, the demo network's curves 1-16 %, ``experiments/results/analyze_phantom``; the residual from the 3-frame median
-   used before is zero on every monotone run of frames, so its MAD was 0 on noisy curves too and the raw values'
-   jitter decided the frames), each ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
+   residual from a 5-frame quadratic Savitzky-Golay fit, :func:`curve_noise`: the phantom's analytic curves give
+   at most 0.05 %, the demo network's curves 1-16 %, ``experiments/results/analyze_phantom``; the residual from
+   the 3-frame median used before is zero on every monotone run of frames, so its MAD was 0 on noisy curves too
+   and the raw values' jitter decided the frames), each ED (ES) frame is then moved to the largest (smallest)
+   value within +-1 frame of the curve with its
    spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard
    deviations, 1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its
    median than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an

@@ -70,7 +70,6 @@ def test_half_sequence_truth_and_helpers() -> None:
     assert Beat(1, 2, 3).to_dict() == {"ed": 1, "es": 2, "next_ed": 3}
 
 
-
 def test_noise_estimate_and_segmentation_like_noise() -> None:
     """``curve_noise`` measures the SD of the noise (clean analytic curves: ~0); with noise of SD 3 % of the range
     the extrema stay within +-1 frame."""
