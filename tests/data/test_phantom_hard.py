@@ -184,3 +184,16 @@ def test_scaled_spec_is_the_calibration_knob() -> None:
     half = spec.scaled(0.5)
     assert half.blood_ratio[2] == (0.5 * spec.blood_ratio[2][0], 0.5 * spec.blood_ratio[2][1])
     assert half.noise_db == spec.noise_db  # noise, gain and TGC are kept
+
+
+def test_simpson_of_the_true_masks_is_foreshortened() -> None:
+    """Off-axis planes cut a shorter, narrower LV: Simpson biplane of the TRUE masks underestimates the analytic EDV
+    (measured on patients 1-20, seed 0: EDV -2.2 % on average, camus-like -0.3 %; |dEF| 0.74 on average, max 4.0),
+    while the analytic truth itself is exact."""
+    d_edv, d_ef = [], []
+    for i in range(1, 21):
+        patient = simulate_patient(i, "hard", 0, render_images=False)
+        simpson = ph.simpson_reference(patient)
+        d_edv.append(simpson["edv_ml"] / patient.truth["edv_ml"] - 1)
+        d_ef.append(abs(simpson["ef_pct"] - patient.truth["ef_pct"]))
+    assert np.mean(d_edv) < -0.01 and np.mean(d_ef) < 1.5
