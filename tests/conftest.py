@@ -20,13 +20,13 @@ import pytest  # noqa: E402
 #: They carry the ``slow`` mark, so that a developer can run ``pytest -m "not slow"`` locally; ``make test`` runs
 #: them all.
 #:
-#: Scheduling with ``pytest -n auto``: pytest-xdist's ``load`` scheduler first hands each worker a *consecutive* chunk
-#: of the collection (a quarter of its share, i.e. 78 tests each on 2 workers), then more as tests finish. Measured on
-#: 2 workers with the slow tests simply sorted first: the first chunk gave every one of them to worker 0 (916 s of
-#: tests there, 550 s on worker 1). With ``--maxschedchunk=1`` (pyproject.toml) the first chunk is 2 tests and then
-#: one test at a time, each worker keeping one test queued behind the running one; so the slow tests come first,
-#: longest first, each followed by a short one (:func:`schedule_order`): whichever worker is free takes the next
-#: slow test, and what waits behind a slow test is a short one.
+#: Scheduling with ``pytest -n auto``: :func:`pytest_xdist_make_scheduler` hands out one work unit at a time (a test,
+#: or a whole module of :data:`GROUPED_MODULES`), in collection order, to whichever worker has at most two tests
+#: queued behind the running one. So the slow tests come first, longest first, each followed by a short one
+#: (:func:`schedule_order`): whichever worker is free takes the next slow test, and what waits behind a slow test is a
+#: short one. (pytest-xdist's own ``load`` scheduler first hands each worker a *consecutive* chunk of the collection;
+#: measured on 2 workers with the slow tests simply sorted first, the first chunk gave every one of them to worker 0:
+#: 916 s of tests there, 550 s on worker 1.)
 SLOW_TESTS = (
     "tests/test_end_to_end.py::test_phantom_to_nnunet_to_evaluation",
     "tests/nnunet_ext/test_seeded_trainer.py::test_same_seed_same_weights_other_seed_other_weights",
@@ -54,6 +54,51 @@ SLOW_TESTS = (
     "tests/augment/test_expand.py::test_two_shards_started_at_the_same_instant_both_finish",
     "tests/bundle/test_bundle_ablation.py::test_each_ablation_trains_saves_and_infers",
 )
+
+
+#: Modules whose module-scoped fixtures cost a second or more of CPU (a phantom dataset, a converted or expanded one,
+#: an evaluation): their tests run back to back on one worker, so that the fixture is built once. Sent one test at a
+#: time, a module's tests went to both workers, and pytest tears a module's fixtures down whenever the next test on
+#: the worker is from another module: ``tests/test_cli.py``'s three ``echogains`` runs were made twice, the others'
+#: fixtures likewise (measured: each module's first test on each worker paid the fixture).
+GROUPED_MODULES = frozenset(
+    {
+        "tests/test_cli.py",
+        "tests/test_cli_errors.py",
+        "tests/test_benchmarks_echogains.py",
+        "tests/evaluation/test_ef_intervals.py",
+        "tests/experiments/test_echogains_tables.py",
+        "tests/experiments/test_echo_dnd_tables.py",
+        "tests/augment/test_quality.py",
+        "tests/augment/test_expand.py",
+        "tests/test_architecture.py",
+    }
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The scheduling unit of a test: its module if the module is in :data:`GROUPED_MODULES`, else the test."""
+    module = nodeid.split("::", 1)[0]
+    return module if module in GROUPED_MODULES else nodeid
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own implementation (a firstresult hook)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``-n`` (the default ``--dist load``): xdist's ``loadscope`` scheduler with :func:`work_unit` as the scope.
+
+    It sends the units in collection order (``--loadscope-reorder`` would sort them by size) and sends a worker the
+    next unit when at most two of its tests are left, so that a worker never waits for work.
+    """
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # read by LoadScopeScheduling.schedule: keep the order of SLOW_TESTS
+    return ModuleGroups(config, log)
 
 
 def schedule_order(items: list, slow_rank: dict[str, int], key=lambda item: item) -> list:
