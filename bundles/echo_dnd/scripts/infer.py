@@ -4,9 +4,11 @@ Inputs (``dataset_dir``):
 
 - an nnU-Net raw dataset (``dataset.json`` with ``imagesTs``/``imagesTr``): the cases of ``subset`` (``auto``: the
   test cases, or every case when there are none), written as ``{case}.nii.gz`` so ``echogains evaluate`` reads them;
-- a folder of images, or one image file: NIfTI (``.nii``/``.nii.gz``), MetaImage (``.mhd``) or PNG. The case id is
-  the file name without its extension and without nnU-Net's ``_0000`` channel suffix; CAMUS ground-truth files
-  (``*_gt.*``) are skipped.
+- a folder of images, or one image file: NIfTI (``.nii``/``.nii.gz``), MetaImage (``.mhd``), PNG or ultrasound
+  DICOM (``.dcm``/``.dicom``, read by MONAI's ``LoadImage`` with :class:`scripts.readers.UltrasoundDicomReader`: the
+  spacing in mm from ``SequenceOfUltrasoundRegions``, a multi-frame file as a 2D+t loop). The case id is the file name
+  without its extension and without nnU-Net's ``_0000`` channel suffix; CAMUS ground-truth files (``*_gt.*``) are
+  skipped.
 
 A 2D image is one frame; a 3D image (a 2D+t sequence such as a CAMUS half sequence, frames along the third axis) is
 segmented frame by frame. RGB(A) PNGs are converted to grey (mean of R, G, B).
