@@ -51,6 +51,19 @@ def test_metadata_verifies_offline(tmp_path: Path) -> None:
     assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
     assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["outputs"]["pred"]["num_channels"] == 1
     assert meta["monai_version"] == __import__("monai").__version__
+    # pinned versions: those installed (constraints.txt); the inputs and outputs of the shipped (64 px) network
+    from importlib.metadata import version
+
+    assert meta["pytorch_version"] == version("torch").split("+")[0] and meta["numpy_version"] == version("numpy")
+    for package, pinned in meta["required_packages_version"].items():
+        assert version(package) == pinned, package
+    assert {"pydicom", "pytorch-ignite"} <= set(meta["required_packages_version"])
+    demo = json.loads((CONFIGS / "inference.json").read_text())["demo_network_config"]
+    size = [demo["image_size"]] * 2
+    assert fmt["inputs"]["image"]["spatial_shape"] == size and fmt["outputs"]["pred"]["spatial_shape"] == size
+    assert fmt["inputs"]["image"]["num_channels"] == demo["in_channels"]
+    changelog = meta["changelog"][meta["version"]]
+    assert all(word in changelog for word in ("state_dict", "bundle_root", "DICOM", "Inferer", "export"))
 
 
 def test_metadata_schema_rejects_missing_fields(tmp_path: Path) -> None:
@@ -259,3 +272,21 @@ def test_logging_conf_is_valid(tmp_path: Path) -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_inferer_is_a_monai_inferer_holding_the_sampler(tmp_path: Path) -> None:
+    """``inferer`` is ``scripts.inferer.EchoDNDInferer`` (a MONAI ``Inferer``): ``inferer(image, network, generator)``
+    gives the sampler's outputs; the I/O runner (``predictor``) segments through it."""
+    from monai.inferers import Inferer
+    from scripts.sampler import EchoDNDSampler
+
+    weights = save_tiny_weights(tmp_path / "model.pt", 32)
+    parser = _parse(str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), model_path=str(weights), num_steps=2)
+    inferer, model = parser.get_parsed_content("inferer"), parser.get_parsed_content("model")
+    assert isinstance(inferer, Inferer) and inferer.num_steps == 2 and inferer.ensemble == 3
+    assert parser.get_parsed_content("predictor").sampler is inferer
+    image = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = inferer(image, model, torch.Generator().manual_seed(5))
+    ref = EchoDNDSampler(num_steps=2)(model, image, torch.Generator().manual_seed(5))
+    assert out.keys() == ref.keys() and all(torch.equal(out[k], ref[k]) for k in ref)
+    assert torch.equal(inferer(image, model)["mask"], inferer(image, model)["mask"])  # its own seeded generator
