@@ -196,6 +196,7 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
     ed = [b["ed_error"] for b in beats if b["matched"]]
     es = [b["es_error"] for b in beats if b["matched"]]
     frames, seconds = sum(e["frames"] for e in efs), sum(e["seconds"] for e in efs)
+    with_interval = [e for e in efs if e["ef_low"] is not None]
     return {
         "patients": len(efs),
         "failed_patients": sum(e["method"] == "failed" for e in efs),
@@ -209,10 +210,9 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
         "ef_detected_vs_true": _agreement([e["ef_detected"] for e in efs], [e["ef_true"] for e in efs]),
         "ef_true_frames_vs_true": _agreement([e["ef_true_frames"] for e in efs], [e["ef_true"] for e in efs]),
         "ef_detected_vs_true_frames": _agreement([e["ef_detected"] for e in efs], [e["ef_true_frames"] for e in efs]),
-        "true_ef_inside_interval": float(
-            np.mean([e["ef_low"] is not None and e["ef_low"] <= e["ef_true"] <= e["ef_high"] for e in efs])
-        )
-        if efs
+        # a model without samples (nnU-Net) has no interval: None, not 0
+        "true_ef_inside_interval": float(np.mean([e["ef_low"] <= e["ef_true"] <= e["ef_high"] for e in with_interval]))
+        if with_interval
         else None,
         "segmentation_frames_per_s": frames / seconds if seconds > 0 else None,
     }
@@ -255,10 +255,8 @@ def _markdown(summaries: Mapping[str, Mapping[str, Any]], args: argparse.Namespa
         }
         for k, s in summaries.items()
     ]
-    head = (
-        f"# analyze on the phantom ({args.model}, {args.num_steps} steps, ensemble {args.ensemble}, "
-        f"{args.n_patients} patients, seed {args.seed})\n\n"
-    )
+    sampler = f"{args.num_steps} steps, ensemble {args.ensemble}, " if args.model == "echo_dnd" else ""
+    head = f"# analyze on the phantom ({args.model}, {sampler}{args.n_patients} patients, seed {args.seed})\n\n"
     return head + markdown_table(beats, list(beats[0]), 3) + "\n" + markdown_table(rows, list(rows[0]), 2)
 
 
