@@ -290,3 +290,23 @@ def test_inferer_is_a_monai_inferer_holding_the_sampler(tmp_path: Path) -> None:
     ref = EchoDNDSampler(num_steps=2)(model, image, torch.Generator().manual_seed(5))
     assert out.keys() == ref.keys() and all(torch.equal(out[k], ref[k]) for k in ref)
     assert torch.equal(inferer(image, model)["mask"], inferer(image, model)["mask"])  # its own seeded generator
+
+
+def test_make_sample_data_refuses_a_folder_that_is_not_the_bundle(tmp_path: Path) -> None:
+    """``run make_sample_data`` rewrites ``<bundle_root>/sample_data``: from a wrong folder it stops, writes nothing."""
+    import sys
+
+    from monai.bundle import run
+    from scripts.common import bad_input_line
+
+    with pytest.raises(Exception) as info:
+        run(
+            "make_sample_data",
+            config_file=str(CONFIGS / "inference.json"),
+            logging_file=False,
+            bundle_root=str(tmp_path),
+        )
+    line = bad_input_line(info.value)
+    assert line is not None and str(tmp_path) in line and "--bundle_root" in line
+    assert not any(tmp_path.iterdir())
+    assert getattr(sys.excepthook, "_echo_dnd", False)  # on the command line this error is one line, status 2
