@@ -15,8 +15,9 @@ torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
-#: The slowest tests (each over 8 s of CPU in a full run, ``tests`` CPU time per test measured with
-#: ``resource.getrusage`` of the worker and its children; together about half the suite's CPU time), longest first.
+#: The slowest tests (each over 7 s of CPU in a full run, CPU time per test measured with ``resource.getrusage`` of
+#: the worker and its children; together about two thirds of the suite's CPU time), longest first; a parametrized
+#: test by the sum of its cases.
 #: They carry the ``slow`` mark, so that a developer can run ``pytest -m "not slow"`` locally; ``make test`` runs
 #: them all.
 #:
@@ -29,30 +30,31 @@ import pytest  # noqa: E402
 #: 916 s of tests there, 550 s on worker 1.)
 SLOW_TESTS = (
     "tests/test_end_to_end.py::test_phantom_to_nnunet_to_evaluation",
+    "tests/bundle/test_bundle_configs.py::test_network_config_comes_from_beside_the_weights_unless_given",
+    "tests/bundle/test_bundle_export.py::test_paper_configuration_step_exports_within_tolerance",
     "tests/nnunet_ext/test_seeded_trainer.py::test_same_seed_same_weights_other_seed_other_weights",
-    "tests/bundle/test_bundle_ddp.py::test_two_process_resume_restores_every_rank",
+    "tests/bundle/test_bundle_train_memory.py::test_kill_inside_an_accumulation_cycle_resumes_exactly",
     "tests/test_benchmarks_train_memory.py::test_tiny_run_table_guard_and_markdown",
-    "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
-    "tests/test_cli.py::test_convert_verify_evaluate",
+    "tests/bundle/test_bundle_ddp.py::test_two_process_resume_restores_every_rank",
     "tests/bundle/test_bundle_run_train.py::test_train_then_resume",
+    "tests/test_cli.py::test_convert_verify_evaluate",
+    "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
+    "tests/bundle/test_bundle_errors.py::test_the_command_line_gives_one_line_and_status_2",
+    "tests/bundle/test_bundle_run_inference.py::test_inference_from_the_bundle_folder_and_with_bundle_root",
     "tests/bundle/test_bundle_train_memory.py::test_train_json_passes_the_memory_options",
     "tests/bundle/test_bundle_ablation.py::test_bundle_command_lines",
-    "tests/bundle/test_bundle_train_memory.py::test_a_rank_killed_by_signal_9_is_named_by_the_others",
-    "tests/bundle/test_bundle_run_inference.py::test_inference_both_forms_from_any_folder",
-    "tests/bundle/test_bundle_train_memory.py::test_kill_inside_an_accumulation_cycle_resumes_exactly",
     "tests/test_benchmarks_echogains.py::test_smoke_run_writes_the_json_with_its_keys_types_and_ratios",
-    "tests/analysis/test_analyze.py::test_committed_demo_nnunet_on_phantom_dicom_loops",
-    "tests/bundle/test_bundle_run_evaluate.py::test_evaluate_writes_predictions_and_report",
-    "tests/bundle/test_bundle_errors.py::test_the_command_line_gives_one_line_and_status_2",
+    "tests/bundle/test_bundle_train_memory.py::test_a_rank_killed_by_signal_9_is_named_by_the_others",
     "tests/ddpm/test_ddpm_train_memory.py::test_kill_inside_an_accumulation_cycle_resumes_exactly",
+    "tests/bundle/test_bundle_ablation.py::test_each_ablation_trains_saves_and_infers",
+    "tests/bundle/test_sampler_stability.py::test_default_dice_is_stable_across_seeds_on_the_sample_data",
+    "tests/bundle/test_bundle_run_evaluate.py::test_evaluate_writes_predictions_and_report",
+    "tests/augment/test_expand.py::test_two_shards_started_at_the_same_instant_both_finish",
+    "tests/bundle/test_bundle_export.py::test_demo_step_exports_and_samples_like_the_eager_model",
+    "tests/analysis/test_analyze.py::test_committed_demo_nnunet_on_phantom_dicom_loops",
     "tests/analysis/test_analyze.py::test_demo_echo_dnd_weights_on_a_phantom_echonet_avi",
-    "tests/bundle/test_echodnd_losses.py::test_a_checkpoint_from_before_the_new_fields_resumes_with_its_own_settings",
     "tests/nnunet_ext/test_trainers.py::test_nnunet_finds_trainers_through_ext_path",
     "tests/augment/test_expand.py::test_output_passes_verify_dataset_with_nnunet_check",
-    "tests/experiments/test_killed_messages.py::test_bundle_runner_reports_a_killed_bundle_command",
-    "tests/data/test_verify.py::test_clean_dataset_passes_including_nnunet_check",
-    "tests/augment/test_expand.py::test_two_shards_started_at_the_same_instant_both_finish",
-    "tests/bundle/test_bundle_ablation.py::test_each_ablation_trains_saves_and_infers",
 )
 
 

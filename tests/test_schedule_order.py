@@ -29,6 +29,13 @@ def test_slow_list_has_no_duplicates() -> None:
     assert len(set(SLOW_TESTS)) == len(SLOW_TESTS)
 
 
+def test_slow_list_names_existing_tests() -> None:
+    """A renamed test would silently lose its place at the front (and its ``slow`` mark)."""
+    for nodeid in SLOW_TESTS:
+        module, name = nodeid.split("::")
+        assert f"def {name}(" in (ROOT / module).read_text(), nodeid
+
+
 def test_grouped_modules_are_one_unit_other_tests_their_own() -> None:
     assert work_unit("tests/test_cli.py::test_help_lists_commands") == "tests/test_cli.py"
     assert work_unit("tests/augment/test_expand.py::test_bad_inputs_raise_before_writing[k]") == (
