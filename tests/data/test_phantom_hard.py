@@ -3,7 +3,6 @@ other presets' output unchanged by it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,32 +18,40 @@ from tests.data.test_phantom import _voxel_volumes
 set_progress(False)
 SMALL = (64, 48)
 
-#: sha256 of the images and labels (integers: bit-identical across CPUs) of two patients' half sequences and a loop,
-#: computed with the code before the hard preset (commit 5b344a0) and again after it.
-GOLDEN = {
-    "camus-like": "8e506fd6bd32cc5b2c58e52155b857f2c9a1f22f67d41ea1861f8f3213644629",
-    "lv-focused": "f3bc68b31d631f0248ebc7c77f5ad8d1884f022ed67706d17d92fdd7a94091f9",
-}
+#: The images, labels and tracings of two patients' half sequences and a loop per preset, written by the code before
+#: the hard preset (commit 5b344a0: their sha256 there were 8e506fd6... for camus-like, f3bc68b3... for lv-focused, and
+#: the file reproduces them on the machine that wrote it). They come from float computations, so another CPU may
+#: round a pixel across a grey level or a label boundary: compared with a tolerance, not bytewise (issue 10).
+REFERENCE = Path(__file__).parent / "reference" / "phantom_presets.npz"
 
 
-def _digest(preset: str) -> str:
-    h = hashlib.sha256()
+def _outputs(preset: str) -> dict[str, np.ndarray]:
+    out = {}
     for i in (1, 2):
         p = simulate_patient(i, preset, 3, image_size=SMALL, sequence=True)
-        for v in p.views.values():
-            h.update(v.images.tobytes())
-            h.update(v.labels.tobytes())
+        for name, v in p.views.items():
+            out[f"{preset}/p{i}/{name}/images"], out[f"{preset}/p{i}/{name}/labels"] = v.images, v.labels
     c = simulate_cycle(1, preset, 3, image_size=(48, 48), cycle_frames=8)
-    h.update(c.frames.tobytes())
-    h.update(c.labels.tobytes())
+    out[f"{preset}/cycle/frames"], out[f"{preset}/cycle/labels"] = c.frames, c.labels
     for f in sorted(c.tracings):
-        h.update(c.tracings[f].round(6).tobytes())
-    return h.hexdigest()
+        out[f"{preset}/cycle/tracing{f}"] = c.tracings[f]
+    return out
 
 
-@pytest.mark.parametrize("preset", sorted(GOLDEN))
+@pytest.mark.parametrize("preset", ["camus-like", "lv-focused"])
 def test_other_presets_unchanged(preset: str) -> None:
-    assert _digest(preset) == GOLDEN[preset]
+    reference = np.load(REFERENCE)
+    outputs = _outputs(preset)
+    assert sorted(outputs) == sorted(k for k in reference.files if k.startswith(preset + "/"))
+    for key, value in outputs.items():
+        ref = reference[key]
+        assert value.shape == ref.shape and value.dtype == ref.dtype, key
+        if "tracing" in key:
+            np.testing.assert_allclose(value, ref, atol=1e-4, err_msg=key)
+            continue
+        diff = np.abs(value.astype(np.int16) - ref.astype(np.int16))
+        # at most a rounding across one grey level / one label boundary, in at most 0.1 % of the pixels
+        assert diff.max() <= (1 if "labels" not in key else 255) and np.mean(diff > 0) <= 1e-3, (key, diff.max())
     assert "difficulty" not in ph.sample_params(1, preset, 3).to_dict()  # their truth records keep their keys
 
 
