@@ -31,6 +31,7 @@ Echo-DND training and sampling are deterministic for a seed; nnU-Net's own train
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shlex
 import shutil
@@ -369,12 +370,12 @@ def _weights_info(path: Path) -> dict[str, Any]:
     import torch  # here: the workers import this module before they pin OMP_NUM_THREADS
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    params = sum(v.numel() for k, v in state["state_dict"].items() if v.is_floating_point())
-    return {
-        "parameters": int(params),
-        "ablation": state.get("ablation", "full"),
-        "image_size": state["config"]["image_size"],
-    }
+    if "state_dict" in state and "config" in state:  # the nested format before bundle 0.3.0
+        weights, config = state["state_dict"], {**state["config"], "ablation": state.get("ablation", "full")}
+    else:  # a plain state_dict; the trainer writes its network config beside it
+        weights, config = state, json.loads((Path(path).parent / "network_config.json").read_text())
+    params = sum(v.numel() for v in weights.values() if v.is_floating_point())
+    return {"parameters": int(params), "ablation": config.get("ablation", "full"), "image_size": config["image_size"]}
 
 
 def _last_val_dice(metrics_csv: Path) -> float | None:

@@ -129,3 +129,21 @@ def test_resume_skips_finished_steps_and_refuses_other_settings(
     (folder / "evaluation" / "metrics_summary.json").unlink()
     assert edt.run_arm(str(work), asdict(settings), "full") == record
     assert not (folder / "evaluation" / "metrics_summary.json").exists()
+
+
+def test_weights_info_reads_both_checkpoint_formats(tmp_path: Path) -> None:
+    """Bundle 0.3.0's trainer writes a plain state_dict with network_config.json beside it (the run failed on every
+    Echo-DND arm with KeyError 'state_dict' before); the earlier nested format still reads."""
+    import json
+
+    import torch
+
+    weights = {"a.weight": torch.zeros(3, 4), "a.bias": torch.zeros(3), "steps": torch.tensor(5)}
+    plain = tmp_path / "plain" / "model.pt"
+    plain.parent.mkdir()
+    torch.save(weights, plain)
+    (plain.parent / "network_config.json").write_text(json.dumps({"image_size": 64, "ablation": "bernoulli_only"}))
+    assert edt._weights_info(plain) == {"parameters": 15, "ablation": "bernoulli_only", "image_size": 64}
+    nested = tmp_path / "nested.pt"
+    torch.save({"config": {"image_size": 32}, "state_dict": weights}, nested)
+    assert edt._weights_info(nested) == {"parameters": 15, "ablation": "full", "image_size": 32}
