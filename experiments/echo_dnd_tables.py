@@ -31,7 +31,6 @@ Echo-DND training and sampling are deterministic for a seed; nnU-Net's own train
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shlex
 import shutil
@@ -367,15 +366,18 @@ def _echo_dnd_infer(settings: Settings, ds: Path, weights: Path, pred: Path, log
 
 
 def _weights_info(path: Path) -> dict[str, Any]:
-    import torch  # here: the workers import this module before they pin OMP_NUM_THREADS
+    """Parameters, ablation and image size of Echo-DND weights, read as the bundle reads them (every format:
+    bundle 0.3.0's plain state_dict with ``network_config.json`` beside it or the bundle's own config, the earlier
+    nested file, a training checkpoint)."""
+    import importlib
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state and "config" in state:  # the nested format before bundle 0.3.0
-        weights, config = state["state_dict"], {**state["config"], "ablation": state.get("ablation", "full")}
-    else:  # a plain state_dict; the trainer writes its network config beside it
-        weights, config = state, json.loads((Path(path).parent / "network_config.json").read_text())
-    params = sum(v.numel() for v in weights.values() if v.is_floating_point())
-    return {"parameters": int(params), "ablation": config.get("ablation", "full"), "image_size": config["image_size"]}
+    from echogains.analysis.segmenters import load_bundle_scripts
+
+    checkpoint = importlib.import_module(load_bundle_scripts(BUNDLE).__name__ + ".checkpoint")
+    weights = checkpoint.read_weights(path)
+    config, ablation = checkpoint.resolve_config(path, weights)
+    params = sum(v.numel() for v in weights.state_dict.values() if v.is_floating_point())
+    return {"parameters": int(params), "ablation": ablation, "image_size": int(config.image_size)}
 
 
 def _last_val_dice(metrics_csv: Path) -> float | None:

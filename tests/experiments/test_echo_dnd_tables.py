@@ -132,18 +132,25 @@ def test_resume_skips_finished_steps_and_refuses_other_settings(
 
 
 def test_weights_info_reads_both_checkpoint_formats(tmp_path: Path) -> None:
-    """Bundle 0.3.0's trainer writes a plain state_dict with network_config.json beside it (the run failed on every
-    Echo-DND arm with KeyError 'state_dict' before); the earlier nested format still reads."""
-    import json
-
+    """Bundle 0.3.0's plain state_dict (the committed demo weights: their config is the bundle's; a trainer's: its
+    network_config.json beside it) and the earlier nested format. Every Echo-DND arm of a run failed with KeyError
+    'state_dict' before."""
     import torch
 
-    weights = {"a.weight": torch.zeros(3, 4), "a.bias": torch.zeros(3), "steps": torch.tensor(5)}
-    plain = tmp_path / "plain" / "model.pt"
-    plain.parent.mkdir()
-    torch.save(weights, plain)
-    (plain.parent / "network_config.json").write_text(json.dumps({"image_size": 64, "ablation": "bernoulli_only"}))
-    assert edt._weights_info(plain) == {"parameters": 15, "ablation": "bernoulli_only", "image_size": 64}
+    shipped = edt.BUNDLE / "models" / "model.pt"
+    state = torch.load(shipped, map_location="cpu", weights_only=True)
+    floats = sum(v.numel() for v in state.values() if v.is_floating_point())
+    assert floats > 0
+    expected = {"parameters": floats, "ablation": "full", "image_size": 64}
+    assert edt._weights_info(shipped) == expected
+    import importlib
+
+    from echogains.analysis.segmenters import load_bundle_scripts
+
+    name = load_bundle_scripts(edt.BUNDLE).__name__
+    model = importlib.import_module(name + ".train").load_model(shipped)
+    trained = importlib.import_module(name + ".checkpoint").save_weights(model, tmp_path / "arm" / "model.pt", "kl_vb")
+    assert edt._weights_info(trained) == {**expected, "ablation": "kl_vb"}  # network_config.json beside it
     nested = tmp_path / "nested.pt"
-    torch.save({"config": {"image_size": 32}, "state_dict": weights}, nested)
-    assert edt._weights_info(nested) == {"parameters": 15, "ablation": "full", "image_size": 32}
+    torch.save({"config": model.config.to_dict(), "state_dict": state, "ablation": "bernoulli_only"}, nested)
+    assert edt._weights_info(nested) == {**expected, "ablation": "bernoulli_only"}
