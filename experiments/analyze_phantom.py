@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from echogains.analysis import analyze
-from echogains.analysis.cycles import Beat, detect_beats
+from echogains.analysis.cycles import Beat, curve_noise, detect_beats, fill_gaps
 from echogains.analysis.volumes import LoopCurves, beat_volumes, loop_summary, measure_loop
 from echogains.data.phantom import make_phantom
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
@@ -114,6 +114,12 @@ def _patient_rows(
         "n_beats": result["loop"]["n_beats"],
         "seconds": sum(r["segmentation_seconds"] for r in result["loops"].values()),
         "frames": sum(r["n_frames"] for r in result["loops"].values()),
+        # frame-to-frame noise of each view's volume curve, % of its 5-95 % range (cycles.curve_noise: the detection's
+        # clean-curve test refines on the raw values below cycles.CLEAN_NOISE)
+        "curve_noise_pct": {
+            view: 100 * curve_noise(fill_gaps(c.volume)) / float(np.ptp(np.percentile(fill_gaps(c.volume), [5, 95])))
+            for view, c in curves.items()
+        },
     }
     return beat_rows, ef_row
 
@@ -197,6 +203,7 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
     es = [b["es_error"] for b in beats if b["matched"]]
     frames, seconds = sum(e["frames"] for e in efs), sum(e["seconds"] for e in efs)
     with_interval = [e for e in efs if e["ef_low"] is not None]
+    noise = [v for e in efs for v in e.get("curve_noise_pct", {}).values()]
     return {
         "patients": len(efs),
         "failed_patients": sum(e["method"] == "failed" for e in efs),
@@ -215,6 +222,7 @@ def _summary(beats: Sequence[Mapping[str, Any]], efs: Sequence[Mapping[str, Any]
         if with_interval
         else None,
         "segmentation_frames_per_s": frames / seconds if seconds > 0 else None,
+        "curve_noise_pct_min_max": [min(noise), max(noise)] if noise else None,
     }
 
 

@@ -13,12 +13,12 @@ linear interpolation):
    (default 0.25) of the curve's 5-95 % range (one-sided, because a loop may start just before an ED); a loop that
    starts or ends on a maximum as high as the interior ED peaks gets an ED there too;
 3. ES of the beat ED_k -> ED_(k+1): the smallest smoothed volume between them;
-4. on a clean curve (frame-to-frame noise below 0.3 % of the curve's range; the noise is estimated from the
-   residual from a 5-frame quadratic Savitzky-Golay fit, :func:`curve_noise`: the phantom's analytic curves give
-   at most 0.05 %, the demo network's curves 1-16 %, ``experiments/results/analyze_phantom``; the residual from
-   the 3-frame median used before is zero on every monotone run of frames, so its MAD was 0 on noisy curves too
-   and the raw values' jitter decided the frames), each ED (ES) frame is then moved to the largest (smallest)
-   value within +-1 frame of the curve with its
+4. on a clean curve (frame-to-frame noise below 0.3 % of the curve's range; the noise is estimated from the residual
+   from a 5-frame quadratic Savitzky-Golay fit, :func:`curve_noise`: the phantom's analytic curves give less than
+   0.075 % (``tests/analysis/test_cycles.py``), the demo models' curves 0.9-17 % (``curve_noise_pct`` in
+   ``experiments/results/analyze_phantom*/``); the residual from the 3-frame median used before is zero on every
+   monotone run of frames, so its MAD was 0 on noisy curves too and the raw values' jitter decided the frames), each
+   ED (ES) frame is then moved to the largest (smallest) value within +-1 frame of the curve with its
    spikes replaced by the mean of its two neighbours (a spike: further from the median than 4 robust standard
    deviations, 1.4826 MAD, of the residual, and than 10 % of the curve's range: a true extremum is further from its
    median than a point of a smooth curve, by a few % of the range at 25 fps): the Gaussian and the median shift an
@@ -41,7 +41,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 from scipy.signal import find_peaks, peak_prominences, savgol_filter
 
-__all__ = ["Beat", "detect_beats", "min_beat_frames", "fill_gaps"]
+__all__ = ["Beat", "CLEAN_NOISE", "curve_noise", "detect_beats", "min_beat_frames", "fill_gaps"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ CLEAN_NOISE = 0.003
 def curve_noise(values: np.ndarray) -> float:
     """Frame-to-frame noise (SD) of a curve, from its residual from a 5-frame quadratic Savitzky-Golay fit.
 
-    The fit follows a smooth cardiac curve (its residual on the phantom's analytic curves is < 0.03 % of their
-    range), so what is left is the noise: 1.4826 MAD of the residual, divided by ``sqrt(1 - 17/35)`` (the residual
+    The fit follows a smooth cardiac curve (on the phantom's analytic curves this estimate stays below 0.075 % of
+    their range), so what is left is the noise: 1.4826 MAD of the residual, divided by ``sqrt(1 - 17/35)`` (the residual
     of white noise of SD s has SD ``s * sqrt(1 - 17/35)``, 17/35 being the fit's centre weight); a curve of fewer than
     5 frames gives 0.
     """
