@@ -25,7 +25,8 @@ working data (phantom, nnU-Net folders, checkpoints, predictions, evaluations) s
 
 Resumable: a finished arm (``{work}/arms/{arm}/result.json``) is not run again, an interrupted Echo-DND training
 resumes from its checkpoint, and a working folder made with other settings is refused (``--overwrite`` clears it).
-Echo-DND training and sampling are deterministic for a seed; nnU-Net's own training is not seeded by nnU-Net.
+Echo-DND training and sampling are deterministic for a seed; nnU-Net is trained with the seeded Echo trainers
+(``ECHOGAINS_NNUNET_SEED`` = ``--seed``), reproducible on one CPU.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ NAME = "echo_dnd_tables"
 BUNDLE = REPO / "bundles" / "echo_dnd"
 DEMO_WEIGHTS = BUNDLE / "models" / "model.pt"
 DATASET_NAME = "Dataset811_EchoDNDPhantom"
+#: phantom presets of ``--preset`` (``hard``: CAMUS-calibrated difficulty, issue 18).
+PRESETS: tuple[str, ...] = ("camus-like", "lv-focused", "hard")
 
 QUICK_ARMS: tuple[str, ...] = (
     "full",
@@ -134,6 +137,7 @@ class Settings:
     mode: str
     seed: int
     dataset: str | None
+    preset: str
     n_patients: int
     phantom_size: int
     network_config: str
@@ -167,6 +171,7 @@ def make_settings(
     nnunet_trainer: str | None = None,
     tta: bool | None = None,
     device: str | None = None,
+    preset: str = "camus-like",
 ) -> Settings:
     """Quick (CPU, 64 px tiny network) or full (paper) settings, with explicit values overriding them.
 
@@ -213,6 +218,8 @@ def make_settings(
         raise EchoDataError(None, f"--lr must be > 0, got {values['lr']!r}")
     if values["device"] not in ("cpu", "cuda"):
         raise EchoDataError(None, f"--device must be 'cpu' or 'cuda', got {values['device']!r}")
+    if preset not in PRESETS:
+        raise EchoDataError(None, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if values["n_patients"] < 10 and dataset is None:
         raise EchoDataError(None, "--n_patients must be >= 10 (the phantom's test split needs patients)")
     if dataset is not None:
@@ -228,6 +235,7 @@ def make_settings(
         mode="quick" if q else "full",
         seed=int(seed),
         dataset=dataset,
+        preset=str(preset),
         lr=float(values.pop("lr")),
         tta=bool(values.pop("tta")),
         **values,
@@ -258,7 +266,8 @@ def arm_dir(work: Path, arm: str) -> Path:
 
 
 def prepare_dataset(work: Path, settings: Settings) -> Path:
-    """Write the camus-like phantom (nnU-Net layout; fold 0 of its ``splits_final.json``, unseen ``imagesTs``)."""
+    """Write the phantom of ``settings.preset`` (nnU-Net layout; fold 0 of its ``splits_final.json``, unseen
+    ``imagesTs``)."""
     ds = dataset_dir(work, settings)
     if settings.dataset or (ds / "dataset.json").is_file():
         return ds
@@ -266,7 +275,7 @@ def prepare_dataset(work: Path, settings: Settings) -> Path:
     return make_phantom(
         ds,
         n_patients=settings.n_patients,
-        preset="camus-like",
+        preset=settings.preset,
         layout="nnunet",
         labels="lv,myo,la",
         image_size=(size, size),
@@ -433,6 +442,7 @@ def run_arm(work: str, settings: dict[str, Any], arm: str) -> dict[str, Any]:
             device=cfg.device,
             threads=1,
             log_dir=root / "logs",
+            seed=cfg.seed,  # the Echo trainers' seed (ECHOGAINS_NNUNET_SEED): the arm is reproducible on one CPU
         )
         if not (folder / "planned.json").is_file():
             step("plan", lambda: nn.plan_and_preprocess(ds))
@@ -465,7 +475,7 @@ def _header(settings: Settings, arms: Sequence[str], wall: float, loaded_note: s
     data = (
         f"nnU-Net raw dataset `{settings.dataset}`"
         if settings.dataset
-        else f"camus-like phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
+        else f"{settings.preset} phantom, {settings.n_patients} patients (2CH+4CH, ED+ES), {settings.phantom_size} px, "
         f"seed {settings.seed}; fold 0 trains/validates, the unseen `imagesTs` patients are the test set"
     )
     lines = [
@@ -504,6 +514,7 @@ def run(
     nnunet_trainer: str | None = None,
     tta: bool | None = None,
     device: str | None = None,
+    preset: str = "camus-like",
     note: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -518,7 +529,9 @@ def run(
             full/gaussian_only/bernoulli_only/unet_conditioner/nnunet/demo_weights. Otherwise the paper's: ``paper``
             network at 256 px, 200k steps, lr 5e-5, 10 DDIM steps, ensemble 5, ``nnUNetTrainerEcho`` with TTA, every
             ablation, ``cuda``.
-        seed: phantom, training and sampling seed.
+        seed: phantom, training and sampling seed (nnU-Net's too, through the seeded Echo trainers); with
+            ``dataset`` the training and sampling seed only, so that runs with seeds 0, 1, 2 on one dataset are
+            the training seeds that ``experiments.echo_dnd_seeds`` pools.
         dataset: an nnU-Net raw dataset (e.g. CAMUS from ``echogains convert-camus``) instead of the phantom; its
             fold 0 trains, its ``imagesTs``/``labelsTs`` test.
         arms: comma-separated subset of ``full, gaussian_only, bernoulli_only, unet_conditioner, loss_lg_lb,
@@ -526,6 +539,7 @@ def run(
         jobs: arms at the same time (worker processes, one thread each; on one GPU use 1).
         n_patients, phantom_size, network_config, image_size, steps, batch_size, lr, sampling_steps, ensemble,
             nnunet_trainer, tta, device: override the mode's setting.
+        preset: phantom preset when no ``dataset`` is given: ``camus-like`` (default), ``lv-focused`` or ``hard``.
         note: a remark on the conditions (e.g. "machine shared with another experiment") for the table header.
         overwrite: delete the working folder first.
         progress: progress bar over finished arms.
@@ -555,6 +569,7 @@ def run(
         nnunet_trainer=nnunet_trainer,
         tta=tta,
         device=device,
+        preset=preset,
     )
     work_dir, out_dir = Path(work).resolve(), Path(out).resolve()
     if out_dir == work_dir or work_dir in out_dir.parents or out_dir in work_dir.parents:

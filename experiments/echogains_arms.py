@@ -21,6 +21,7 @@ __all__ = [
     "ARMS",
     "QUICK_REVERSE_ARMS",
     "PHANTOM_CUTOFFS",
+    "TEST_PRESETS",
     "PAPER_CUTOFFS",
     "TRAINERS",
     "DEFAULT_TRAIN_SEEDS",
@@ -49,7 +50,14 @@ QUICK_REVERSE_ARMS: tuple[str, ...] = ("none", "combination")
 #: Table 4 cut-offs (depth mm, sector angle deg) by test phantom preset. camus-like (depth 110-180 mm, angle
 #: 62-86 deg) spans the paper's 150 mm / 70 deg; lv-focused (112-148 mm, 56-70 deg, depth redrawn until the heart
 #: fits, so mostly 135-148 mm) never reaches them, so its subsets split at 140 mm / 62 deg.
-PHANTOM_CUTOFFS: dict[str, tuple[float, float]] = {"camus-like": (150.0, 70.0), "lv-focused": (140.0, 62.0)}
+#: hard has the camus-like geometry (issue 18), so the camus-like cut-offs.
+PHANTOM_CUTOFFS: dict[str, tuple[float, float]] = {
+    "camus-like": (150.0, 70.0),
+    "lv-focused": (140.0, 62.0),
+    "hard": (150.0, 70.0),
+}
+#: phantom presets that can stand in for CAMUS as the test set of the phantom directions (``--test_preset``).
+TEST_PRESETS: tuple[str, ...] = ("camus-like", "hard")
 PAPER_CUTOFFS = (150.0, 70.0)
 TRAINERS = {"quick": "nnUNetTrainerEchoQuick", "full": "nnUNetTrainerEcho"}
 #: nnU-Net training seeds per arm (``ECHOGAINS_NNUNET_SEED``): the arms of one seed differ only by their data.
@@ -161,13 +169,18 @@ def plan_directions(
     arms: str | Sequence[str] | None = None,
     reverse: bool = True,
     reverse_arms: str | Sequence[str] | None = None,
+    test_preset: str = "camus-like",
 ) -> list[Direction]:
-    """The directions and their arms: the phantom's (lv-focused -> camus-like, reverse) or the given datasets'.
+    """The directions and their arms: the phantom's (lv-focused -> ``test_preset``, reverse) or the given datasets'.
+
+    ``test_preset`` is the phantom standing in for CAMUS: ``camus-like`` or the CAMUS-calibrated ``hard`` preset.
 
     Raises:
-        EchoDataError: only one of the two datasets given, a dataset that is not an nnU-Net raw dataset, or an
-            unknown arm.
+        EchoDataError: only one of the two datasets given, a dataset that is not an nnU-Net raw dataset, an
+            unknown arm or test preset.
     """
+    if test_preset not in TEST_PRESETS:
+        raise EchoDataError(None, f"--test_preset must be one of {', '.join(TEST_PRESETS)}, got {test_preset!r}")
     if (train_dataset is None) != (test_dataset is None):
         raise EchoDataError(train_dataset or test_dataset, "pass both --train_dataset and --test_dataset (or neither)")
     main_arms = _parse_arms(arms, ARMS)
@@ -175,7 +188,7 @@ def plan_directions(
     if quick:
         back_arms = tuple(a for a in back_arms if a in main_arms) or back_arms
     if train_dataset is None:
-        a, b = "lv-focused", "camus-like"
+        a, b = "lv-focused", test_preset
         cut_a, cut_b = PHANTOM_CUTOFFS[b], PHANTOM_CUTOFFS[a]
     else:
         a, b = (

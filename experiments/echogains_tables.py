@@ -139,6 +139,7 @@ def run(
     trainer: str | None = None,
     tta: bool | None = None,
     train_seeds: str | int | Sequence[int] | None = None,
+    test_preset: str = "camus-like",
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
@@ -156,7 +157,7 @@ def run(
         reverse: also the reverse direction (train on the test set's kind, test on the training set's kind).
         reverse_arms: arms of the reverse direction (quick default: none,combination; full: same as ``arms``).
         train_dataset: nnU-Net raw dataset to train on instead of the lv-focused phantom (needs ``test_dataset``).
-        test_dataset: nnU-Net raw dataset to test on instead of the camus-like phantom.
+        test_dataset: nnU-Net raw dataset to test on instead of the ``test_preset`` phantom.
         test_subset: test cases: ``all`` (default), ``Ts`` or ``Tr`` of the test dataset.
         ddpm: DDPM weights for RePaint (default: the demo DDPM, 64 px).
         device: ``cpu`` or ``cuda`` (nnU-Net and RePaint).
@@ -166,6 +167,8 @@ def run(
         train_seeds: nnU-Net training seeds per arm, ``0,1,2`` or a count (quick default 3 seeds, full 1): each arm
             is trained once per seed (seeded trainers, so that arms of one seed differ only by their data) and
             reported with bootstrap 95 % intervals over seeds and test patients.
+        test_preset: the phantom standing in for CAMUS (direction A's test set, B's training set): ``camus-like``
+            or ``hard`` (CAMUS-calibrated difficulty, issue 18). Ignored with ``train_dataset``/``test_dataset``.
         overwrite: delete the working folder first.
         progress: progress bar over finished arms.
 
@@ -180,7 +183,9 @@ def run(
     torch.set_num_threads(1)
     set_progress(progress)
     jobs = positive_int(jobs, "jobs")
-    directions = plan_directions(bool(quick), train_dataset, test_dataset, arms, reverse, reverse_arms)
+    directions = plan_directions(
+        bool(quick), train_dataset, test_dataset, arms, reverse, reverse_arms, test_preset=test_preset
+    )
     settings = make_settings(
         bool(quick),
         seed,

@@ -87,7 +87,11 @@ def test_argument_validation(tmp_path: Path) -> None:
         edt.make_settings(True, network_config="huge")
     with pytest.raises(EchoDataError, match="dataset.json"):
         edt.make_settings(False, dataset=str(tmp_path / "missing"))
+    with pytest.raises(EchoDataError, match="--preset"):
+        edt.make_settings(True, preset="easy")
+    assert edt.make_settings(True, preset="hard").preset == "hard"
     quick, full = edt.make_settings(True), edt.make_settings(False)
+    assert quick.preset == "camus-like"
     assert (quick.network_config, quick.image_size, quick.ensemble, quick.device) == ("tiny", 64, 3, "cpu")
     assert (full.network_config, full.image_size, full.steps, full.nnunet_trainer) == (
         "paper",
@@ -154,3 +158,10 @@ def test_weights_info_reads_both_checkpoint_formats(tmp_path: Path) -> None:
     nested = tmp_path / "nested.pt"
     torch.save({"config": model.config.to_dict(), "state_dict": state, "ablation": "bernoulli_only"}, nested)
     assert edt._weights_info(nested) == {**expected, "ablation": "bernoulli_only"}
+
+
+def test_prepare_dataset_writes_the_preset(tmp_path, monkeypatch) -> None:
+    seen = {}
+    monkeypatch.setattr(edt, "make_phantom", lambda path, **kw: seen.update(kw) or path)
+    edt.prepare_dataset(tmp_path, edt.make_settings(True, preset="hard", seed=4))
+    assert (seen["preset"], seen["seed"], seen["labels"]) == ("hard", 4, "lv,myo,la")

@@ -42,6 +42,12 @@ def test_directions_quick_and_full() -> None:
         et.plan_directions(True, train_dataset="/nonexistent/a", test_dataset="/nonexistent/b")
     with pytest.raises(EchoDataError, match="unknown arm"):
         et.plan_directions(True, arms="none,blur")
+    hard = et.plan_directions(True, test_preset="hard")  # the CAMUS-calibrated phantom stands in for CAMUS
+    assert [d.title for d in hard] == ["lv-focused -> hard", "hard -> lv-focused"]
+    assert (hard[0].depth_cut_mm, hard[0].angle_cut_deg) == (150.0, 70.0)  # hard has camus-like geometry
+    assert (hard[1].depth_cut_mm, hard[1].angle_cut_deg) == (140.0, 62.0)
+    with pytest.raises(EchoDataError, match="--test_preset"):
+        et.plan_directions(True, test_preset="lv-focused")
 
 
 def _settings(**kw):
