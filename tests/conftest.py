@@ -37,6 +37,7 @@ SLOW_TESTS = (
     "tests/test_benchmarks_train_memory.py::test_tiny_run_table_guard_and_markdown",
     "tests/bundle/test_bundle_ddp.py::test_two_process_resume_restores_every_rank",
     "tests/bundle/test_bundle_run_train.py::test_train_then_resume",
+    "tests/bundle/test_bundle_model_zoo.py::test_train_resume_infer_evaluate_on_random_nifti",
     "tests/test_cli.py::test_convert_verify_evaluate",
     "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
     "tests/bundle/test_bundle_errors.py::test_the_command_line_gives_one_line_and_status_2",
@@ -55,6 +56,7 @@ SLOW_TESTS = (
     "tests/analysis/test_analyze.py::test_demo_echo_dnd_weights_on_a_phantom_echonet_avi",
     "tests/nnunet_ext/test_trainers.py::test_nnunet_finds_trainers_through_ext_path",
     "tests/augment/test_expand.py::test_output_passes_verify_dataset_with_nnunet_check",
+    "tests/bundle/test_bundle_pipeline.py::test_pipeline_equals_direct_inference_in_the_input_geometry",
 )
 
 

@@ -62,8 +62,9 @@ def test_metadata_verifies_offline(tmp_path: Path) -> None:
     size = [demo["image_size"]] * 2
     assert fmt["inputs"]["image"]["spatial_shape"] == size and fmt["outputs"]["pred"]["spatial_shape"] == size
     assert fmt["inputs"]["image"]["num_channels"] == demo["in_channels"]
-    changelog = meta["changelog"][meta["version"]]
+    changelog = meta["changelog"]["0.3.0"]
     assert all(word in changelog for word in ("state_dict", "bundle_root", "DICOM", "Inferer", "export"))
+    assert all(word in meta["changelog"]["0.4.0"] for word in ("LoadImaged", "Invertd", "SaveImaged"))
 
 
 def test_metadata_schema_rejects_missing_fields(tmp_path: Path) -> None:

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 from monai.data import ImageReader
+from monai.data.utils import orientation_ras_lps
 from monai.utils import ensure_tuple
 
 from .common import EchoDataError
 
-__all__ = ["UltrasoundDicomReader", "DICOM_SUFFIXES"]
+__all__ = ["UltrasoundDicomReader", "EchoImageReader", "DICOM_SUFFIXES"]
 
 #: File name endings read as DICOM by the bundle (files with the ``DICM`` preamble are recognised too).
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
@@ -96,3 +97,49 @@ class UltrasoundDicomReader(ImageReader):
             raise EchoDataError(metas[0]["filename_or_obj"], "files of different sizes cannot be stacked")
         meta = dict(metas[0], original_channel_dim=0)
         return np.stack(arrays), meta
+
+
+class EchoImageReader(ImageReader):
+    """Read NIfTI, MetaImage and PNG echo images with SimpleITK, as the bundle's training reads them, for MONAI.
+
+    MONAI's own readers need ``itk`` for MetaImage and read PNG without a spacing; this reader gives every
+    format the toolkit reads (:func:`scripts.infer.read_frames`: RGB(A) to grey by the mean of R, G and B, NaN and
+    Inf refused, also in floating-point NIfTI files that SimpleITK would read as 0) in MONAI's conventions: array
+    ``(W, H)`` or ``(W, H, T)`` (x first, as ``ITKReader`` with ``reverse_indexing``), no channel dimension, and the
+    ``affine`` built from the file's spacing, origin and direction in RAS (as ``ITKReader`` with
+    ``affine_lps_to_ras``), so that ``SaveImaged`` writes the mask back in the input's geometry.
+    """
+
+    SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mhd", ".png")
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        return all(str(f).lower().endswith(self.SUFFIXES) for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """``(frames (T, H, W), SimpleITK reference image)`` per file (a list for several files)."""
+        from .infer import read_frames
+
+        images = [read_frames(f) for f in ensure_tuple(data)]
+        return images[0] if len(images) == 1 else images
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """The array (``(W, H)`` or ``(W, H, T)``, float32) and its metadata (one file)."""
+        if isinstance(img, list):
+            raise EchoDataError(None, "EchoImageReader reads one file per image (no channel stacking)")
+        frames, reference = img
+        array = frames[0].T if reference.GetDimension() == 2 else np.transpose(frames, (2, 1, 0))
+        rank = reference.GetDimension()
+        spacing = np.asarray(reference.GetSpacing(), dtype=np.float64)
+        direction = np.asarray(reference.GetDirection(), dtype=np.float64).reshape(rank, rank)
+        affine = np.eye(rank + 1)
+        affine[:rank, :rank] = direction @ np.diag(spacing)
+        affine[:rank, -1] = np.asarray(reference.GetOrigin(), dtype=np.float64)
+        affine = orientation_ras_lps(affine)  # LPS (ITK) -> RAS (MONAI, nibabel), as ITKReader
+        meta = {  # LoadImage adds filename_or_obj
+            "spatial_shape": np.asarray(array.shape),
+            "spacing": spacing,
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "original_channel_dim": "no_channel",
+        }
+        return np.ascontiguousarray(array, dtype=np.float32), meta

@@ -1,0 +1,246 @@
+"""MONAI transforms of the Echo-DND inference pipeline (``configs/inference.json``: ``preprocessing``,
+``postprocessing``), each the dictionary form of one step of :mod:`scripts.data` and :mod:`scripts.infer`.
+
+The pipeline holds an image as **frames along the channel axis**: a 2D image ``(W, H)`` becomes ``(1, W, H)``, a
+2D+t loop ``(W, H, T)`` (a sequence NIfTI/mhd, a multi-frame DICOM) becomes ``(T, W, H)``, so that MONAI's
+``ScaleIntensityd(channel_wise=True)`` scales each frame, the model frame holds ``T`` images and ``SaveImaged``
+(channel last) writes the mask back as ``(W, H)`` or ``(W, H, T)`` with the input's affine. Arrays are in MONAI's
+``(x, y)`` order; the network was trained on ``(row, column) = (y, x)`` frames (:mod:`scripts.data`), which
+:class:`AspectPadResized` swaps in and out.
+
+- :class:`FramesToChanneld`: ``(W, H)`` / ``(W, H, T)`` -> ``(T, W, H)`` (the affine unchanged);
+- :class:`AspectPadResized` (invertible): each frame zero-padded to a centred square and resized to the network
+  size (:func:`scripts.data.to_model_frame`); its inverse (``Invertd``) puts a soft map back on the input grid by
+  bilinear resampling (:func:`scripts.data.from_model_frame`);
+- :class:`AntiAliasd`: the Gaussian anti-aliasing of a soft map in the model frame before it is inverted
+  (:data:`scripts.data.ANTIALIAS_SIGMA`), so that thresholded contours are smooth at the input's resolution;
+- :class:`LargestComponentd`: the sampler's post-processing per frame (largest 8-connected component, holes filled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, MapTransform
+from scipy import ndimage
+
+from .common import EchoDataError
+from .data import ANTIALIAS_SIGMA, Frame, from_model_frame, to_model_frame
+from .sampler import postprocess_mask
+
+__all__ = [
+    "FramesToChanneld",
+    "AspectPadResized",
+    "AntiAliasd",
+    "LargestComponentd",
+    "MembersToVolumed",
+    "FramesToSpatiald",
+]
+
+
+def _name(data: Mapping[Hashable, Any], key: Hashable) -> str:
+    value = data[key]
+    meta = getattr(value, "meta", {}) or {}
+    return str(meta.get("filename_or_obj", key))
+
+
+class FramesToChanneld(MapTransform):
+    """A 2D image ``(W, H)`` or a 2D+t loop ``(W, H, T)`` as frames along the channel axis: ``(T, W, H)``.
+
+    The metadata keep the affine; ``spatial_shape`` becomes the frame's ``(W, H)`` (so that ``SaveImaged`` writes
+    the frames axis last again), ``input_shape`` the input's shape and ``sequence`` whether it was a 2D+t input.
+
+    Raises:
+        EchoDataError: an image of another dimension (naming its file).
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.ndim not in (2, 3):
+                raise EchoDataError(
+                    _name(d, key), f"expected a 2D image or a 2D+t sequence, got shape {tuple(img.shape)}"
+                )
+            frames = torch.as_tensor(img)[None] if img.ndim == 2 else torch.movedim(torch.as_tensor(img), -1, 0)
+            meta = dict(getattr(img, "meta", {}) or {})
+            # SaveImaged reads the channel axis from the spatial shape: the frame's (W, H); the input's kept
+            meta.update(
+                spatial_shape=np.asarray(img.shape[:2]), input_shape=list(img.shape), sequence=bool(img.ndim == 3)
+            )
+            frames = MetaTensor(frames, meta=meta)
+            if min(frames.shape[1:]) < 2:
+                raise EchoDataError(_name(d, key), f"degenerate image of shape {tuple(img.shape)}")
+            if not torch.isfinite(torch.as_tensor(frames)).all():
+                raise EchoDataError(_name(d, key), "contains NaN or Inf")
+            d[key] = frames
+        return d
+
+
+class AspectPadResized(MapTransform, InvertibleTransform):
+    """Each frame of ``(T, W, H)`` zero-padded to a centred square and resized to ``(S, S)``, as in training.
+
+    The output is ``(T, S, S)`` in the network's ``(row, column)`` order (:func:`scripts.data.to_model_frame`:
+    bilinear with antialiasing when shrinking). ``inverse`` (through ``Invertd``) maps a model-frame tensor
+    ``(T, S, S)`` back to ``(T, W, H)`` by bilinear resampling and cropping (:func:`scripts.data.from_model_frame`).
+
+    Args:
+        keys: the image key(s).
+        spatial_size: the network's input side ``S``.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_size: int, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.spatial_size = int(spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            array = np.asarray(img.detach().cpu() if torch.is_tensor(img) else img, dtype=np.float32)
+            pairs = [to_model_frame(frame.T, self.spatial_size) for frame in array]  # (x, y) -> (row, column)
+            out = torch.cat([p[0] for p in pairs]).float()  # (T, S, S)
+            frame = pairs[0][1]
+            meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
+            result = MetaTensor(out, meta=meta, applied_operations=list(getattr(img, "applied_operations", [])))
+            self.push_transform(
+                result,
+                orig_size=tuple(int(s) for s in array.shape[1:]),
+                extra_info={
+                    "shape": list(frame.shape),
+                    "side": frame.side,
+                    "pad_top": frame.pad_top,
+                    "pad_left": frame.pad_left,
+                },
+            )
+            d[key] = result
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            info = self.pop_transform(img)["extra_info"]
+            frame = Frame(
+                tuple(int(s) for s in info["shape"]), int(info["side"]), int(info["pad_top"]), int(info["pad_left"])
+            )
+            tensor = torch.as_tensor(img).float()
+            lead = tensor.shape[:-2]
+            flat = tensor.reshape(-1, *tensor.shape[-2:])
+            back = np.stack([from_model_frame(t, frame, is_label=False).T for t in flat])  # (row, column) -> (x, y)
+            out = torch.from_numpy(np.ascontiguousarray(back)).reshape(*lead, *back.shape[-2:])
+            d[key] = (
+                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
+                if isinstance(img, MetaTensor)
+                else out
+            )
+        return d
+
+
+class AntiAliasd(MapTransform):
+    """Gaussian anti-aliasing of each frame of a model-frame soft map ``(T, S, S)`` (``sigma`` model pixels).
+
+    The same filter as :func:`scripts.data.soft_to_input` (``scipy.ndimage.gaussian_filter``, ``mode="nearest"``,
+    truncated at 3 sigma); the tensor keeps its metadata and its record of applied operations.
+    """
+
+    def __init__(self, keys: KeysCollection, sigma: float = ANTIALIAS_SIGMA, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sigma = float(sigma)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.sigma <= 0:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            array = np.asarray(torch.as_tensor(img).detach().float().cpu(), dtype=np.float64)
+            flat = array.reshape(-1, *array.shape[-2:])
+            smooth = np.stack(
+                [ndimage.gaussian_filter(f, self.sigma, mode="nearest", truncate=3.0) for f in flat]
+            ).astype(np.float32)
+            out = torch.from_numpy(smooth.reshape(array.shape))
+            d[key] = (
+                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
+                if isinstance(img, MetaTensor)
+                else out
+            )
+        return d
+
+
+class LargestComponentd(MapTransform):
+    """Keep each frame's largest 8-connected foreground component and fill its holes (the sampler's
+    post-processing, :func:`scripts.sampler.postprocess_mask`); ``enabled=False`` passes the mask through."""
+
+    def __init__(self, keys: KeysCollection, enabled: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.enabled = bool(enabled)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            out = postprocess_mask(torch.as_tensor(img).detach().cpu())
+            d[key] = (
+                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
+                if isinstance(img, MetaTensor)
+                else out
+            )
+        return d
+
+
+class MembersToVolumed(MapTransform):
+    """A 2D image's member masks ``(R, W, H)`` as one volume ``(1, W, H, R)``, a slice per member, for ``SaveImaged``.
+
+    The 2D affine is embedded in 3D (slice spacing 1, origin 0), as :func:`scripts.infer.samples_to_image` writes
+    the samples file.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            meta = dict(getattr(img, "meta", {}) or {})
+            affine2 = np.asarray(torch.as_tensor(meta.get("affine", torch.eye(3))), dtype=np.float64)
+            if affine2.shape != (3, 3):
+                raise EchoDataError(_name(d, key), "member samples are written for 2D inputs only")
+            affine = np.eye(4)
+            affine[:2, :2], affine[:2, 3] = affine2[:2, :2], affine2[:2, 2]
+            volume = torch.movedim(torch.as_tensor(img), 0, -1)[None]  # (1, W, H, R)
+            meta.update(affine=torch.as_tensor(affine), spatial_shape=np.asarray(volume.shape[1:]))
+            d[key] = MetaTensor(volume, meta=meta)
+        return d
+
+
+class FramesToSpatiald(MapTransform):
+    """Undo :class:`FramesToChanneld` for saving: a 2D+t input's frames ``(T, W, H)`` as ``(1, W, H, T)`` (its
+    ``spatial_shape`` the input's), so that ``SaveImaged`` writes the loop as the input's ``(W, H, T)`` volume; a 2D
+    input's ``(1, W, H)`` passes as it is."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            meta = dict(getattr(img, "meta", {}) or {})
+            if not meta.get("sequence"):
+                continue
+            volume = torch.movedim(torch.as_tensor(img), 0, -1)[None]
+            meta["spatial_shape"] = np.asarray(volume.shape[1:])
+            d[key] = MetaTensor(volume, meta=meta)
+        return d
