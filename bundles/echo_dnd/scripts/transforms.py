@@ -49,6 +49,13 @@ def _name(data: Mapping[Hashable, Any], key: Hashable) -> str:
     return str(meta.get("filename_or_obj", key))
 
 
+def _like(img: Any, out: torch.Tensor) -> torch.Tensor:
+    """``out`` with the metadata and the record of applied operations of ``img`` (when it is a MetaTensor)."""
+    if isinstance(img, MetaTensor):
+        return MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
+    return out
+
+
 class FramesToChanneld(MapTransform):
     """A 2D image ``(W, H)`` or a 2D+t loop ``(W, H, T)`` as frames along the channel axis: ``(T, W, H)``.
 
@@ -137,11 +144,7 @@ class AspectPadResized(MapTransform, InvertibleTransform):
             flat = tensor.reshape(-1, *tensor.shape[-2:])
             back = np.stack([from_model_frame(t, frame, is_label=False).T for t in flat])  # (row, column) -> (x, y)
             out = torch.from_numpy(np.ascontiguousarray(back)).reshape(*lead, *back.shape[-2:])
-            d[key] = (
-                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
-                if isinstance(img, MetaTensor)
-                else out
-            )
+            d[key] = _like(img, out)
         return d
 
 
@@ -168,11 +171,7 @@ class AntiAliasd(MapTransform):
                 [ndimage.gaussian_filter(f, self.sigma, mode="nearest", truncate=3.0) for f in flat]
             ).astype(np.float32)
             out = torch.from_numpy(smooth.reshape(array.shape))
-            d[key] = (
-                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
-                if isinstance(img, MetaTensor)
-                else out
-            )
+            d[key] = _like(img, out)
         return d
 
 
@@ -191,11 +190,7 @@ class LargestComponentd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             out = postprocess_mask(torch.as_tensor(img).detach().cpu())
-            d[key] = (
-                MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
-                if isinstance(img, MetaTensor)
-                else out
-            )
+            d[key] = _like(img, out)
         return d
 
 
