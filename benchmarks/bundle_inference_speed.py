@@ -16,7 +16,9 @@ machine affects both alike. Seconds per image are the ``seconds`` of each case i
 CPU time of the one-threaded process (``--clock cpu``, see ``CPU_DRIVER``; ``--clock wall``: wall time of the command
 line as typed); the result is
 the median over cases and repeats, the ratio after / before, and the median of the ratios paired by repeat and case
-(the order alternates, before-after then after-before). The masks of both versions are compared byte for byte.
+(the order alternates, before-after then after-before). The outputs of both versions are compared byte for byte
+(``outputs_identical``) and by pixels and geometry (``outputs_same_pixels_and_geometry``: bundle 0.4.0 writes its
+NIfTI files with MONAI's ``NibabelWriter``, whose headers and compression differ from SimpleITK's).
 """
 
 from __future__ import annotations
@@ -41,6 +43,23 @@ except ImportError:  # run as a script (this folder is sys.path[0]): benchmarks/
 
 REPO = _common.REPO_ROOT
 BUNDLE = REPO / "bundles" / "echo_dnd"
+
+
+def same_image(a: Path, b: Path) -> bool:
+    """Two image files with the same pixels (exactly) and geometry (spacing, origin, direction within 1e-6): the
+    bytes differ where one version writes NIfTI with SimpleITK and the other with MONAI's ``NibabelWriter``."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    if not b.is_file():
+        return False
+    x, y = sitk.ReadImage(str(a)), sitk.ReadImage(str(b))
+    if x.GetSize() != y.GetSize() or x.GetPixelID() != y.GetPixelID():
+        return False
+    geometry = all(
+        np.allclose(getattr(x, f)(), getattr(y, f)(), atol=1e-6) for f in ("GetSpacing", "GetOrigin", "GetDirection")
+    )
+    return geometry and bool(np.array_equal(sitk.GetArrayFromImage(x), sitk.GetArrayFromImage(y)))
 
 
 def extract_bundle(revision: str, into: Path) -> Path:
@@ -95,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp_name)
         bundles = {"before": extract_bundle(args.before, tmp / "before"), "after": BUNDLE}
         seconds: dict[str, list[float]] = {"before": [], "after": []}
-        identical = True
+        identical = same_pixels = True
         load = []
         ratios = []
         for r in range(args.repeats):
@@ -111,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
             ratios += [per_case["after"][c] / per_case["before"][c] for c in per_case["before"]]
             for mask in sorted(outs["before"].glob("*.nii.gz")):
                 identical &= filecmp.cmp(mask, outs["after"] / mask.name, shallow=False)
+                same_pixels &= same_image(mask, outs["after"] / mask.name)
     median = {k: statistics.median(v) for k, v in seconds.items()}
     result = {
         "benchmark": "bundle_inference_speed",
@@ -129,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         "median_paired_ratio": round(statistics.median(ratios), 3),
         "min_seconds_per_image": {k: round(min(v), 3) for k, v in seconds.items()},
         "outputs_identical": bool(identical),
+        "outputs_same_pixels_and_geometry": bool(same_pixels),
         "load_average_1min": [round(x, 2) for x in load],
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -38,6 +38,7 @@ from torch import nn
 
 from .common import EchoDataError
 from .infer import EchoDNDInference, InferenceCase, case_id_from_name
+from .transforms import _plain
 
 __all__ = ["EchoDNDPipeline", "case_name_formatter", "sample_frames"]
 
@@ -168,7 +169,7 @@ class EchoDNDPipeline(EchoDNDInference):
         shutil.rmtree(self.staging_dir, ignore_errors=True)
         if "members" not in item:  # a samples file of an earlier run would be read as this run's: remove it
             self.samples_path(case.case_id).unlink(missing_ok=True)
-        mask = np.asarray(torch.as_tensor(item["pred"]).cpu())
+        mask = np.asarray(_plain(item["pred"]).cpu())
         meta = image.meta
         record: dict[str, Any] = {
             "case_id": case.case_id,
@@ -177,7 +178,7 @@ class EchoDNDPipeline(EchoDNDInference):
             "size": [int(s) for s in meta.get("input_shape", [])],
             "spacing": [float(s) for s in np.asarray(meta.get("spacing", []))],
             "mask_pixels": int((mask > 0).sum()),
-            "mean_uncertainty": float(np.asarray(torch.as_tensor(item["uncertainty"]).cpu()).mean()),
+            "mean_uncertainty": float(np.asarray(_plain(item["uncertainty"]).cpu()).mean()),
         }
         if "members" in item:
             record["members"] = list(out["member_names"])

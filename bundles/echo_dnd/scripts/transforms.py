@@ -49,6 +49,11 @@ def _name(data: Mapping[Hashable, Any], key: Hashable) -> str:
     return str(meta.get("filename_or_obj", key))
 
 
+def _plain(img: Any) -> torch.Tensor:
+    """The tensor of ``img`` without its metadata (operations on a MetaTensor copy its metadata each time)."""
+    return img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+
+
 def _like(img: Any, out: torch.Tensor) -> torch.Tensor:
     """``out`` with the metadata and the record of applied operations of ``img`` (when it is a MetaTensor)."""
     if isinstance(img, MetaTensor):
@@ -77,18 +82,17 @@ class FramesToChanneld(MapTransform):
                 raise EchoDataError(
                     _name(d, key), f"expected a 2D image or a 2D+t sequence, got shape {tuple(img.shape)}"
                 )
-            frames = torch.as_tensor(img)[None] if img.ndim == 2 else torch.movedim(torch.as_tensor(img), -1, 0)
+            frames = _plain(img)[None] if img.ndim == 2 else torch.movedim(_plain(img), -1, 0)
             meta = dict(getattr(img, "meta", {}) or {})
             # SaveImaged reads the channel axis from the spatial shape: the frame's (W, H); the input's kept
             meta.update(
                 spatial_shape=np.asarray(img.shape[:2]), input_shape=list(img.shape), sequence=bool(img.ndim == 3)
             )
-            frames = MetaTensor(frames, meta=meta)
             if min(frames.shape[1:]) < 2:
                 raise EchoDataError(_name(d, key), f"degenerate image of shape {tuple(img.shape)}")
-            if not torch.isfinite(torch.as_tensor(frames)).all():
+            if not torch.isfinite(frames).all():
                 raise EchoDataError(_name(d, key), "contains NaN or Inf")
-            d[key] = frames
+            d[key] = MetaTensor(frames, meta=meta)
         return d
 
 
@@ -112,7 +116,7 @@ class AspectPadResized(MapTransform, InvertibleTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            array = np.asarray(img.detach().cpu() if torch.is_tensor(img) else img, dtype=np.float32)
+            array = np.asarray(_plain(img).detach().cpu(), dtype=np.float32)
             pairs = [to_model_frame(frame.T, self.spatial_size) for frame in array]  # (x, y) -> (row, column)
             out = torch.cat([p[0] for p in pairs]).float()  # (T, S, S)
             frame = pairs[0][1]
@@ -139,7 +143,7 @@ class AspectPadResized(MapTransform, InvertibleTransform):
             frame = Frame(
                 tuple(int(s) for s in info["shape"]), int(info["side"]), int(info["pad_top"]), int(info["pad_left"])
             )
-            tensor = torch.as_tensor(img).float()
+            tensor = _plain(img).float()
             lead = tensor.shape[:-2]
             flat = tensor.reshape(-1, *tensor.shape[-2:])
             back = np.stack([from_model_frame(t, frame, is_label=False).T for t in flat])  # (row, column) -> (x, y)
@@ -165,7 +169,7 @@ class AntiAliasd(MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            array = np.asarray(torch.as_tensor(img).detach().float().cpu(), dtype=np.float64)
+            array = np.asarray(_plain(img).detach().float().cpu(), dtype=np.float64)
             flat = array.reshape(-1, *array.shape[-2:])
             smooth = np.stack(
                 [ndimage.gaussian_filter(f, self.sigma, mode="nearest", truncate=3.0) for f in flat]
@@ -189,7 +193,7 @@ class LargestComponentd(MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            out = postprocess_mask(torch.as_tensor(img).detach().cpu())
+            out = postprocess_mask(_plain(img).detach().cpu())
             d[key] = _like(img, out)
         return d
 
@@ -214,7 +218,7 @@ class MembersToVolumed(MapTransform):
                 raise EchoDataError(_name(d, key), "member samples are written for 2D inputs only")
             affine = np.eye(4)
             affine[:2, :2], affine[:2, 3] = affine2[:2, :2], affine2[:2, 2]
-            volume = torch.movedim(torch.as_tensor(img), 0, -1)[None]  # (1, W, H, R)
+            volume = torch.movedim(_plain(img), 0, -1)[None]  # (1, W, H, R)
             meta.update(affine=torch.as_tensor(affine), spatial_shape=np.asarray(volume.shape[1:]))
             d[key] = MetaTensor(volume, meta=meta)
         return d
@@ -235,7 +239,7 @@ class FramesToSpatiald(MapTransform):
             meta = dict(getattr(img, "meta", {}) or {})
             if not meta.get("sequence"):
                 continue
-            volume = torch.movedim(torch.as_tensor(img), 0, -1)[None]
+            volume = torch.movedim(_plain(img), 0, -1)[None]
             meta["spatial_shape"] = np.asarray(volume.shape[1:])
             d[key] = MetaTensor(volume, meta=meta)
         return d
