@@ -1,10 +1,11 @@
 """Echo-DND evaluation: predictions for the cases of a labelled nnU-Net raw dataset, then ``echogains evaluate``.
 
-``configs/evaluate.json`` builds an :class:`~scripts.infer.EchoDNDInference` and hands it to
-:class:`EchoDNDEvaluation`, which checks that the dataset is labelled (before anything is written), writes the
+:class:`EchoDNDEvaluation` checks that the dataset is labelled (before anything is written), writes the
 predictions in the labels' geometry (``{case}.nii.gz`` with the dataset's LV value, ``{case}_uncertainty.nii.gz``)
-and scores them with :func:`echogains.evaluation.evaluate.evaluate`: Dice, HD, HD95 and MSD in mm per case,
-summaries by view and phase, LV volumes and EF agreement, plots and an HTML report.
+with an :class:`~scripts.infer.EchoDNDInference` and scores them with :func:`echogains.evaluation.evaluate.evaluate`:
+Dice, HD, HD95 and MSD in mm per case, summaries by view and phase, LV volumes and EF agreement, plots and an HTML
+report. ``configs/evaluate.json`` uses its checks (``checker``) and predicts on a MONAI ``SupervisedEvaluator``
+instead (:mod:`scripts.engine`); :meth:`EchoDNDEvaluation.run` is the same evaluation without the engine.
 """
 
 from __future__ import annotations
