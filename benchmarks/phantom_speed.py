@@ -6,6 +6,8 @@ A frame is one rendered still (image + label) of ``simulate_patient`` (ED and ES
 ``--patients`` patients per preset and grade after one warm-up patient, at the preset's CAMUS-style default size
 (128 x 96) and at the 64 x 64 of the quick experiments. One process, one thread; the load average of the machine at
 start and end is recorded (on a shared machine compare the ratio hard / camus-like, not the absolute rate).
+``make_phantom``: the ``make-phantom`` command end to end (rendering, label maps, NIfTI files, records), wall time,
+in one process: run it with ``OMP_NUM_THREADS`` unset on the 2-core machine for the 2-core figure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "--all_threads" not in sys.argv:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 try:
     from benchmarks import _common
@@ -37,6 +40,29 @@ def _rate(preset: str, quality: str | None, patients: int, size: tuple[int, int]
     return {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 2)}
 
 
+def _make_phantom_rate(preset: str, patients: int, size: tuple[int, int] | None) -> dict[str, Any]:
+    """``make-phantom`` end to end (nnU-Net layout, LV/MYO/LA, files written): frames per second of wall time."""
+    import tempfile
+
+    from echogains.data.phantom import make_phantom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        make_phantom(
+            os.path.join(tmp, "Dataset999_Speed"),
+            n_patients=patients,
+            preset=preset,
+            layout="nnunet",
+            labels="lv,myo,la",
+            image_size=size,
+            seed=0,
+            progress=False,
+        )
+        seconds = time.perf_counter() - t0
+    frames = 4 * patients  # ED and ES of 2CH and 4CH
+    return {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 2)}
+
+
 def run(patients: int = 10) -> dict[str, Any]:
     load_start = os.getloadavg()
     sizes = {"default": None, "64x64": (64, 64)}
@@ -49,6 +75,10 @@ def run(patients: int = 10) -> dict[str, Any]:
         for q in QUALITIES:
             cells[f"hard/{q}"] = _rate("hard", q, patients, size)
         result["rates"][size_name] = cells
+    # the command as users run it (one process; with OMP_NUM_THREADS unset numpy/scipy may use every core)
+    result["make_phantom"] = {
+        name: {p: _make_phantom_rate(p, patients, size) for p in ("camus-like", "hard")} for name, size in sizes.items()
+    }
     result["ratios"] = {
         s: round(c["hard"]["frames_per_s"] / c["camus-like"]["frames_per_s"], 3) for s, c in result["rates"].items()
     }
@@ -66,6 +96,10 @@ def _summary(result: dict[str, Any]) -> str:
     lines = []
     for size, cells in result["rates"].items():
         lines.append(f"{size}: " + ", ".join(f"{k} {v['frames_per_s']:.1f} frames/s" for k, v in cells.items()))
+    for size, cells in result.get("make_phantom", {}).items():
+        lines.append(
+            f"make-phantom {size}: " + ", ".join(f"{k} {v['frames_per_s']:.1f} frames/s" for k, v in cells.items())
+        )
     lines.append(f"hard / camus-like: {result['ratios']}")
     return "\n".join(lines)
 
@@ -74,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/phantom_speed.json")
     parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--all_threads", action="store_true", help="leave OMP_NUM_THREADS unset (every core)")
     args = parser.parse_args(argv)
     if args.patients < 1:
         print("error: --patients must be an integer >= 1", file=sys.stderr)

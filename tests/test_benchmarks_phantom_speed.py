@@ -27,6 +27,8 @@ def test_smallest_run_writes_every_cell(tmp_path: Path) -> None:
     for cells in result["rates"].values():
         assert set(cells) == {"camus-like", "hard", "hard/Good", "hard/Medium", "hard/Poor"}
         assert all(c["frames"] == 4 and c["frames_per_s"] > 0 for c in cells.values())  # ED + ES of both views
+    for cells in result["make_phantom"].values():  # the command end to end, files written
+        assert set(cells) == {"camus-like", "hard"} and all(c["frames"] == 4 for c in cells.values())
     assert _module().main(["--patients", "0", "--out", str(out)]) == 2
 
 
@@ -35,3 +37,5 @@ def test_committed_result_keeps_the_hard_preset_fast() -> None:
     result = json.loads(RESULT.read_text())
     assert result["patients_per_cell"] >= 10
     assert all(0.5 <= ratio for ratio in result["ratios"].values())
+    assert result["machine"]["cpus"] == 2 and result["machine"]["omp_num_threads"] is None  # the 2-core figure
+    assert all(c["hard"]["frames_per_s"] > 0 for c in result["make_phantom"].values())
