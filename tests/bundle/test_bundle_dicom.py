@@ -67,7 +67,8 @@ def test_reader_gives_monai_the_physical_spacing(tmp_path: Path) -> None:
     one = single_frame_dicom(tmp_path / "one.dcm", frame, (0.031, 0.0465))
     image = LoadImage(image_only=True)(str(one), reader=UltrasoundDicomReader())
     assert tuple(image.shape) == (frame.shape[1], frame.shape[0])  # MONAI's (W, H)
-    assert np.allclose(image.meta["spacing"], [0.31, 0.465]) and np.allclose(np.diag(image.affine)[:2], [0.31, 0.465])
+    assert np.allclose(image.meta["spacing"], [0.31, 0.465])
+    assert np.allclose(np.diag(image.affine)[:2], [-0.31, -0.465])  # RAS, as MONAI's ITKReader
     assert torch.equal(image.T, torch.from_numpy(frame.astype(np.float32)))
     loop = write_ultrasound_dicom(
         tmp_path / "loop.dcm",

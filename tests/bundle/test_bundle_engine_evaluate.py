@@ -33,7 +33,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="session")  # not module: tests/conftest.py interleaves slow tests, which tears a module's down
+@pytest.fixture(scope="module")  # the module is in GROUPED_MODULES: its tests run back to back on one worker
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One phantom dataset and tiny weights; ``evaluate.json`` and ``inference_direct`` on them (built once)."""
     from scripts.checkpoint import save_weights

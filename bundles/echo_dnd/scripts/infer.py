@@ -56,13 +56,12 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from echogains.data.frames import to_grey
-from echogains.data.nnunet import RawDataset, read_image, write_image
+from echogains.data.nnunet import RawDataset, write_image
 from echogains.utils import EchoDataError, atomic_path, atomic_write_json, get_logger, progress
 
 from .common import as_bool
 from .data import Frame, mask_to_input, normalize_intensity, soft_to_input, to_model_frame
-from .readers import DICOM_SUFFIXES
+from .readers import DICOM_SUFFIXES, read_image_frames
 from .sampler import postprocess_mask
 
 __all__ = [
@@ -177,17 +176,6 @@ def find_inputs(source: str | os.PathLike, subset: str = "auto", fold: int | Non
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
-def _grey_array(image: sitk.Image, path: Path) -> np.ndarray:
-    """Pixel array ``(T, H, W)`` or ``(H, W)`` as float32; RGB(A) becomes the mean of R, G and B."""
-    array = sitk.GetArrayFromImage(image)
-    components = image.GetNumberOfComponentsPerPixel()
-    if components in (3, 4):
-        array = to_grey(array, "mean", source=str(path))
-    elif components != 1:
-        raise EchoDataError(path, f"expected a grey or RGB image, got {components} components per pixel")
-    return array.astype(np.float32)
-
-
 def read_dicom_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
     """Read an ultrasound DICOM file through MONAI's ``LoadImage`` with :class:`scripts.readers.UltrasoundDicomReader`.
 
@@ -228,31 +216,7 @@ def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
     path = Path(path)
     if path.name.lower().endswith(DICOM_SUFFIXES):
         return read_dicom_frames(path)
-    image = read_image(path)
-    if image.GetDimension() not in (2, 3):
-        raise EchoDataError(path, f"expected a 2D image or a 2D+t sequence, got {image.GetDimension()} dimensions")
-    array = _grey_array(image, path)
-    frames = array[None] if array.ndim == 2 else array
-    if min(frames.shape[1:]) < 2:
-        raise EchoDataError(path, f"degenerate image of size {image.GetSize()}")
-    if not np.isfinite(frames).all() or _nifti_has_nonfinite(path, image):
-        raise EchoDataError(path, "contains NaN or Inf")
-    return frames, image
-
-
-def _nifti_has_nonfinite(path: Path, image: sitk.Image) -> bool:
-    """SimpleITK's NIfTI reader turns NaN into 0: read floating-point NIfTI files raw with nibabel to see them."""
-    floating = image.GetPixelID() in (
-        sitk.sitkFloat32,
-        sitk.sitkFloat64,
-        sitk.sitkVectorFloat32,
-        sitk.sitkVectorFloat64,
-    )
-    if not floating or not path.name.lower().endswith((".nii", ".nii.gz")):
-        return False
-    import nibabel as nib
-
-    return not np.isfinite(np.asarray(nib.load(str(path)).dataobj)).all()
+    return read_image_frames(path)
 
 
 # --- segmenting -------------------------------------------------------------------------------------------------

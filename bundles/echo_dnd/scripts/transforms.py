@@ -213,11 +213,11 @@ class MembersToVolumed(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             meta = dict(getattr(img, "meta", {}) or {})
-            affine2 = np.asarray(torch.as_tensor(meta.get("affine", torch.eye(3))), dtype=np.float64)
-            if affine2.shape != (3, 3):
+            given = np.asarray(torch.as_tensor(meta.get("affine", torch.eye(3))), dtype=np.float64)
+            if given.shape not in ((3, 3), (4, 4)) or meta.get("sequence"):
                 raise EchoDataError(_name(d, key), "member samples are written for 2D inputs only")
-            affine = np.eye(4)
-            affine[:2, :2], affine[:2, 3] = affine2[:2, :2], affine2[:2, 2]
+            affine = np.eye(4)  # a 2D affine (3 x 3, or 4 x 4 with an identity third axis, as the DICOM reader's)
+            affine[:2, :2], affine[:2, 3] = given[:2, :2], given[:2, -1]
             volume = torch.movedim(_plain(img), 0, -1)[None]  # (1, W, H, R)
             meta.update(affine=torch.as_tensor(affine), spatial_shape=np.asarray(volume.shape[1:]))
             d[key] = MetaTensor(volume, meta=meta)
