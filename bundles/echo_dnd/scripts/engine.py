@@ -9,7 +9,7 @@ The config holds the steps as MONAI components:
 - ``preprocessing``: the inference preprocessing (``configs/inference.json``) with the label loaded by the same
   readers, put on the channel axis and binarised to the dataset's LV value (``LabelToMaskd``);
 - ``inferer``: :class:`FramesInferer`, the config's :class:`scripts.inferer.EchoDNDInferer` run by
-  :func:`scripts.pipeline.sample_frames` on each case's frames (batches of ``batch_size``, a CPU generator seeded
+  :func:`scripts.infer.sample_frames` on each case's frames (batches of ``batch_size``, a CPU generator seeded
   with ``seed`` per case, as the inference pipeline does); it gives the evaluator one tensor per batch;
 - ``postprocessing``: :class:`SplitOutputd` (that tensor back into ``pred``, ``uncertainty``, ``members``), then
   the inference postprocessing (anti-aliasing, ``Invertd``, threshold, largest component, ``SaveImaged``);
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -42,8 +41,8 @@ from echogains.utils import EchoDataError, atomic_write_json, get_logger
 
 from .common import as_bool
 from .evaluate import EchoDNDEvaluation
-from .infer import RECORD_NAME, EchoDNDInference, case_id_from_name
-from .pipeline import sample_frames
+from .infer import RECORD_NAME, EchoDNDInference, case_id_from_name, sample_frames
+from .pipeline import finish_case
 from .transforms import _plain
 
 __all__ = [
@@ -92,7 +91,7 @@ def prepare(evaluation: EchoDNDEvaluation) -> EvaluationPlan:
 
 
 class FramesInferer(Inferer):
-    """The evaluator's inferer: each case's model-frame frames through :func:`scripts.pipeline.sample_frames`.
+    """The evaluator's inferer: each case's model-frame frames through :func:`scripts.infer.sample_frames`.
 
     ``inferer(inputs (B, T, S, S), network)`` returns ``(B, 2 + R, T, S, S)``: channel 0 the STAPLE probability,
     1 the uncertainty, then the R member masks (the Gaussian chain's first, then the Bernoulli chain's). Each case
@@ -242,35 +241,18 @@ class PredictionRecorder:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def _finish(self, item: Mapping[str, Any], original: Mapping[str, Any], extras: Mapping[str, Any]) -> dict:
-        case_id = _case_id(item)
-        mask_path, unc_path = self.inference.output_paths(case_id)
-        samples = self.inference.samples_path(case_id)
-        outputs = [mask_path, unc_path] + ([samples] if "members" in item else [])
-        for path in outputs:
-            if not (self.staging_dir / path.name).is_file():
-                raise EchoDataError(self.staging_dir / path.name, "postprocessing did not save this output")
-        for path in outputs:
-            os.replace(self.staging_dir / path.name, path)
-        if "members" not in item:  # a samples file of an earlier run would be read as this run's: remove it
-            samples.unlink(missing_ok=True)
         image = item["image"]
         meta = getattr(original.get("image", image), "meta", None) or image.meta
-        record: dict[str, Any] = {
-            "case_id": case_id,
-            "input": str(meta.get("filename_or_obj")),
-            "frames": int(image.shape[0]),
-            "size": [int(s) for s in np.asarray(meta.get("input_shape", [])).reshape(-1)],
-            "spacing": [float(s) for s in np.asarray(meta.get("spacing", [])).reshape(-1)],
-            "mask_pixels": int((_plain(item["pred"]).cpu() > 0).sum()),
-            "mean_uncertainty": float(np.asarray(_plain(item["uncertainty"]).cpu(), dtype=np.float32).mean()),
-        }
-        if "members" in item:
-            record["members"] = list(extras.get("member_names", ()))
-            if "sensitivity" in extras:
-                record["staple_sensitivity"] = [round(float(v), 6) for v in extras["sensitivity"][0]]
-                record["staple_specificity"] = [round(float(v), 6) for v in extras["specificity"][0]]
-        record["seconds"] = round(time.perf_counter() - self._start, 3)
-        return record
+        return finish_case(
+            self.inference,
+            self.staging_dir,
+            _case_id(item),
+            str(meta.get("filename_or_obj")),
+            item,
+            extras,
+            meta,
+            self._start,
+        )
 
 
 class EngineEvaluation:

@@ -74,6 +74,7 @@ __all__ = [
     "read_dicom_frames",
     "segment_frames",
     "segment_frames_full",
+    "sample_frames",
     "FrameSegmentation",
     "samples_to_image",
     "frames_to_image",
@@ -264,6 +265,46 @@ def _sample(
     return sampler(model, image, generator)
 
 
+def sample_frames(
+    inferer: Callable[..., dict[str, torch.Tensor]],
+    network: nn.Module,
+    frames: torch.Tensor,
+    generator: torch.Generator,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Model-frame frames ``(T, S, S)`` through the sampler in batches of ``batch_size``.
+
+    ``inferer`` is a MONAI ``Inferer`` (:class:`scripts.inferer.EchoDNDInferer`) or a sampler with the signature
+    ``sampler(model, image, generator)`` (see :func:`_sample`).
+
+    Returns ``prob`` (the sampler's STAPLE probability; a sampler without one: its ``mask``) and ``uncertainty``,
+    both ``(T, S, S)``; when the sampler gives member masks, ``members`` ``(T, R, S, S)`` (the Gaussian chain's
+    first, then the Bernoulli chain's) with ``member_names``, and STAPLE's ``sensitivity`` / ``specificity``
+    ``(T, R)`` when every batch ran it. The batches draw from ``generator`` in order.
+    """
+    device = next(network.parameters()).device
+    side = frames.shape[-2:]
+    soft, unc, members, sens, spec = [], [], [], [], []
+    names: tuple[str, ...] = ()
+    for start in range(0, len(frames), max(1, int(batch_size))):
+        out = _sample(inferer, network, frames[start : start + batch_size, None].to(device), generator)
+        soft.append(out.get("prob", out["mask"]).detach().float().cpu().reshape(-1, *side))
+        unc.append(out["uncertainty"].detach().float().cpu().reshape(-1, *side))
+        chains = [k for k in MEMBER_CHAINS if k in out]
+        if chains:
+            names = tuple(k for k in chains for _ in range(out[k].shape[1]))
+            members.append(torch.cat([out[k] for k in chains], dim=1).detach().float().cpu())
+        if "sensitivity" in out and "specificity" in out:
+            sens.append(out["sensitivity"].detach().double().cpu())
+            spec.append(out["specificity"].detach().double().cpu())
+    result: dict[str, Any] = {"prob": torch.cat(soft), "uncertainty": torch.cat(unc)}
+    if members:
+        result["members"], result["member_names"] = torch.cat(members), names
+    if sens and sum(len(v) for v in sens) == len(frames):
+        result["sensitivity"], result["specificity"] = torch.cat(sens), torch.cat(spec)
+    return result
+
+
 def segment_frames_full(
     model: nn.Module,
     sampler: Callable[..., dict[str, torch.Tensor]],
@@ -286,39 +327,30 @@ def segment_frames_full(
         members: also put each member's mask on the input grid (as the fused mask: its map resampled with
             :func:`~scripts.data.mask_to_input` at 0.5, then the largest component with holes filled).
     """
-    device = next(model.parameters()).device
     batch, maps = _model_batch(frames, int(model.config.image_size))
     threshold = float(getattr(sampler, "threshold", 0.5))
-    masks, uncertainty, member_masks, sens, spec = [], [], [], [], []
-    names: tuple[str, ...] = ()
-    for start in range(0, len(batch), max(1, batch_size)):
-        out = _sample(sampler, model, batch[start : start + batch_size].to(device), generator)
-        soft = out.get("prob", out["mask"])  # STAPLE probability; a sampler without one: its mask
-        chains = [k for k in MEMBER_CHAINS if k in out]
-        names = tuple(k for k in chains for _ in range(out[k].shape[1]))
-        votes = torch.cat([out[k] for k in chains], dim=1).float().cpu() if chains and members else None
-        for i, frame in enumerate(maps[start : start + batch_size]):
-            masks.append(mask_to_input(soft[i], frame, threshold))
-            uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
-            if votes is not None:
-                member_masks.append(np.stack([mask_to_input(v, frame, 0.5) for v in votes[i]]))
-        if "sensitivity" in out and "specificity" in out:
-            sens.append(out["sensitivity"].detach().double().cpu().numpy())
-            spec.append(out["specificity"].detach().double().cpu().numpy())
+    out = sample_frames(sampler, model, batch[:, 0], generator, batch_size)
+    votes = out.get("members") if members else None
+    masks, uncertainty, member_masks = [], [], []
+    for i, frame in enumerate(maps):
+        masks.append(mask_to_input(out["prob"][i], frame, threshold))
+        uncertainty.append(np.clip(soft_to_input(out["uncertainty"][i], frame, sigma=0.0), 0.0, 1.0))
+        if votes is not None:
+            member_masks.append(np.stack([mask_to_input(v, frame, 0.5) for v in votes[i]]))
     masks_array = np.stack(masks)
     if getattr(sampler, "postprocess", False):  # the sampler's post-processing, redone on the input grid
         masks_array = postprocess_mask(masks_array)
     members_array = None
     if member_masks:
         members_array = np.asarray(postprocess_mask(np.stack(member_masks).astype(np.uint8)), dtype=np.uint8)
-    staple_ran = bool(sens) and sum(len(s) for s in sens) == len(frames)  # every batch ran STAPLE
+    staple_ran = "sensitivity" in out  # every batch ran STAPLE
     return FrameSegmentation(
         mask=masks_array.astype(np.uint8),
         uncertainty=np.stack(uncertainty).astype(np.float32),
         members=members_array,
-        member_names=names if member_masks else (),
-        sensitivity=np.concatenate(sens) if staple_ran else None,
-        specificity=np.concatenate(spec) if staple_ran else None,
+        member_names=tuple(out.get("member_names", ())) if member_masks else (),
+        sensitivity=out["sensitivity"].numpy() if staple_ran else None,
+        specificity=out["specificity"].numpy() if staple_ran else None,
     )
 
 

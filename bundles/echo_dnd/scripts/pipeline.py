@@ -37,10 +37,10 @@ from monai.data import MetaTensor
 from torch import nn
 
 from .common import EchoDataError
-from .infer import EchoDNDInference, InferenceCase, case_id_from_name
+from .infer import EchoDNDInference, InferenceCase, case_id_from_name, sample_frames
 from .transforms import _plain
 
-__all__ = ["EchoDNDPipeline", "case_name_formatter", "sample_frames"]
+__all__ = ["EchoDNDPipeline", "case_name_formatter", "finish_case", "sample_frames"]
 
 
 def case_name_formatter(metadict: Mapping[str, Any], saver: Any = None) -> dict[str, Any]:
@@ -50,44 +50,58 @@ def case_name_formatter(metadict: Mapping[str, Any], saver: Any = None) -> dict[
     return {"subject": case_id_from_name(name), "idx": None}
 
 
-def sample_frames(
-    inferer: Callable[..., dict[str, torch.Tensor]],
-    network: nn.Module,
-    frames: torch.Tensor,
-    generator: torch.Generator,
-    batch_size: int = 8,
+def finish_case(
+    inference: EchoDNDInference,
+    staging_dir: Path,
+    case_id: str,
+    input_path: str,
+    item: Mapping[str, Any],
+    sampled: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    start: float,
 ) -> dict[str, Any]:
-    """Model-frame frames ``(T, S, S)`` through the inferer in batches of ``batch_size``.
+    """Move a case's files saved by the postprocessing from ``staging_dir`` into the inference's ``output_dir``, and
+    return its record (as :meth:`scripts.infer.EchoDNDInference.segment_case` gives it).
 
-    Returns ``prob`` (the sampler's STAPLE probability; a sampler without one: its ``mask``) and ``uncertainty``,
-    both ``(T, S, S)``; when the sampler gives member masks, ``members`` ``(T, R, S, S)`` (the Gaussian chain's
-    first, then the Bernoulli chain's) with ``member_names``, and STAPLE's ``sensitivity`` / ``specificity``
-    ``(T, R)`` when every batch ran it. The batches draw from ``generator`` in order, as
-    :func:`scripts.infer.segment_frames_full` does.
+    Args:
+        inference: gives the output paths.
+        staging_dir: where ``SaveImaged`` wrote the mask, the uncertainty map and (with ``members``) the samples.
+        case_id, input_path: the case and its image file.
+        item: the postprocessed item (``pred``, ``uncertainty``, ``members`` when samples were saved).
+        sampled: :func:`scripts.infer.sample_frames`' output for the case (``member_names``, STAPLE's estimates).
+        meta: the preprocessed image's metadata (``input_shape``, ``spacing``).
+        start: ``time.perf_counter()`` when the case began.
+
+    Raises:
+        EchoDataError: an output the postprocessing did not save.
     """
-    from .infer import MEMBER_CHAINS
-
-    device = next(network.parameters()).device
-    side = frames.shape[-2:]
-    soft, unc, members, sens, spec = [], [], [], [], []
-    names: tuple[str, ...] = ()
-    for start in range(0, len(frames), max(1, int(batch_size))):
-        out = inferer(frames[start : start + batch_size, None].to(device), network, generator)
-        soft.append(out.get("prob", out["mask"]).detach().float().cpu().reshape(-1, *side))
-        unc.append(out["uncertainty"].detach().float().cpu().reshape(-1, *side))
-        chains = [k for k in MEMBER_CHAINS if k in out]
-        if chains:
-            names = tuple(k for k in chains for _ in range(out[k].shape[1]))
-            members.append(torch.cat([out[k] for k in chains], dim=1).detach().float().cpu())
-        if "sensitivity" in out and "specificity" in out:
-            sens.append(out["sensitivity"].detach().double().cpu())
-            spec.append(out["specificity"].detach().double().cpu())
-    result: dict[str, Any] = {"prob": torch.cat(soft), "uncertainty": torch.cat(unc)}
-    if members:
-        result["members"], result["member_names"] = torch.cat(members), names
-    if sens and sum(len(v) for v in sens) == len(frames):
-        result["sensitivity"], result["specificity"] = torch.cat(sens), torch.cat(spec)
-    return result
+    mask_path, unc_path = inference.output_paths(case_id)
+    outputs = [mask_path, unc_path] + ([inference.samples_path(case_id)] if "members" in item else [])
+    for path in outputs:
+        staged = staging_dir / path.name
+        if not staged.is_file():
+            raise EchoDataError(staged, "postprocessing did not save this output (check its SaveImaged)")
+    for path in outputs:
+        os.replace(staging_dir / path.name, path)
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    if "members" not in item:  # a samples file of an earlier run would be read as this run's: remove it
+        inference.samples_path(case_id).unlink(missing_ok=True)
+    record: dict[str, Any] = {
+        "case_id": case_id,
+        "input": input_path,
+        "frames": int(item["image"].shape[0]),
+        "size": [int(s) for s in meta.get("input_shape", [])],
+        "spacing": [float(s) for s in np.asarray(meta.get("spacing", []))],
+        "mask_pixels": int((np.asarray(_plain(item["pred"]).cpu()) > 0).sum()),
+        "mean_uncertainty": float(np.asarray(_plain(item["uncertainty"]).cpu()).mean()),
+    }
+    if "members" in item:
+        record["members"] = list(sampled.get("member_names", ()))
+        if "sensitivity" in sampled:
+            record["staple_sensitivity"] = [round(float(v), 6) for v in sampled["sensitivity"][0]]
+            record["staple_specificity"] = [round(float(v), 6) for v in sampled["specificity"][0]]
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
 
 
 class EchoDNDPipeline(EchoDNDInference):
@@ -158,35 +172,7 @@ class EchoDNDPipeline(EchoDNDInference):
         shutil.rmtree(self.staging_dir, ignore_errors=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         item = self.postprocessing(item)
-        mask_path, unc_path = self.output_paths(case.case_id)
-        outputs = [mask_path, unc_path] + ([self.samples_path(case.case_id)] if "members" in item else [])
-        for path in outputs:
-            staged = self.staging_dir / path.name
-            if not staged.is_file():
-                raise EchoDataError(staged, "postprocessing did not save this output (check its SaveImaged)")
-        for path in outputs:
-            os.replace(self.staging_dir / path.name, path)
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
-        if "members" not in item:  # a samples file of an earlier run would be read as this run's: remove it
-            self.samples_path(case.case_id).unlink(missing_ok=True)
-        mask = np.asarray(_plain(item["pred"]).cpu())
-        meta = image.meta
-        record: dict[str, Any] = {
-            "case_id": case.case_id,
-            "input": str(case.path),
-            "frames": int(image.shape[0]),
-            "size": [int(s) for s in meta.get("input_shape", [])],
-            "spacing": [float(s) for s in np.asarray(meta.get("spacing", []))],
-            "mask_pixels": int((mask > 0).sum()),
-            "mean_uncertainty": float(np.asarray(_plain(item["uncertainty"]).cpu()).mean()),
-        }
-        if "members" in item:
-            record["members"] = list(out["member_names"])
-            if "sensitivity" in out:
-                record["staple_sensitivity"] = [round(float(v), 6) for v in out["sensitivity"][0]]
-                record["staple_specificity"] = [round(float(v), 6) for v in out["specificity"][0]]
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        return record
+        return finish_case(self, self.staging_dir, case.case_id, str(case.path), item, out, image.meta, start)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "pipeline": "monai"}

@@ -61,6 +61,12 @@ def _like(img: Any, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _channels_to_volume(img: Any, meta: dict) -> MetaTensor:
+    """``(C, W, H)`` as one volume ``(1, W, H, C)`` with ``meta`` (its ``spatial_shape`` set to ``(W, H, C)``)."""
+    volume = torch.movedim(_plain(img), 0, -1)[None]
+    return MetaTensor(volume, meta={**meta, "spatial_shape": np.asarray(volume.shape[1:])})
+
+
 class FramesToChanneld(MapTransform):
     """A 2D image ``(W, H)`` or a 2D+t loop ``(W, H, T)`` as frames along the channel axis: ``(T, W, H)``.
 
@@ -70,9 +76,6 @@ class FramesToChanneld(MapTransform):
     Raises:
         EchoDataError: an image of another dimension (naming its file).
     """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -205,9 +208,6 @@ class MembersToVolumed(MapTransform):
     the samples file.
     """
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
@@ -218,9 +218,8 @@ class MembersToVolumed(MapTransform):
                 raise EchoDataError(_name(d, key), "member samples are written for 2D inputs only")
             affine = np.eye(4)  # a 2D affine (3 x 3, or 4 x 4 with an identity third axis, as the DICOM reader's)
             affine[:2, :2], affine[:2, 3] = given[:2, :2], given[:2, -1]
-            volume = torch.movedim(_plain(img), 0, -1)[None]  # (1, W, H, R)
-            meta.update(affine=torch.as_tensor(affine), spatial_shape=np.asarray(volume.shape[1:]))
-            d[key] = MetaTensor(volume, meta=meta)
+            meta["affine"] = torch.as_tensor(affine)
+            d[key] = _channels_to_volume(img, meta)  # (1, W, H, R)
         return d
 
 
@@ -229,9 +228,6 @@ class FramesToSpatiald(MapTransform):
     ``spatial_shape`` the input's), so that ``SaveImaged`` writes the loop as the input's ``(W, H, T)`` volume; a 2D
     input's ``(1, W, H)`` passes as it is."""
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
@@ -239,7 +235,5 @@ class FramesToSpatiald(MapTransform):
             meta = dict(getattr(img, "meta", {}) or {})
             if not meta.get("sequence"):
                 continue
-            volume = torch.movedim(_plain(img), 0, -1)[None]
-            meta["spatial_shape"] = np.asarray(volume.shape[1:])
-            d[key] = MetaTensor(volume, meta=meta)
+            d[key] = _channels_to_volume(img, meta)
         return d
