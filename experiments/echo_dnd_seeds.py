@@ -32,7 +32,7 @@ from echogains.data.nnunet import RawDataset
 from echogains.utils import EchoDataError, read_json
 from experiments.common import bootstrap_mean_ci, fmt, markdown_table, write_results
 from experiments.echo_dnd_report import ARM_TITLES
-from experiments.echogains_report import _ci_text, _resolved
+from experiments.echogains_report import _ci_text, _float, _resolved
 
 __all__ = ["NAME", "ORDERINGS", "load_runs", "collect", "seeded_rows", "ordering_rows", "run"]
 
@@ -109,13 +109,6 @@ def collect(runs: Mapping[int, Path], arms: Sequence[str] | None = None) -> dict
     if not found:
         raise EchoDataError(None, "no arm was evaluated in every run")
     return found
-
-
-def _float(text: Any) -> float:
-    try:
-        return float(text) if text not in (None, "") else float("nan")
-    except ValueError:
-        return float("nan")
 
 
 def _matrix(per_seed: Mapping[int, Mapping[str, Mapping[str, str]]], column: str, cases: Sequence[str]) -> Any:

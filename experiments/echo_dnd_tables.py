@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import echogains.evaluation.evaluate as evaluation_module  # the module: tests may replace its ``evaluate``
+from echogains.data.phantom import PRESETS as PHANTOM_PRESETS
 from echogains.data.phantom import make_phantom
 from echogains.nnunet_runner import NnUNet, describe_exit
 from echogains.utils import EchoDataError, atomic_write_json, get_logger, read_json, set_progress
@@ -101,8 +102,8 @@ NAME = "echo_dnd_tables"
 BUNDLE = REPO / "bundles" / "echo_dnd"
 DEMO_WEIGHTS = BUNDLE / "models" / "model.pt"
 DATASET_NAME = "Dataset811_EchoDNDPhantom"
-#: phantom presets of ``--preset`` (``hard``: CAMUS-calibrated difficulty, issue 18).
-PRESETS: tuple[str, ...] = ("camus-like", "lv-focused", "hard")
+#: phantom presets of ``--preset`` (the phantom's own; ``hard``: CAMUS-calibrated difficulty, issue 18).
+PRESETS: tuple[str, ...] = tuple(PHANTOM_PRESETS)
 
 QUICK_ARMS: tuple[str, ...] = (
     "full",
