@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+
+from tests.bundle_cli import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIGS = BUNDLE / "configs"
@@ -30,21 +29,6 @@ TRAIN_IDS = [f"rand{i:04d}_4CH_{phase}" for i in (1, 2) for phase in ("ED", "ES"
 TEST_IDS = ["rand0003_4CH_ED", "rand0003_4CH_ES"]
 AUXILIARY = ("_uncertainty.nii.gz", "_samples.nii.gz")
 SMALL = ["--device", "cpu", "--batch_size", "2", "--seed", "0", "--progress", "False"]
-
-
-def run_bundle(args: list[str], cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
 
 
 def write_nifti(array: np.ndarray, path: Path) -> None:

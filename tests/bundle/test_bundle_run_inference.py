@@ -10,13 +10,13 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 import torch
 from scripts import EchoDND, EchoDNDConfig
+
+from tests.bundle_cli import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIG = BUNDLE / "configs" / "inference.json"
@@ -35,21 +35,6 @@ def decoy_folder(path: Path) -> Path:
     (path / "scripts").mkdir(parents=True)
     (path / "scripts" / "__init__.py").write_text("raise ImportError('the decoy scripts package was imported')\n")
     return path
-
-
-def run_bundle(args: list[str], cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
 
 
 def test_inference_from_the_bundle_folder_and_with_bundle_root(tmp_path: Path) -> None:

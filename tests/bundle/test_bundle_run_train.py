@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from scripts.train import load_model
 
+from tests.bundle_cli import run_bundle
+
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIG = BUNDLE / "configs" / "train.json"
-
-
-def run_bundle(args: list[str], cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
 
 
 def test_train_then_resume(tmp_path: Path) -> None:
