@@ -70,6 +70,7 @@ GROUPED_MODULES = frozenset(
         "tests/test_cli.py",
         "tests/test_cli_errors.py",
         "tests/bundle/test_bundle_engine_evaluate.py",
+        "tests/bundle/test_bundle_train_engine.py",
         "tests/test_benchmarks_echogains.py",
         "tests/evaluation/test_ef_intervals.py",
         "tests/experiments/test_echogains_tables.py",

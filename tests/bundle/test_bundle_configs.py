@@ -65,6 +65,7 @@ def test_metadata_verifies_offline(tmp_path: Path) -> None:
     changelog = meta["changelog"]["0.3.0"]
     assert all(word in changelog for word in ("state_dict", "bundle_root", "DICOM", "Inferer", "export"))
     assert all(word in meta["changelog"]["0.4.0"] for word in ("LoadImaged", "Invertd", "SaveImaged"))
+    assert all(word in meta["changelog"]["0.5.0"] for word in ("SupervisedTrainer", "CheckpointLoader"))
 
 
 def test_metadata_schema_rejects_missing_fields(tmp_path: Path) -> None:
@@ -227,7 +228,9 @@ def test_multi_gpu_config_overrides_train() -> None:
     assert parser.get_parsed_content("bundle_root") == "."
     assert parser.get_parsed_content("backend") == ("nccl" if torch.cuda.is_available() else "gloo")
     assert any("init_process_group" in step for step in parser["initialize"])
-    assert parser["trainer"]["_target_"] == "scripts.train.EchoDNDTrainer"
+    assert parser["training"]["_target_"] == "scripts.train.EchoDNDTrainer"
+    assert parser["trainer"]["_target_"] == "SupervisedTrainer"
+    assert parser["run"][-1] == "$@prepared.finish()"  # every rank waits for the others at the end
     train = json.loads((CONFIGS / "train.json").read_text())
     assert (train["lr"], train["batch_size"], train["steps"], train["network_config"]) == (5e-5, 8, 200000, "paper")
 
@@ -245,8 +248,8 @@ def test_train_flags_accept_command_line_words(tmp_path: Path) -> None:
         augment="false",
         device="cpu",
     )
-    trainer = parser.get_parsed_content("trainer")
-    assert trainer.progress is False and trainer.augment is False and trainer.config.image_size == 32
+    training = parser.get_parsed_content("training")
+    assert training.progress is False and training.augment is False and training.config.image_size == 32
 
 
 def test_missing_weights_error_names_the_file(tmp_path: Path) -> None:

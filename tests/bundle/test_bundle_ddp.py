@@ -5,6 +5,7 @@ torchrun --standalone --nproc_per_node 2 -m monai.bundle run --config_file "[tra
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -65,13 +66,19 @@ def test_two_process_gloo_step(tmp_path: Path) -> None:
         "--batch_size",
         "2",
         "--val_every",
-        "0",
+        "1",
+        "--val_steps",
+        "1",
         "--progress",
         "False",
     ]
     returncode, log = run_group(cmd, tmp_path, env)
     assert returncode == 0, log[-6000:]
     assert log.count("training on 4 cases") == 2  # both ranks trained
+    # both ranks ran the validator (MONAI's metric gathers across ranks), rank 0 wrote the one row
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["1"] and 0.0 <= float(rows[0]["val_dice"]) <= 1.0
     state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 1
     # the saved (rank 0) weights moved away from the shared initialisation

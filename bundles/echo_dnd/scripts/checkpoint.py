@@ -35,6 +35,7 @@ __all__ = [
     "read_weights",
     "load_weights",
     "save_weights",
+    "save_network_config",
     "convert_weights",
     "network_config_beside",
     "bundle_network_config",
@@ -190,14 +191,22 @@ def save_weights(network: nn.Module, path: str | os.PathLike, ablation: str | No
         path: the weights file (``model.pt``).
         ablation: the name recorded in the configuration file (default: ``network.ablation`` or ``full``).
     """
-    from echogains.utils import atomic_torch_save, atomic_write_json
+    from echogains.utils import atomic_torch_save
 
     path = Path(path)
     atomic_torch_save({k: v.detach().cpu() for k, v in network.state_dict().items()}, path)
     config = getattr(network, "config", None)
     if isinstance(config, EchoDNDConfig):
-        name = ablation or str(getattr(network, "ablation", "full"))
-        atomic_write_json(path.parent / NETWORK_CONFIG_NAME, {**config.to_dict(), "ablation": name})
+        save_network_config(config, path.parent, ablation or str(getattr(network, "ablation", "full")))
+    return path
+
+
+def save_network_config(config: EchoDNDConfig, folder: str | os.PathLike, ablation: str = "full") -> Path:
+    """Write ``config`` and the ablation's name to ``folder/network_config.json`` (atomically); returns the path."""
+    from echogains.utils import atomic_write_json
+
+    path = Path(folder) / NETWORK_CONFIG_NAME
+    atomic_write_json(path, {**config.to_dict(), "ablation": str(ablation)})
     return path
 
 

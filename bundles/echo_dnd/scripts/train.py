@@ -1,13 +1,15 @@
-"""Echo-DND training loop: AdamW, EMA weights, periodic validation Dice, atomic full-state checkpoints, resume, DDP.
+"""Echo-DND training: AdamW, EMA weights, periodic validation Dice, atomic full-state checkpoints, resume, DDP.
 
-Launched by ``configs/train.json`` (one process) or ``configs/multi_gpu_train.json`` under ``torchrun``
-(DistributedDataParallel: NCCL on GPUs, gloo on CPU). Every random draw comes from per-rank ``torch.Generator``s.
-The checkpoint holds the random state of every rank (its two generators and the global torch, CUDA, NumPy and
-Python states, gathered to rank 0), so a run killed and resumed with the same number of processes continues
-exactly as an uninterrupted one on every rank: same batches, same noise, same weights. What is not exact: resuming
-with another number of processes (the saved ranks restore their states; a new rank is seeded from the seed, its
-rank and the step, and the batch split differs anyway), and the loss averages of the first ``metrics.csv`` row
-after a resume (they cover the steps since the resume only).
+:class:`EchoDNDTrainer` holds the training state and one optimiser step (:meth:`EchoDNDTrainer.iteration`); the loop
+is MONAI's ``SupervisedTrainer`` with MONAI / Ignite handlers (:mod:`scripts.train_engine`), as
+``configs/train.json`` writes it (one process) or ``configs/multi_gpu_train.json`` under ``torchrun``
+(DistributedDataParallel: NCCL on GPUs, gloo on CPU); :meth:`EchoDNDTrainer.run` builds the same engine in Python.
+Every random draw comes from per-rank ``torch.Generator``s. The checkpoint holds the random state of every rank (its
+two generators and the global torch, CUDA, NumPy and Python states, gathered to rank 0), so a run killed and resumed
+with the same number of processes continues exactly as an uninterrupted one on every rank: same batches, same noise,
+same weights. What is not exact: resuming with another number of processes (the saved ranks restore their states; a
+new rank is seeded from the seed, its rank and the step, and the batch split differs anyway), and the loss averages
+of the first ``metrics.csv`` row after a resume (they cover the steps since the resume only).
 
 Memory (``benchmarks/train_memory.py`` measures each option at paper scale): ``precision`` runs the forward pass under
 autocast (``bf16``; ``fp16`` with a gradient scaler; ``auto``: bf16 on a GPU that has it, fp32 elsewhere),
@@ -30,11 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import logging
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,13 @@ from torch import nn
 from echogains.precision import PRECISIONS, autocast, resolve_precision
 from echogains.utils import atomic_torch_save
 
-from .checkpoint import save_weights
+from .checkpoint import save_network_config
 from .common import as_bool
 from .config import ABLATIONS, LOSS_TERMS, EchoDNDConfig
 from .data import augment_batch, load_lv_cases
 from .losses import EchoDNDLoss, draw_noise
 from .networks import EchoDND
-from .sampler import EchoDNDSampler
+from .train_engine import CHECKPOINT_NAME, MODEL_NAME
 
 __all__ = [
     "EchoDNDTrainer",
@@ -284,6 +284,8 @@ class EchoDNDTrainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=partial)
 
     def state_dict(self) -> dict[str, Any]:
+        """The full training state (``checkpoint.pt``): configuration, weights, EMA, optimizer, scaler, step and the
+        random states of every rank (:meth:`_gather_rng`: a collective, every rank must call it)."""
         return {
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
@@ -292,7 +294,7 @@ class EchoDNDTrainer:
             "step": self.step,
             "data_gen": self.data_gen.get_state(),
             "noise_gen": self.noise_gen.get_state(),
-            "rng": [self._rng_state()],
+            "rng": self._gather_rng(),
             "seed": self.seed,
             "ablation": self.ablation,
             "training": self._training_settings(),
@@ -308,11 +310,13 @@ class EchoDNDTrainer:
             "world_size": self.world,
         }
 
-    def _resume(self) -> None:
-        path = self.output_dir / "checkpoint.pt"
-        if not path.is_file():
-            return
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output (``CheckpointLoader`` calls it at the engine's start).
+
+        Raises:
+            EchoDataError: the checkpoint was trained with another configuration.
+        """
+        path = self.output_dir / CHECKPOINT_NAME
         if EchoDNDConfig.from_saved(state["config"]) != self.config:
             from .common import EchoDataError
 
@@ -360,7 +364,7 @@ class EchoDNDTrainer:
         with the behaviour it was trained with, when it matches this run's configuration otherwise."""
         from .config import LEGACY_FIELDS
 
-        path = self.output_dir / "checkpoint.pt"
+        path = self.output_dir / CHECKPOINT_NAME
         if not path.is_file():
             return
         saved = torch.load(path, map_location="cpu", weights_only=True).get("config")
@@ -368,6 +372,10 @@ class EchoDNDTrainer:
         if missing and self.config.replace(**missing) == EchoDNDConfig.from_saved(saved):
             log.warning("%s predates %s: resuming with its settings %s", path, ", ".join(missing), missing)
             self.config = self.config.replace(**missing)
+        if isinstance(saved, dict) and EchoDNDConfig.from_saved(saved) != self.config:
+            from .common import EchoDataError
+
+            raise EchoDataError(path, "checkpoint was trained with another configuration; use a new output_dir")
 
     def _rng_state(self) -> dict[str, Any]:
         """This rank's random states: its generators and the global torch, CUDA, NumPy and Python states."""
@@ -413,13 +421,6 @@ class EchoDNDTrainer:
         dist.gather_object(mine, states, dst=0)
         return states or []
 
-    def _save(self) -> None:
-        rng = self._gather_rng()  # every rank takes part, rank 0 writes
-        if self.rank != 0:
-            return
-        atomic_torch_save({**self.state_dict(), "rng": rng}, self.output_dir / "checkpoint.pt")
-        save_weights(self.ema, self.output_dir / "model.pt", ablation=self.ablation)  # + network_config.json
-
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up as in common EMA practice
@@ -428,32 +429,30 @@ class EchoDNDTrainer:
         for e, b in zip(self.ema.buffers(), self.model.buffers()):
             e.copy_(b)
 
+    def validation_batches(self, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+        """The validation cases as the validator's data: batches of ``{"image", "label"}`` (model frame, CPU)."""
+        if self.val_images is None:
+            return []
+        return [
+            {"image": self.val_images[i : i + batch_size], "label": self.val_masks[i : i + batch_size]}
+            for i in range(0, len(self.val_images), batch_size)
+        ]
+
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean Dice of the EMA model on the validation cases with ``val_steps``-step sampling.
+        """Mean Dice of the EMA model on the validation cases with ``val_steps``-step sampling (the validator of
+        ``train.json``: the sampler's default ensemble and fusion, one generator seeded with ``seed`` per batch).
 
-        The sampler's default ensemble and fusion (3 samples per chain, reliability-started STAPLE): one sample per
-        chain is unstable across seeds (``scripts.sampler``), so the Dice would follow the noise draw.
+        The default ensemble (3 samples per chain, reliability-started STAPLE): one sample per chain is unstable
+        across seeds (``scripts.sampler``), so the Dice would follow the noise draw.
         """
+        from .train_engine import build_validator
+
         if self.val_images is None:
             return float("nan")
-        sampler = EchoDNDSampler(num_steps=self.val_steps)
-        gen = torch.Generator().manual_seed(self.seed)
-        scores = []
-        for i in range(0, len(self.val_images), 8):
-            out = sampler(self.ema, self.val_images[i : i + 8].to(self.device), gen)
-            scores.append(dice_score(out["mask"].cpu(), self.val_masks[i : i + 8]))
-        return float(torch.cat(scores).mean())
-
-    def _log(self, row: dict[str, Any]) -> None:
-        path = self.output_dir / "metrics.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            # floats as text with 10 significant digits: the last digits differ between CPUs
-            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
+        validator = build_validator(self)
+        validator.run()
+        return float(validator.state.metrics["val_dice"])
 
     # --- loop ----------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -491,58 +490,61 @@ class EchoDNDTrainer:
         self.scaler.update()
         return means
 
-    def run(self) -> Path:
-        """Train to ``steps`` (resuming if a checkpoint exists); returns the path of ``model.pt``.
+    def setup(self) -> EchoDNDTrainer:
+        """Read and check the dataset (before anything is written), build the networks, optimizer and generators,
+        make ``output_dir`` and write ``network_config.json``; returns ``self`` (the ``training`` of ``train.json``).
 
-        The dataset is read (and refused with :class:`EchoDataError` when bad) before the output folder is made.
+        A ``checkpoint.pt`` in ``output_dir`` is checked here against the configuration (and an older one adopted,
+        :data:`scripts.config.LEGACY_FIELDS`); it is loaded by the engine's ``CheckpointLoader``.
         """
+        if getattr(self, "model", None) is not None:
+            return self
         self._load_data()
         self._adopt_legacy_fields()
         self._build()
-        self._resume()
+        self.loss_fn = EchoDNDLoss()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        loss_fn = EchoDNDLoss()
-        bar = None
-        if self.progress and self.rank == 0:
-            from tqdm.auto import tqdm
+        if self.rank == 0:
+            save_network_config(self.config, self.output_dir, self.ablation)
+        return self
 
-            bar = tqdm(total=self.steps, initial=self.step, desc="Echo-DND training", dynamic_ncols=True)
-        t0, acc = time.perf_counter(), {}
-        while self.step < self.steps:
-            try:
-                losses = self.train_step(loss_fn)
-            except RuntimeError as err:
-                if not self.distributed:
-                    raise
-                # a collective failed: most often another rank died (torchrun names its signal: 9 = killed)
-                raise RuntimeError(
-                    f"rank {self.rank}, step {self.step + 1}: {err}\n(if another process of this run "
-                    f"was killed by signal 9 (SIGKILL): {OOM_HINT})"
-                ) from err
-            self.step += 1
-            self._update_ema()
-            for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + v
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['total']:.4f}")
-            last = self.step == self.steps
-            if self.val_every and (self.step % self.val_every == 0 or last) and self.rank == 0:
-                n = self.step % self.val_every or self.val_every
-                row = {
-                    "step": self.step,
-                    **{k: v / n for k, v in acc.items()},
-                    "val_dice": self.validate(),
-                    "seconds": round(time.perf_counter() - t0, 1),
-                }
-                self._log(row)
-                log.info("step %d: %s", self.step, row)
-                acc = {}
-            if self.step % self.save_every == 0 or last:
-                self._save()
-        if bar is not None:
-            bar.close()
-        self._save()
+    def attach(self, engine: Any) -> None:
+        """Ignite handler: at the start of a run the engine moves to this state's step (after ``CheckpointLoader``)."""
+        from ignite.engine import Events
+
+        def _sync(engine: Any) -> None:
+            engine.state.iteration, engine.state.epoch = self.step, 0
+
+        engine.add_event_handler(Events.STARTED, _sync)
+
+    def iteration(self, engine: Any, batch: Any) -> dict[str, float]:
+        """The engine's ``iteration_update``: one optimiser step (:meth:`train_step`), then the EMA update; returns
+        the step's loss terms (the engine's ``output``)."""
+        try:
+            losses = self.train_step(self.loss_fn)
+        except RuntimeError as err:
+            if not self.distributed:
+                raise
+            # a collective failed: most often another rank died (torchrun names its signal: 9 = killed)
+            raise RuntimeError(
+                f"rank {self.rank}, step {self.step + 1}: {err}\n(if another process of this run "
+                f"was killed by signal 9 (SIGKILL): {OOM_HINT})"
+            ) from err
+        self.step = int(engine.state.iteration)
+        self._update_ema()
+        return losses
+
+    def run(self) -> Path:
+        """Train to ``steps`` (resuming if a checkpoint exists) on the engine of ``train.json``
+        (:func:`scripts.train_engine.build_trainer`); returns the path of ``model.pt``."""
+        from .train_engine import build_trainer
+
+        self.setup()
+        build_trainer(self).run()
+        return self.finish()
+
+    def finish(self) -> Path:
+        """After the engine's run: wait for every rank (DDP); returns the path of ``model.pt``."""
         if self.distributed:
             dist.barrier()
-        return self.output_dir / "model.pt"
+        return self.output_dir / MODEL_NAME
