@@ -136,3 +136,16 @@ def test_a_save_interrupted_while_writing_keeps_the_last_checkpoint(
     monkeypatch.setattr(torch, "save", real_save)
     assert (out / "checkpoint.pt").read_bytes() == before
     assert _state(out / "checkpoint.pt")["step"] == 1
+
+
+def test_progress_bar_shows_when_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from ignite.engine import Engine
+    from scripts.common import ProgressBar
+
+    monkeypatch.delenv("ECHOGAINS_NO_PROGRESS", raising=False)
+    for enabled, shown in ((True, True), ("false", False)):
+        engine = Engine(lambda engine, batch: {"total": 0.5})
+        ProgressBar(enabled, "Echo-DND check", "total").attach(engine)
+        engine.run([0, 1, 2], max_epochs=1)
+        err = capsys.readouterr().err
+        assert ("Echo-DND check" in err and "loss=0.5" in err) is shown, err

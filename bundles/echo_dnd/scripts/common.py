@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - the bundle used without the toolkit
 
 
 __all__ = [
+    "ProgressBar",
     "EchoDataError",
     "get_logger",
     "gather",
@@ -292,3 +293,30 @@ def check_bundle_root(bundle_root: str | os.PathLike) -> Path:
             "or pass --bundle_root <path to bundles/echo_dnd>",
         )
     return root
+
+
+class ProgressBar:
+    """Ignite's tqdm ``ProgressBar`` for a MONAI engine, on rank 0 when ``enabled`` (and ``ECHOGAINS_NO_PROGRESS`` is
+    unset); otherwise it attaches nothing.
+
+    Args:
+        enabled: show it (the configs' ``progress``; words such as ``"false"`` are read by :func:`as_bool`).
+        desc: the bar's label.
+        loss_key: the key of the engine's output shown as ``loss`` (``None``: nothing shown but the count).
+    """
+
+    def __init__(self, enabled: Any = True, desc: str = "Echo-DND", loss_key: str | None = None) -> None:
+        self.enabled, self.desc, self.loss_key = as_bool(enabled, "progress"), str(desc), loss_key
+
+    def attach(self, engine: Any) -> None:
+        import ignite.distributed as idist
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        if not self.enabled or idist.get_rank() != 0 or os.environ.get("ECHOGAINS_NO_PROGRESS"):
+            return
+        bar = IgniteProgressBar(persist=True, desc=self.desc)
+        key = self.loss_key
+        if key is None:
+            bar.attach(engine)
+        else:
+            bar.attach(engine, output_transform=lambda out: {"loss": float(out[key])})

@@ -49,6 +49,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver, MeanDice, StatsHan
 
 from echogains.utils import atomic_torch_save
 
+from .common import ProgressBar
 from .inferer import EchoDNDInferer
 from .sampler import EchoDNDSampler
 
@@ -58,7 +59,6 @@ __all__ = [
     "AtomicCheckpointSaver",
     "StepValidationHandler",
     "MetricsCSV",
-    "ProgressBar",
     "loss_stats",
     "mask_and_label",
     "build_validator",
@@ -230,23 +230,6 @@ class MetricsCSV:
         engine.logger.info("step %d: %s", row["step"], row)
 
 
-class ProgressBar:
-    """Ignite's tqdm ``ProgressBar`` with the total loss, on rank 0 when ``enabled`` (and ``ECHOGAINS_NO_PROGRESS``
-    is unset); otherwise it attaches nothing."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = bool(enabled)
-
-    def attach(self, engine: Engine) -> None:
-        import ignite.distributed as idist
-        from ignite.handlers import ProgressBar as IgniteProgressBar
-
-        if not self.enabled or idist.get_rank() != 0 or os.environ.get("ECHOGAINS_NO_PROGRESS"):
-            return
-        bar = IgniteProgressBar(persist=True, desc="Echo-DND training")
-        bar.attach(engine, output_transform=lambda out: {"loss": float(out["total"])})
-
-
 def loss_stats(log_every: int, last: int) -> StatsHandler:
     """MONAI's ``StatsHandler`` logging every loss term every ``log_every`` steps and at step ``last``."""
     return StatsHandler(
@@ -290,7 +273,7 @@ def default_handlers(training: Any) -> list[Any]:
         StepValidationHandler(training.val_every, validator, steps),
         MetricsCSV(out / "metrics.csv", training.val_every, steps, validator),
         loss_stats(LOG_EVERY, steps),
-        ProgressBar(training.progress),
+        ProgressBar(training.progress, "Echo-DND training", "total"),
         AtomicCheckpointSaver(str(out), {"checkpoint": training}, CHECKPOINT_NAME, training.save_every, steps),
         AtomicCheckpointSaver(str(out), {"model": training.ema}, MODEL_NAME, training.save_every, steps),
     ]
