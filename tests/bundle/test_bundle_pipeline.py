@@ -2,7 +2,8 @@
 
 ``inference`` runs ``preprocessing`` (``LoadImaged`` ... ``AspectPadResized``), the inferer and ``postprocessing``
 (``Invertd``, ``SaveImaged``); ``inference_direct`` runs :class:`scripts.infer.EchoDNDInference`, the same steps
-written by hand. On a rotated, offset NIfTI, a 2D+t sequence, an RGB PNG, a MetaImage, a single-frame and a
+written by hand. On a rotated, offset NIfTI, a 2D+t sequence, a single-frame ``(W, H, 1)`` NIfTI (written 3D
+again), an RGB PNG, a MetaImage, a single-frame and a
 multi-frame ultrasound DICOM, both give the same masks, uncertainty maps and member samples, pixel for pixel, with
 the input's geometry (the DICOMs' physical spacing in mm).
 """
@@ -44,6 +45,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sequence.SetSpacing((0.3, 0.4, 1.0))
     sequence.SetOrigin((1.0, 2.0, 0.0))
     sitk.WriteImage(sequence, str(folder / "sequence.nii.gz"))
+    single = sitk.GetImageFromArray(frame[None].astype(np.float32))  # (W, H, 1): a 3D file of one slice
+    single.SetSpacing((0.3, 0.4, 2.0))
+    single.SetOrigin((5.0, 6.0, 7.0))
+    sitk.WriteImage(single, str(folder / "single.nii.gz"))
     rgb = sitk.GetImageFromArray(np.repeat(frame[..., None], 3, axis=-1), isVector=True)
     sitk.WriteImage(rgb, str(folder / "rgb.png"))
     meta = sitk.GetImageFromArray(frame[:, ::-1].astype(np.float32))
@@ -83,7 +88,7 @@ def test_pipeline_equals_direct_inference_in_the_input_geometry(inputs: Path, tm
     names = sorted(p.name for p in (tmp_path / "direct").glob("*.nii.gz"))
     assert sorted(p.name for p in (tmp_path / "pipeline").glob("*.nii.gz")) == names
     assert not (tmp_path / "pipeline" / ".staging").exists()
-    cases = ("rotated", "sequence", "rgb", "meta", "still", "cine")
+    cases = ("rotated", "sequence", "single", "rgb", "meta", "still", "cine")
     assert {f"{c}.nii.gz" for c in cases} | {f"{c}_uncertainty.nii.gz" for c in cases} <= set(names)
     assert {"rotated_samples.nii.gz", "still_samples.nii.gz"} <= set(names)  # 2D inputs only
     assert "sequence_samples.nii.gz" not in names and "cine_samples.nii.gz" not in names
@@ -95,7 +100,8 @@ def test_pipeline_equals_direct_inference_in_the_input_geometry(inputs: Path, tm
         for what in ("GetSpacing", "GetOrigin", "GetDirection"):
             np.testing.assert_allclose(getattr(mine, what)(), getattr(theirs, what)(), atol=1e-5, err_msg=name)
     # the input's own geometry, not only the direct path's
-    for case, source in (("rotated", "rotated_0000.nii.gz"), ("sequence", "sequence.nii.gz"), ("meta", "meta.mhd")):
+    geometry = (("rotated", "rotated_0000.nii.gz"), ("sequence", "sequence.nii.gz"), ("single", "single.nii.gz"))
+    for case, source in (*geometry, ("meta", "meta.mhd")):
         mask, image = (
             sitk.ReadImage(str(tmp_path / "pipeline" / f"{case}.nii.gz")),
             sitk.ReadImage(str(inputs / source)),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import InvertibleTransform, MapTransform
 from scipy import ndimage
 
@@ -35,6 +35,7 @@ from .sampler import postprocess_mask
 
 __all__ = [
     "FramesToChanneld",
+    "InputDimsNibabelWriter",
     "AspectPadResized",
     "AntiAliasd",
     "LargestComponentd",
@@ -237,3 +238,17 @@ class FramesToSpatiald(MapTransform):
                 continue
             d[key] = _channels_to_volume(img, meta)
         return d
+
+
+class InputDimsNibabelWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` that keeps a single-frame 2D+t input's frame axis: a ``(W, H, 1)`` input (a 3D file of
+    one slice) gives a ``(W, H, 1)`` output in its 3D geometry, as ``inference_direct`` writes it. ``SaveImaged``'s
+    ``squeeze_end_dims`` drops every trailing singleton axis, so the plain writer wrote such a mask 2D and lost the
+    third axis's origin and spacing; a 2D input stays 2D (``input_shape`` of :class:`FramesToChanneld`)."""
+
+    def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any) -> None:
+        super().set_metadata(meta_dict, resample=resample, **options)
+        shape = list((meta_dict or {}).get("input_shape") or [])
+        data = self.data_obj
+        if len(shape) == 3 and shape[2] == 1 and data is not None and getattr(data, "ndim", 0) == 2:
+            self.data_obj = data[..., None]
