@@ -39,6 +39,7 @@ SLOW_TESTS = (
     "tests/bundle/test_bundle_run_train.py::test_train_then_resume",
     "tests/bundle/test_bundle_model_zoo.py::test_train_resume_infer_evaluate_on_random_nifti",
     "tests/test_cli.py::test_convert_verify_evaluate",
+    "tests/bundle/test_bundle_train_engine.py::test_config_and_python_api_train_alike",
     "tests/bundle/test_bundle_ddp.py::test_two_process_gloo_step",
     "tests/bundle/test_bundle_errors.py::test_the_command_line_gives_one_line_and_status_2",
     "tests/bundle/test_bundle_run_inference.py::test_inference_from_the_bundle_folder_and_with_bundle_root",

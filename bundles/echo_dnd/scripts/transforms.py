@@ -35,7 +35,7 @@ from .sampler import postprocess_mask
 
 __all__ = [
     "FramesToChanneld",
-    "InputDimsNibabelWriter",
+    "SimpleITKWriter",
     "AspectPadResized",
     "AntiAliasd",
     "LargestComponentd",
@@ -240,15 +240,37 @@ class FramesToSpatiald(MapTransform):
         return d
 
 
-class InputDimsNibabelWriter(NibabelWriter):
-    """MONAI's ``NibabelWriter`` that keeps a single-frame 2D+t input's frame axis: a ``(W, H, 1)`` input (a 3D file of
-    one slice) gives a ``(W, H, 1)`` output in its 3D geometry, as ``inference_direct`` writes it. ``SaveImaged``'s
-    ``squeeze_end_dims`` drops every trailing singleton axis, so the plain writer wrote such a mask 2D and lost the
-    third axis's origin and spacing; a 2D input stays 2D (``input_shape`` of :class:`FramesToChanneld`)."""
+class SimpleITKWriter(NibabelWriter):
+    """A MONAI image writer that writes with SimpleITK, as ``inference_direct`` and the rest of the toolkit do.
+
+    ``SaveImaged(writer=...)`` uses it like MONAI's ``NibabelWriter`` (whose data and metadata handling it inherits):
+    the channel-last array and the RAS ``affine`` become a SimpleITK image with the affine's spacing, origin and
+    direction (LPS, as ``ITKWriter`` writes), compressed as :func:`echogains.data.nnunet.write_image` compresses. Two
+    reasons: a single-frame 2D+t input (a ``(W, H, 1)`` file, ``input_shape`` of :class:`FramesToChanneld`) keeps its
+    third axis (``SaveImaged`` squeezes every trailing singleton axis, so the plain writer wrote such a mask 2D and
+    lost that axis's origin and spacing), and masks and member samples are the same bytes as ``inference_direct``'s.
+    """
 
     def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any) -> None:
         super().set_metadata(meta_dict, resample=resample, **options)
-        shape = list((meta_dict or {}).get("input_shape") or [])
-        data = self.data_obj
-        if len(shape) == 3 and shape[2] == 1 and data is not None and getattr(data, "ndim", 0) == 2:
-            self.data_obj = data[..., None]
+        self.input_shape = list((meta_dict or {}).get("input_shape") or [])
+
+    def write(self, filename: Any, verbose: bool = False, **kwargs: Any) -> None:
+        import SimpleITK as sitk
+        from monai.data.utils import orientation_ras_lps, to_affine_nd
+
+        data = np.asarray(self.data_obj)
+        if self.output_dtype is not None:
+            data = data.astype(self.output_dtype, copy=False)
+        shape = getattr(self, "input_shape", [])
+        if len(shape) == 3 and shape[2] == 1 and data.ndim == 2:
+            data = data[..., None]
+        rank = data.ndim
+        affine = np.eye(rank + 1) if self.affine is None else np.asarray(self.affine, dtype=np.float64)
+        affine = orientation_ras_lps(to_affine_nd(rank, affine))  # RAS (MONAI) -> LPS (ITK)
+        spacing = np.linalg.norm(affine[:rank, :rank], axis=0)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data.T))  # x-first (W, H[, T]) -> SimpleITK's (T, H, W)
+        image.SetSpacing([float(v) for v in spacing])
+        image.SetOrigin([float(v) for v in affine[:rank, rank]])
+        image.SetDirection([float(v) for v in (affine[:rank, :rank] / spacing).ravel()])
+        sitk.WriteImage(image, str(filename), True)
