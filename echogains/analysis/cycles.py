@@ -172,8 +172,9 @@ def detect_beats(
         default_min_frames: shortest beat in frames without a frame rate.
         min_prominence: ED peaks and ED-ES drops must reach this fraction of the curve's 5-95 % range.
         refine: on a noisy curve, refine the extrema on a local cubic fit of the raw values within
-            +-``refine_reach`` frames (``cubic``, default) or on the smoothed curve within +-1 frame (``smoothed``:
-            before this option, biased by about a frame at 50 fps, see the module docstring).
+            +-``refine_reach`` frames (``cubic``, default; a curve shorter than the fit's window is refined as with
+            ``smoothed``) or on the smoothed curve within +-1 frame (``smoothed``: before this option, biased by about
+            a frame at 50 fps, see the module docstring).
         refine_window: frames of the local cubic fit (odd, >= 5; default :data:`REFINE_WINDOW`).
         refine_reach: how far (frames) ``cubic`` may move an extremum from the smoothed curve's.
     """
@@ -200,7 +201,7 @@ def detect_beats(
     # where the extrema are refined (step 4), and how far from the smoothed curve's
     if curve_noise(raw) < CLEAN_NOISE * spread:
         fine, reach = raw, 1
-    elif refine == "cubic":
+    elif refine == "cubic" and n >= int(refine_window):
         fine, reach = local_fit(raw, refine_window), int(refine_reach)
     else:
         fine, reach = smooth, 1

@@ -132,3 +132,15 @@ def test_extrema_of_true_mask_curves_at_50_fps_are_not_biased() -> None:
     assert all(abs(cubic[:, k].mean()) < abs(smoothed[:, k].mean()) for k in (0, 1))
     with pytest.raises(ValueError, match="refine"):
         detect_beats(volume, 50.0, refine="spline")
+
+
+def test_a_curve_shorter_than_the_cubic_window_is_refined_on_the_smoothed_curve() -> None:
+    """8 frames, fewer than the cubic fit's 9: refined as ``refine="smoothed"`` (not on the raw values within +-3)."""
+    found = 0
+    for seed in range(20):
+        t = np.arange(8)
+        v = 10 + 3 * np.cos(2 * np.pi * (t - 1) / 5.0) + 0.2 * np.random.default_rng(seed).standard_normal(8)
+        beats = detect_beats(v, 10.0)
+        assert beats == detect_beats(v, 10.0, refine="smoothed"), seed
+        found += len(beats)
+    assert found >= 10  # the curves have beats: the comparison is not between two empty lists

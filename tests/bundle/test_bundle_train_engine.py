@@ -3,7 +3,8 @@
 - the config builds a ``SupervisedTrainer`` with MONAI's ``CheckpointLoader`` (when resuming), ``ValidationHandler``,
   ``StatsHandler`` and ``CheckpointSaver`` (subclasses), the same handlers as the Python API
   (``EchoDNDTrainer.run``), and both give the same weights, checkpoint and ``metrics.csv``, bit for bit;
-- the validation Dice of the MONAI evaluator (``MeanDice``) equals the Dice of the sampler's masks computed here;
+- the validation Dice of the MONAI evaluator (``DiceMetric``, an empty label included) equals the Dice of the
+  sampler's masks computed here;
 - a save interrupted while writing leaves the previous ``checkpoint.pt`` whole (MONAI's own saver writes in place).
 """
 
@@ -104,6 +105,7 @@ def test_config_and_python_api_train_alike(dataset: Path, tmp_path: Path) -> Non
 def test_validation_dice_is_the_dice_of_the_sampler_masks(dataset: Path, tmp_path: Path) -> None:
     kw = {k: v for k, v in SETTINGS.items() if k != "network_config"}
     training = EchoDNDTrainer(dataset, tmp_path / "run", config="tiny", steps=1, **kw).setup()
+    training.val_masks[0].zero_()  # an empty label: scored 1 for an empty mask, else 0, as dice_score does
     got = training.validate()
     inferer = EchoDNDInferer(EchoDNDSampler(num_steps=training.val_steps), seed=training.seed)
     scores = []

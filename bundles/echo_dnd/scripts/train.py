@@ -230,6 +230,9 @@ class EchoDNDTrainer:
         if device.startswith("cuda") and self.distributed:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         self.device = torch.device(device)
+        if self.distributed and self.device.type == "cuda":
+            # NCCL collectives (the validator's metric gathers across ranks) run on the current device
+            torch.cuda.set_device(self.device)
         from .common import EchoDataError
 
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:

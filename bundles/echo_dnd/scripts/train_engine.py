@@ -15,7 +15,9 @@ The config holds the parts as components:
   (``{"checkpoint": training}``), so the file is the flat dictionary of earlier bundles.
 - ``StepValidationHandler``: MONAI's ``ValidationHandler`` every ``val_every`` steps and at the last step; the
   validator is a ``SupervisedEvaluator`` of the EMA network with the bundle's ``EchoDNDInferer`` (``val_steps``
-  DDIM steps, the default ensemble and STAPLE fusion, one seeded generator per batch) and MONAI's ``MeanDice``.
+  DDIM steps, the default ensemble and STAPLE fusion, one seeded generator per batch) and MONAI's ``DiceMetric``
+  through ``IgniteMetricHandler`` (``ignore_empty=False``: a case with an empty label scores 1 with an empty mask,
+  else 0, as ``dice_score``; MONAI's ``MeanDice`` handler leaves such cases out and has no option for it).
 - ``MetricsCSV``: a row of ``metrics.csv`` per validation (step, each loss term averaged since the last row, the
   validation Dice, seconds).
 - ``StatsHandler`` (every loss term every ``log_every`` steps), Ignite's ``ProgressBar`` (tqdm) on rank 0.
@@ -45,7 +47,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import CheckpointLoader, CheckpointSaver, MeanDice, StatsHandler, ValidationHandler
+from monai.handlers import CheckpointLoader, CheckpointSaver, IgniteMetricHandler, StatsHandler, ValidationHandler
+from monai.metrics import DiceMetric
 
 from echogains.utils import atomic_torch_save
 
@@ -238,13 +241,13 @@ def loss_stats(log_every: int, last: int) -> StatsHandler:
 
 
 def mask_and_label(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validator's ``MeanDice`` input: the sampler's binary mask and the label, ``(B, 1, S, S)`` on the CPU."""
+    """The validator's Dice input: the sampler's binary mask and the label, ``(B, 1, S, S)`` on the CPU."""
     pred = output["pred"]
     return pred["mask"].detach().float().cpu(), output["label"].detach().float().cpu()
 
 
 def build_validator(training: Any, num_steps: int | None = None, seed: int | None = None) -> SupervisedEvaluator:
-    """The validation engine of ``train.json``: the EMA network, ``num_steps``-step sampling, ``MeanDice``."""
+    """The validation engine of ``train.json``: the EMA network, ``num_steps``-step sampling, MONAI's ``DiceMetric``."""
     batches = training.validation_batches()
     return SupervisedEvaluator(
         device=training.device,
@@ -255,7 +258,11 @@ def build_validator(training: Any, num_steps: int | None = None, seed: int | Non
             EchoDNDSampler(num_steps=training.val_steps if num_steps is None else num_steps),
             seed=training.seed if seed is None else seed,
         ),
-        key_val_metric={"val_dice": MeanDice(include_background=True, output_transform=mask_and_label)},
+        key_val_metric={
+            "val_dice": IgniteMetricHandler(
+                DiceMetric(include_background=True, ignore_empty=False), output_transform=mask_and_label
+            )
+        },
         decollate=False,
     )
 
