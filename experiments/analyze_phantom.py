@@ -42,16 +42,21 @@ log = get_logger("experiments.analyze_phantom")
 FAILED = "failed.json"
 
 
+def nearest_beat(true_beat: Mapping[str, int], detected: Sequence[Mapping[str, int]]) -> Mapping[str, int] | None:
+    """The detected beat whose ED is nearest the true beat's, within half a true cycle (``None``: unmatched)."""
+    half = (true_beat["next_ed"] - true_beat["ed"]) / 2.0
+    near = [d for d in detected if abs(d["ed"] - true_beat["ed"]) <= half]
+    return min(near, key=lambda d: abs(d["ed"] - true_beat["ed"])) if near else None
+
+
 def _match(truth: Sequence[Mapping[str, int]], detected: Sequence[Mapping[str, int]]) -> list[dict[str, Any]]:
     """Per true beat: the detected beat with the nearest ED within half a true cycle, and the frame errors."""
     rows = []
     for t in truth:
-        half = (t["next_ed"] - t["ed"]) / 2.0
-        near = [d for d in detected if abs(d["ed"] - t["ed"]) <= half]
-        if not near:
+        d = nearest_beat(t, detected)
+        if d is None:
             rows.append({"matched": False, "ed_error": None, "es_error": None})
             continue
-        d = min(near, key=lambda d: abs(d["ed"] - t["ed"]))
         rows.append({"matched": True, "ed_error": abs(d["ed"] - t["ed"]), "es_error": abs(d["es"] - t["es"])})
     return rows
 

@@ -36,6 +36,7 @@ from echogains.analysis.volumes import measure_loop
 from echogains.data.phantom import simulate_cycle
 from echogains.data.phantom_curves import cycle_truth
 from echogains.utils import atomic_write_json, atomic_write_text
+from experiments.analyze_phantom import nearest_beat
 from experiments.common import machine, markdown_table
 
 Curve = tuple[str, np.ndarray, float, list[dict[str, int]]]
@@ -115,17 +116,15 @@ def score(curves: Sequence[Curve], options: dict[str, Any]) -> dict[str, Any]:
     """Share of true beats with ED and ES within +-1 frame, and the mean signed errors, for one method."""
     hits, ed_err, es_err = [], [], []
     for _, volume, fps, truth in curves:
-        found = detect_beats(volume, fps, **options)
+        found = [b.to_dict() for b in detect_beats(volume, fps, **options)]
         for t in truth:
-            half = (t["next_ed"] - t["ed"]) / 2.0
-            near = [b for b in found if abs(b.ed - t["ed"]) <= half]
-            if not near:
+            b = nearest_beat(t, found)
+            if b is None:
                 hits.append(False)
                 continue
-            b = min(near, key=lambda b: abs(b.ed - t["ed"]))
-            ed_err.append(b.ed - t["ed"])
-            es_err.append(b.es - t["es"])
-            hits.append(abs(b.ed - t["ed"]) <= 1 and abs(b.es - t["es"]) <= 1)
+            ed_err.append(b["ed"] - t["ed"])
+            es_err.append(b["es"] - t["es"])
+            hits.append(abs(ed_err[-1]) <= 1 and abs(es_err[-1]) <= 1)
     return {
         "beats": len(hits),
         "within_1_frame": round(float(np.mean(hits)), 4) if hits else None,

@@ -8,9 +8,6 @@ models (``gaussian_only``, ``bernoulli_only``) sample and fuse only their own ch
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,8 @@ from scripts.config import ABLATIONS, EchoDNDConfig
 from scripts.networks import EchoDND
 from scripts.sampler import EchoDNDSampler
 from scripts.train import EchoDNDTrainer, load_model
+
+from tests.bundle_cli import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 
@@ -96,19 +95,6 @@ def test_unknown_ablation_fails_before_anything_is_written(dataset: Path, tmp_pa
 
 
 def test_bundle_command_lines(dataset: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ECHOGAINS_NO_PROGRESS="1")
-
-    def bundle(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
     out = tmp_path / "run"
     train = [
         "--config_file",
@@ -132,28 +118,29 @@ def test_bundle_command_lines(dataset: Path, tmp_path: Path) -> None:
         "--progress",
         "False",
     ]
-    proc = bundle(*train, "--ablation", "bernoulli_only")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_bundle([*train, "--ablation", "bernoulli_only"], tmp_path)
     pred = tmp_path / "pred"
-    proc = bundle(
-        "--config_file",
-        str(BUNDLE / "configs" / "inference.json"),
-        "--dataset_dir",
-        str(dataset),
-        "--output_dir",
-        str(pred),
-        "--model_path",
-        str(out / "model.pt"),
-        "--bundle_root",
-        str(BUNDLE),
-        "--num_steps",
-        "2",
-        "--device",
-        "cpu",
-        "--progress",
-        "False",
+    run_bundle(
+        [
+            "--config_file",
+            str(BUNDLE / "configs" / "inference.json"),
+            "--dataset_dir",
+            str(dataset),
+            "--output_dir",
+            str(pred),
+            "--model_path",
+            str(out / "model.pt"),
+            "--bundle_root",
+            str(BUNDLE),
+            "--num_steps",
+            "2",
+            "--device",
+            "cpu",
+            "--progress",
+            "False",
+        ],
+        tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((pred / "echo_dnd_inference.json").read_text())
     assert record["ablation"] == "bernoulli_only" and record["chains"] == ["bernoulli"]
     assert record["model_config"]["use_gaussian"] is False and record["cases"]

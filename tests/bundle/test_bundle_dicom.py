@@ -18,17 +18,11 @@ from scripts.readers import UltrasoundDicomReader
 
 from echogains.data.dicom import write_ultrasound_dicom
 from echogains.utils import EchoDataError
+from tests.bundle_data import SAMPLE, echo_frame
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIG = BUNDLE / "configs" / "inference.json"
-SAMPLE = BUNDLE / "sample_data" / "imagesTs" / "patient0002_4CH_ED_0000.nii.gz"
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
-
-
-def echo_frame() -> np.ndarray:
-    """The sample phantom frame as uint8 (H, W): something the demo weights segment."""
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE))).astype(np.float32)
-    return np.round(255 * (array - array.min()) / (array.max() - array.min())).astype(np.uint8)
 
 
 def single_frame_dicom(path: Path, frame: np.ndarray, delta_cm: tuple[float, float] | None) -> Path:

@@ -18,22 +18,17 @@ import pytest
 import SimpleITK as sitk
 
 from echogains.data.dicom import write_ultrasound_dicom
+from tests.bundle_data import echo_frame
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_dnd"
 CONFIG = BUNDLE / "configs" / "inference.json"
-SAMPLE = BUNDLE / "sample_data" / "imagesTs" / "patient0002_4CH_ED_0000.nii.gz"
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
-
-
-def _frame() -> np.ndarray:
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE))).astype(np.float32)
-    return np.round(255 * (array - array.min()) / (array.max() - array.min())).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pipeline_inputs")
-    frame = _frame()  # (H, W)
+    frame = echo_frame()  # (H, W)
     rotated = sitk.GetImageFromArray(frame.astype(np.float32))
     a = math.radians(30.0)
     rotated.SetSpacing((0.31, 0.47))

@@ -245,7 +245,7 @@ class SimpleITKWriter(NibabelWriter):
 
     ``SaveImaged(writer=...)`` uses it like MONAI's ``NibabelWriter`` (whose data and metadata handling it inherits):
     the channel-last array and the RAS ``affine`` become a SimpleITK image with the affine's spacing, origin and
-    direction (LPS, as ``ITKWriter`` writes), compressed as :func:`echogains.data.nnunet.write_image` compresses. Two
+    direction (LPS, as ``ITKWriter`` writes), written by :func:`echogains.data.nnunet.write_image`. Two
     reasons: a single-frame 2D+t input (a ``(W, H, 1)`` file, ``input_shape`` of :class:`FramesToChanneld`) keeps its
     third axis (``SaveImaged`` squeezes every trailing singleton axis, so the plain writer wrote such a mask 2D and
     lost that axis's origin and spacing), and masks and member samples are the same bytes as ``inference_direct``'s.
@@ -258,6 +258,8 @@ class SimpleITKWriter(NibabelWriter):
     def write(self, filename: Any, verbose: bool = False, **kwargs: Any) -> None:
         import SimpleITK as sitk
         from monai.data.utils import orientation_ras_lps, to_affine_nd
+
+        from echogains.data.nnunet import write_image
 
         data = np.asarray(self.data_obj)
         if self.output_dtype is not None:
@@ -273,4 +275,4 @@ class SimpleITKWriter(NibabelWriter):
         image.SetSpacing([float(v) for v in spacing])
         image.SetOrigin([float(v) for v in affine[:rank, rank]])
         image.SetDirection([float(v) for v in (affine[:rank, :rank] / spacing).ravel()])
-        sitk.WriteImage(image, str(filename), True)
+        write_image(image, filename)  # the toolkit's writer: compressed, atomic
