@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.nets.diffusion_model_unet import AttnDownBlock, AttnUpBlock, DownBlock
 from scripts import ABLATIONS, MFCM, EchoDataError, EchoDND, EchoDNDConfig, UNetConditioner, count_parameters
-from scripts.networks import CrossAttentionFusion, FiLMFusion
+from scripts.networks import Condition, CrossAttentionFusion, FiLMFusion
 
 
 def _perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> None:
@@ -143,6 +143,30 @@ def test_noise_estimators_depend_on_timestep_image_and_condition(tiny: EchoDND) 
         other = model.condition(torch.randn(1, 1, 32, 32))
         assert not torch.allclose(base, model.gnem(x, torch.tensor([10]), other))
         assert torch.equal(base, model.gnem(x, torch.tensor([10]), cond))
+
+
+def test_condition_cache_gives_the_uncached_values_and_stays_out_of_training() -> None:
+    """A chain's steps reuse one condition: what the fusions compute from F^i alone is kept in ``Condition.cache``
+    while gradients are off, and every output equals, bit for bit, that of a fresh (uncached) condition, with GNEM and
+    BNEM (their own fusions at every level, FiLM and cross-attention) sharing it; with gradients on it stays empty and
+    the fusions' weights get gradients."""
+    torch.manual_seed(0)
+    model = EchoDND(EchoDNDConfig.tiny(64))
+    _perturb(model)
+    assert {type(f) for f in model.gnem.fusions} == {FiLMFusion, CrossAttentionFusion}
+    image = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        cond = model.condition(image)
+        fresh = lambda: Condition(cond.image, list(cond.features))  # noqa: E731
+        for step, t in enumerate((900, 500, 10)):
+            x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(step))
+            for net in (model.gnem, model.bnem):
+                assert torch.equal(net(x, torch.tensor([t, t]), cond), net(x, torch.tensor([t, t]), fresh()))
+        assert len(cond.cache) == len(model.gnem.fusions) + len(model.bnem.fusions)
+    cond = model.condition(image)
+    model.gnem(torch.randn(2, 1, 64, 64), torch.tensor([5, 5]), cond).square().mean().backward()
+    assert cond.cache == {}
+    assert all(f.proj.conv.weight.grad is not None for f in model.gnem.fusions if isinstance(f, FiLMFusion))
 
 
 def test_chain_switches_drop_networks() -> None:
