@@ -1,7 +1,8 @@
 """ED/ES detection: how the extrema of a noisy volume curve are refined (``detect_beats(..., refine=...)``).
 
 ``cubic`` (the default) refines on a local cubic fit of the despiked values (9 frames) within +-3 frames, here also
-with the other windows and reaches it was chosen from; ``smoothed`` (what ``detect_beats`` did before) on the
+with the other windows and reaches it was chosen from; ``asymmetric`` (opt-in) then fits two half-parabolas around
+each extremum over +-0.25 to 0.5 of the systole; ``smoothed`` (what ``detect_beats`` did before) on the
 smoothed curve within +-1 frame. The default was chosen on the sets below except the test loops of
 ``experiments/analyze_phantom.py`` (seed 0), which are reported here after the choice. Each method runs on curves
 with a known truth (the phantom's analytic ED/ES frames, the largest and smallest 3D volume of each beat):
@@ -104,6 +105,10 @@ def measured_curves(work: Path, layout: str) -> list[Curve]:
 #: the refinements compared: the default, other windows / reaches of the cubic fit (the candidates it was chosen
 #: from), and the earlier smoothed-curve refinement
 METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("asymmetric 0.25 systole", {"refine": "asymmetric", "asymmetric_window": 0.25}),
+    ("asymmetric 0.33 systole", {"refine": "asymmetric", "asymmetric_window": 0.33}),
+    ("asymmetric 0.4 systole", {"refine": "asymmetric", "asymmetric_window": 0.4}),
+    ("asymmetric 0.5 systole", {"refine": "asymmetric", "asymmetric_window": 0.5}),
     (f"cubic {REFINE_WINDOW} frames +-{REFINE_REACH} (default)", {"refine": "cubic"}),
     ("cubic 5 frames +-2", {"refine": "cubic", "refine_window": 5, "refine_reach": 2}),
     ("cubic 7 frames +-2", {"refine": "cubic", "refine_window": 7, "refine_reach": 2}),

@@ -53,6 +53,7 @@ __all__ = [
     "REFINE_METHODS",
     "curve_noise",
     "detect_beats",
+    "half_parabola_vertex",
     "local_fit",
     "min_beat_frames",
     "fill_gaps",
@@ -96,7 +97,9 @@ CLEAN_NOISE = 0.003
 REFINE_WINDOW = 9
 REFINE_REACH = 3
 #: the ways the extrema of a noisy curve are refined (``detect_beats(..., refine=...)``)
-REFINE_METHODS = ("cubic", "smoothed")
+REFINE_METHODS = ("asymmetric", "cubic", "smoothed")
+#: ``refine="asymmetric"``: half-width of the fitted window, as a fraction of the beat's systole (ED -> ES frames)
+ASYMMETRIC_WINDOW = 0.4
 
 
 def curve_noise(values: np.ndarray) -> float:
@@ -121,6 +124,47 @@ def local_fit(values: np.ndarray, window: int = REFINE_WINDOW) -> np.ndarray:
     if len(v) < window:
         return v
     return savgol_filter(v, window, 3, mode="interp")
+
+
+def _half_parabola_sse(t: np.ndarray, y: np.ndarray, vertex: float) -> float:
+    """Least-squares misfit of ``y ~ c - a (t - vertex)^2 [t < vertex] - b (t - vertex)^2 [t >= vertex]``, a, b >= 0."""
+    left, right = np.minimum(t - vertex, 0.0) ** 2, np.maximum(t - vertex, 0.0) ** 2
+    design = np.stack([np.ones_like(t), -left, -right], axis=1)
+    best = np.inf
+    for columns in ((0, 1, 2), (0, 1), (0, 2), (0,)):  # the curvatures a, b must not be negative
+        coef, *_ = np.linalg.lstsq(design[:, columns], y, rcond=None)
+        if np.any(coef[1:] < 0):
+            continue
+        best = min(best, float(np.sum((design[:, columns] @ coef - y) ** 2)))
+    return best
+
+
+def half_parabola_vertex(
+    values: np.ndarray, frame: int, largest: bool, half: int, search: float = 2.0, step: float = 0.05
+) -> float:
+    """Sub-frame position of the extremum near ``frame``: the vertex of two half-parabolas (own curvature on each
+    side, one value and zero slope where they meet) fitted by least squares to ``2 * half + 1`` frames around it.
+
+    A symmetric fit (a parabola, a cubic, any symmetric smoothing) puts the extremum of a curve that falls faster on
+    one side than it rises on the other (fast ejection after ED, slow filling before it) toward the slower side; two
+    half-parabolas follow the two sides separately. The vertex is searched every ``step`` frames within
+    ``+-search`` frames, then once more within +-1 frame of a window re-centred on the first answer.
+    """
+    v = np.asarray(values, dtype=float)
+    sign = 1.0 if largest else -1.0
+    vertex, reach = float(frame), float(search)
+    for _ in range(2):
+        centre = int(round(vertex))
+        a, b = max(0, centre - half), min(len(v) - 1, centre + half)
+        t, y = np.arange(a, b + 1, dtype=float), sign * v[a : b + 1]
+        candidates = np.arange(vertex - reach, vertex + reach + step / 2, step)
+        vertex = float(min(candidates, key=lambda c: _half_parabola_sse(t, y, float(c))))
+        reach = 1.0
+    return vertex
+
+
+def _clip(vertex: float, lo: int, hi: int) -> int:
+    return int(min(hi, max(lo, round(vertex))))
 
 
 def _refine(curve: np.ndarray, frame: int, largest: bool, lo: int, hi: int, reach: int = 1) -> int:
@@ -162,6 +206,7 @@ def detect_beats(
     refine: str = "cubic",
     refine_window: int = REFINE_WINDOW,
     refine_reach: int = REFINE_REACH,
+    asymmetric_window: float = ASYMMETRIC_WINDOW,
 ) -> list[Beat]:
     """Beats ``(ed, es, next_ed)`` of a volume (or area) curve; see the module docstring.
 
@@ -177,6 +222,14 @@ def detect_beats(
             a frame at 50 fps, see the module docstring).
         refine_window: frames of the local cubic fit (odd, >= 5; default :data:`REFINE_WINDOW`).
         refine_reach: how far (frames) ``cubic`` may move an extremum from the smoothed curve's.
+        asymmetric_window: ``refine="asymmetric"`` (opt-in): after the cubic refinement, each extremum of a noisy curve
+            is moved to the vertex of two half-parabolas fitted to the despiked values (:func:`half_parabola_vertex`)
+            over +-``asymmetric_window`` x the beat's systole frames (at least 3). On the phantom it removes most of
+            the cubic fit's shift of asymmetric extrema (true masks at 50 fps: mean ED error -0.48 -> -0.25 frames,
+            ES +0.30 -> +0.15; analytic curves with 3 % noise: ED and ES within +-1 frame 92.0 -> 97.5 % of 162
+            beats; tuning loops of nnU-Net on AVIs 70 -> 90 %), but not on the AVI test loops (nnU-Net 85 %,
+            Echo-DND 80 %, as with ``cubic``): ``experiments/results/detection_refinement_asymmetric/``. Not the
+            default until it is measured on the DICOM test loops as well.
     """
     if refine not in REFINE_METHODS:
         raise ValueError(f"refine: expected one of {', '.join(REFINE_METHODS)}, got {refine!r}")
@@ -199,9 +252,10 @@ def detect_beats(
         return []
     threshold = min_prominence * spread
     # where the extrema are refined (step 4), and how far from the smoothed curve's
-    if curve_noise(raw) < CLEAN_NOISE * spread:
+    clean = curve_noise(raw) < CLEAN_NOISE * spread
+    if clean:
         fine, reach = raw, 1
-    elif refine == "cubic" and n >= int(refine_window):
+    elif refine in ("cubic", "asymmetric") and n >= int(refine_window):
         fine, reach = local_fit(raw, refine_window), int(refine_reach)
     else:
         fine, reach = smooth, 1
@@ -213,6 +267,11 @@ def detect_beats(
         es = a + 1 + int(np.argmin(smooth[a + 1 : b]))
         ed, next_ed = _refine(fine, a, True, 0, es - 1, reach), _refine(fine, b, True, es + 1, n - 1, reach)
         es = _refine(fine, es, False, ed + 1, next_ed - 1, reach)
+        if refine == "asymmetric" and not clean and n >= int(refine_window):
+            half = max(3, int(round(asymmetric_window * (es - ed))))
+            ed = _clip(half_parabola_vertex(raw, ed, True, half), 0, es - 1)
+            next_ed = _clip(half_parabola_vertex(raw, next_ed, True, half), es + 1, n - 1)
+            es = _clip(half_parabola_vertex(raw, es, False, half), ed + 1, next_ed - 1)
         if min(es - ed, next_ed - es) < min_len / 2.0:
             continue
         if min(raw[ed], raw[next_ed]) - raw[es] >= threshold or smooth[a] - smooth[es] >= threshold:

@@ -144,3 +144,41 @@ def test_a_curve_shorter_than_the_cubic_window_is_refined_on_the_smoothed_curve(
         assert beats == detect_beats(v, 10.0, refine="smoothed"), seed
         found += len(beats)
     assert found >= 10  # the curves have beats: the comparison is not between two empty lists
+
+
+def test_half_parabola_vertex_recovers_an_asymmetric_extremum() -> None:
+    """Oracle: two half-parabolas (curvature 1 before the peak, 9 after: slow filling, fast ejection) meeting at
+    t0 = 20.3; the fit returns t0 (to its 0.05-frame grid) on the exact curve and within 0.5 frame with 1 % noise,
+    where the local cubic fit's largest value lies a frame early (the bias ``refine="asymmetric"`` removes)."""
+    from echogains.analysis.cycles import half_parabola_vertex, local_fit
+
+    t = np.arange(41, dtype=float)
+    t0 = 20.3
+    v = 100.0 - np.where(t < t0, 1.0, 9.0) * (t - t0) ** 2 / 10.0
+    assert abs(half_parabola_vertex(v, 20, True, 6) - t0) <= 0.05 + 1e-9
+    assert abs(half_parabola_vertex(-v, 21, False, 6) - t0) <= 0.05 + 1e-9  # a minimum, from another start
+    assert int(np.argmax(local_fit(v, 9))) <= 19  # the symmetric fit is pulled toward the slow side
+    noisy = v + 1.0 * np.random.default_rng(0).standard_normal(len(v))  # 1 % of the 0-100 drop within the window
+    assert abs(half_parabola_vertex(noisy, 20, True, 6) - t0) < 0.5
+
+
+def test_asymmetric_refinement_on_noisy_analytic_curves() -> None:
+    """The phantom's analytic curves with 3 % noise (50 fps, three draws of four patients): ``refine="asymmetric"``
+    has ED and ES within +-1 frame for at least as many beats as the cubic default, and a smaller mean shift of both
+    (``experiments/results/detection_refinement/``: 0.975 against 0.920 of 162 beats over 25-50 fps)."""
+    rng = np.random.default_rng(3)
+    errors = {"cubic": [], "asymmetric": []}
+    for index in (1, 2, 3, 4):
+        _, truth = _truth(index, 50.0)
+        v = np.asarray(truth.volume_ml, float)
+        for _ in range(3):
+            noisy = v + 0.03 * float(np.ptp(np.percentile(v, [5, 95]))) * rng.standard_normal(len(v))
+            for method, errs in errors.items():
+                found = {b.ed: b for b in detect_beats(noisy, 50.0, refine=method)}
+                for ed, es, _ in truth.beats:
+                    near = min(found.values(), key=lambda b: abs(b.ed - ed))
+                    errs.append((near.ed - ed, near.es - es))
+    cubic, asym = np.array(errors["cubic"]), np.array(errors["asymmetric"])
+    hits = {k: float(np.mean(np.all(np.abs(e) <= 1, axis=1))) for k, e in (("cubic", cubic), ("asym", asym))}
+    assert hits["asym"] >= hits["cubic"], hits
+    assert all(abs(asym[:, k].mean()) < abs(cubic[:, k].mean()) for k in (0, 1)), (asym.mean(0), cubic.mean(0))
