@@ -102,8 +102,8 @@ def measured_curves(work: Path, layout: str) -> list[Curve]:
     return curves
 
 
-#: the refinements compared: the default, other windows / reaches of the cubic fit (the candidates it was chosen
-#: from), and the earlier smoothed-curve refinement
+#: the refinements compared: the opt-in asymmetric fit over four windows (its candidates), the default, other
+#: windows / reaches of the cubic fit (the candidates it was chosen from), and the earlier smoothed-curve refinement
 METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("asymmetric 0.25 systole", {"refine": "asymmetric", "asymmetric_window": 0.25}),
     ("asymmetric 0.33 systole", {"refine": "asymmetric", "asymmetric_window": 0.33}),

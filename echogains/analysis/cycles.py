@@ -253,9 +253,10 @@ def detect_beats(
     threshold = min_prominence * spread
     # where the extrema are refined (step 4), and how far from the smoothed curve's
     clean = curve_noise(raw) < CLEAN_NOISE * spread
+    fitted = not clean and refine in ("cubic", "asymmetric") and n >= int(refine_window)
     if clean:
         fine, reach = raw, 1
-    elif refine in ("cubic", "asymmetric") and n >= int(refine_window):
+    elif fitted:
         fine, reach = local_fit(raw, refine_window), int(refine_reach)
     else:
         fine, reach = smooth, 1
@@ -267,7 +268,7 @@ def detect_beats(
         es = a + 1 + int(np.argmin(smooth[a + 1 : b]))
         ed, next_ed = _refine(fine, a, True, 0, es - 1, reach), _refine(fine, b, True, es + 1, n - 1, reach)
         es = _refine(fine, es, False, ed + 1, next_ed - 1, reach)
-        if refine == "asymmetric" and not clean and n >= int(refine_window):
+        if fitted and refine == "asymmetric":
             half = max(3, int(round(asymmetric_window * (es - ed))))
             ed = _clip(half_parabola_vertex(raw, ed, True, half), 0, es - 1)
             next_ed = _clip(half_parabola_vertex(raw, next_ed, True, half), es + 1, n - 1)

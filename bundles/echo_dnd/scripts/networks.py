@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class Condition:
             cross-attention context with its position codes, the query position codes), kept per module while
             gradients are off, so that the steps of a sampling chain, which all reuse one condition, compute it
             once: the same operations on the same inputs, so the same values bit for bit
-            (``tests/bundle/test_bundle_networks.py``). Empty and unused while gradients are recorded.
+            (``tests/bundle/test_echodnd_networks.py``). Empty and unused while gradients are recorded.
     """
 
     image: torch.Tensor
@@ -96,6 +96,16 @@ def sinusoidal_position_2d(
     return pe.to(dtype)
 
 
+def _cached(cache: dict[int, Any] | None, module: nn.Module, compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept in ``cache`` (:attr:`Condition.cache`) under ``module`` and reused from there; computed
+    every time without a cache."""
+    if cache is None:
+        return compute()
+    if id(module) not in cache:
+        cache[id(module)] = compute()
+    return cache[id(module)]
+
+
 class CrossAttentionFusion(nn.Module):
     """Fuse F^i into U-Net features by cross-attention: queries from the U-Net, keys/values from the conditioner.
 
@@ -128,14 +138,13 @@ class CrossAttentionFusion(nn.Module):
         """``h`` fused with ``cond``; ``cache``: :attr:`Condition.cache` (the context and position codes depend on
         ``cond`` only and are kept there between calls)."""
         b, c, height, width = h.shape
-        constants = None if cache is None else cache.get(id(self))
-        if constants is None:
+
+        def constants() -> tuple[torch.Tensor, torch.Tensor]:
             context = self.cond_norm(cond).flatten(2).transpose(1, 2)
             context = context + sinusoidal_position_2d(height, width, cond.shape[1], h.device, h.dtype)
-            constants = (context, sinusoidal_position_2d(height, width, c, h.device, h.dtype))
-            if cache is not None:
-                cache[id(self)] = constants
-        context, query_position = constants
+            return context, sinusoidal_position_2d(height, width, c, h.device, h.dtype)
+
+        context, query_position = _cached(cache, self, constants)
         query = self.norm(h).flatten(2).transpose(1, 2) + query_position
         out = self.attn(query, context=context)
         return h + out.transpose(1, 2).reshape(b, c, height, width)
@@ -159,13 +168,12 @@ class FiLMFusion(nn.Module):
     def forward(self, h: torch.Tensor, cond: torch.Tensor, cache: dict[int, Any] | None = None) -> torch.Tensor:
         """``h`` modulated by ``cond``; ``cache``: :attr:`Condition.cache` (``1 + gamma`` and ``beta`` depend on
         ``cond`` only and are kept there between calls)."""
-        constants = None if cache is None else cache.get(id(self))
-        if constants is None:
+
+        def constants() -> tuple[torch.Tensor, torch.Tensor]:
             gamma, beta = self.proj(self.act(self.cond_norm(cond))).chunk(2, dim=1)
-            constants = (1.0 + gamma, beta)
-            if cache is not None:
-                cache[id(self)] = constants
-        scale, beta = constants
+            return 1.0 + gamma, beta
+
+        scale, beta = _cached(cache, self, constants)
         return h * scale + beta
 
 
