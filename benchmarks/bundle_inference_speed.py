@@ -18,7 +18,9 @@ line as typed); the result is
 the median over cases and repeats, the ratio after / before, and the median of the ratios paired by repeat and case
 (the order alternates, before-after then after-before). The outputs of both versions are compared byte for byte
 (``outputs_identical``) and by pixels and geometry (``outputs_same_pixels_and_geometry``: bundle 0.4.0 writes its
-NIfTI files with MONAI's ``NibabelWriter``, whose headers and compression differ from SimpleITK's).
+NIfTI files with MONAI's ``NibabelWriter``, whose headers and compression differ from SimpleITK's), and the largest
+absolute pixel difference per output (``max_abs_difference``: masks, uncertainty maps, member samples; bundle 0.5.1
+computes its convolutions channels-last on CPU, whose float sums differ in the last bits).
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ def same_image(a: Path, b: Path) -> bool:
         np.allclose(getattr(x, f)(), getattr(y, f)(), atol=1e-6) for f in ("GetSpacing", "GetOrigin", "GetDirection")
     )
     return geometry and bool(np.array_equal(sitk.GetArrayFromImage(x), sitk.GetArrayFromImage(y)))
+
+
+def max_difference(a: Path, b: Path) -> float:
+    """Largest absolute pixel difference of two images of the same size (``inf`` when ``b`` is missing or the sizes
+    differ)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    if not b.is_file():
+        return float("inf")
+    x, y = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))).astype(np.float64) for p in (a, b))
+    return float(np.abs(x - y).max()) if x.shape == y.shape else float("inf")
+
+
+def output_kind(path: Path) -> str:
+    """``mask``, ``uncertainty`` or ``samples``: which output a written file is."""
+    stem = path.name.split(".")[0]
+    return next((k for k in ("uncertainty", "samples") if stem.endswith("_" + k)), "mask")
 
 
 def extract_bundle(revision: str, into: Path) -> Path:
@@ -115,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         bundles = {"before": extract_bundle(args.before, tmp / "before"), "after": BUNDLE}
         seconds: dict[str, list[float]] = {"before": [], "after": []}
         identical = same_pixels = True
+        difference = {"mask": 0.0, "uncertainty": 0.0, "samples": 0.0}
         load = []
         ratios = []
         for r in range(args.repeats):
@@ -131,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
             for mask in sorted(outs["before"].glob("*.nii.gz")):
                 identical &= filecmp.cmp(mask, outs["after"] / mask.name, shallow=False)
                 same_pixels &= same_image(mask, outs["after"] / mask.name)
+                kind = output_kind(mask)
+                difference[kind] = max(difference[kind], max_difference(mask, outs["after"] / mask.name))
     median = {k: statistics.median(v) for k, v in seconds.items()}
     result = {
         "benchmark": "bundle_inference_speed",
@@ -150,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         "min_seconds_per_image": {k: round(min(v), 3) for k, v in seconds.items()},
         "outputs_identical": bool(identical),
         "outputs_same_pixels_and_geometry": bool(same_pixels),
+        "max_abs_difference": {k: float(f"{v:.3g}") for k, v in difference.items()},
         "load_average_1min": [round(x, 2) for x in load],
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -117,3 +117,30 @@ def test_weights_of_another_network_are_refused_naming_the_file_and_the_fix(tmp_
     torch.save({"weights": [1, 2]}, tmp_path / "other.pt")
     with pytest.raises(EchoDataError, match="not an Echo-DND weights file"):
         read_weights(tmp_path / "other.pt")
+
+
+def test_channels_last_weights_give_the_same_masks(tmp_path: Path) -> None:
+    """``load_weights(..., channels_last=True)`` stores the convolutions channels-last (the CPU default of
+    inference.json and evaluate.json): the sampler's masks are those of the default layout, its float maps within
+    1e-4."""
+    from scripts.sampler import EchoDNDSampler
+
+    path = save_weights(tiny(), tmp_path / "model.pt")
+    plain = load_weights(tiny(), path)
+    fast = load_weights(tiny(), path, channels_last=True)
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.ndim == 4]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(
+        m.weight.is_contiguous(memory_format=torch.channels_last) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1
+        for m in plain.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
+    assert same_weights(plain, fast)
+    sampler = EchoDNDSampler(num_steps=3, ensemble=2)
+    image = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    a = sampler(plain, image, torch.Generator().manual_seed(0))
+    b = sampler(fast, image, torch.Generator().manual_seed(0))
+    for key in ("mask", "gaussian", "bernoulli"):
+        assert torch.equal(a[key], b[key]), key
+    for key in ("prob", "uncertainty", "scc"):
+        torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=0, msg=key)

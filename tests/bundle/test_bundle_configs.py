@@ -314,3 +314,17 @@ def test_make_sample_data_refuses_a_folder_that_is_not_the_bundle(tmp_path: Path
     assert line is not None and str(tmp_path) in line and "--bundle_root" in line
     assert not any(tmp_path.iterdir())
     assert getattr(sys.excepthook, "_echo_dnd", False)  # on the command line this error is one line, status 2
+
+
+@pytest.mark.parametrize("name", ["inference.json", "evaluate.json"])
+def test_channels_last_on_cpu_only(name: str) -> None:
+    """The inference and evaluation configs load the weights channels-last on CPU (measured there) and not on a GPU
+    (not measured); ``--channels_last false`` turns it off."""
+    for device, expected in (("cpu", True), ("cuda:0", False)):
+        parser = _parse(str(CONFIGS / name), bundle_root=str(BUNDLE), device=device)
+        assert parser.get_parsed_content("channels_last") is expected
+        assert parser["model"]["channels_last"] == "@channels_last"
+    model = _parse(str(CONFIGS / name), bundle_root=str(BUNDLE), device="cpu").get_parsed_content("model")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = next(m for m in convs if m.weight.shape[1] > 1 and m.weight.shape[-1] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
