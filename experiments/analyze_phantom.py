@@ -159,6 +159,7 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
                     num_steps=args.num_steps,
                     views="auto" if layout == "dicom" else "4CH",
                     ensemble=args.ensemble,
+                    tta=args.tta,
                     overwrite=True,
                     progress=False,
                     overlay=False,
@@ -269,6 +270,8 @@ def _markdown(summaries: Mapping[str, Mapping[str, Any]], args: argparse.Namespa
         for k, s in summaries.items()
     ]
     sampler = f"{args.num_steps} steps, ensemble {args.ensemble}, " if args.model == "echo_dnd" else ""
+    if args.model == "nnunet":
+        sampler += "mirroring TTA, " if getattr(args, "tta", True) else "no TTA, "
     head = f"# analyze on the phantom ({args.model}, {sampler}{args.n_patients} patients, seed {args.seed})\n\n"
     return head + markdown_table(beats, list(beats[0]), 3) + "\n" + markdown_table(rows, list(rows[0]), 2)
 
@@ -284,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model_path", default=None)
     parser.add_argument("--num_steps", type=int, default=5)
     parser.add_argument("--ensemble", type=int, default=2)
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="nnU-Net: mirroring test-time augmentation (analyze's default; --no-tta: the runs before it was)",
+    )
     parser.add_argument("--budget_s", type=float, default=540.0, help="start no new patient after this many seconds")
     args = parser.parse_args(argv)
     t0 = time.monotonic()

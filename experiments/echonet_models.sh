@@ -37,8 +37,18 @@ if [ ! -f "$NNUNET_MODEL/fold_0/checkpoint_final.pth" ]; then
 fi
 if [ ! -f experiments/results/analyze_phantom_echonet_nnunet/analyze_phantom.json ]; then
     $PY -m experiments.analyze_phantom --out experiments/results/analyze_phantom_echonet_nnunet \
-        --work "$WORK/analyze_nnunet" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" --budget_s 100000
+        --work "$WORK/analyze_nnunet" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" --budget_s 100000 \
+        --no-tta
 fi
+# with nnU-Net's mirroring TTA (analyze's default since this round): tuning patients (seed 7), then the test loops
+for SEED in 7 0; do
+    SUFFIX=$([ "$SEED" = 7 ] && echo _seed7 || echo "")
+    if [ ! -f "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX/analyze_phantom.json" ]; then
+        $PY -m experiments.analyze_phantom --seed "$SEED" --out "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX" \
+            --work "$WORK/analyze_nnunet_tta$SUFFIX" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
+            --budget_s 100000
+    fi
+done
 
 ECHO_DND=$WORK/echo_dnd_tiny
 if [ ! -f "$ECHO_DND/model.pt" ] || [ "$(tail -1 "$ECHO_DND/metrics.csv" | cut -d, -f1)" != "3000" ]; then
@@ -52,3 +62,12 @@ if [ ! -f experiments/results/analyze_phantom_echonet_echo_dnd/analyze_phantom.j
         --work "$WORK/analyze_echo_dnd" --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" \
         --budget_s 100000
 fi
+# ensemble 2 and 4 on the tuning patients (seed 7), then ensemble 4 on the test loops
+for RUN in "7 2 _seed7" "7 4 _e4_seed7" "0 4 _e4"; do
+    set -- $RUN
+    if [ ! -f "experiments/results/analyze_phantom_echonet_echo_dnd$3/analyze_phantom.json" ]; then
+        $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" \
+            --out "experiments/results/analyze_phantom_echonet_echo_dnd$3" --work "$WORK/analyze_echo_dnd$3" \
+            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000
+    fi
+done

@@ -498,7 +498,7 @@ def analyze(
     seed: int = 0,
     fold: int | str = 0,
     checkpoint: str = "checkpoint_final.pth",
-    tta: bool = False,
+    tta: bool = True,
     device: str = "cpu",
     min_beat_s: float = 0.3,
     overlay: bool = True,
@@ -526,7 +526,7 @@ def analyze(
         seed: Echo-DND sampling seed.
         fold: nnU-Net fold.
         checkpoint: nnU-Net checkpoint file.
-        tta: nnU-Net mirroring test-time augmentation.
+        tta: nnU-Net mirroring test-time augmentation (nnU-Net's default; ``False``: about 4x faster).
         device: ``cpu`` or ``cuda``.
         min_beat_s: shortest beat (s) for the ED/ES detection.
         overlay: write the overlay videos.

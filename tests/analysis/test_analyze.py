@@ -290,6 +290,7 @@ def test_committed_demo_nnunet_on_phantom_dicom_loops(tmp_path: Path) -> None:
     )
     result = record["results"][0]
     assert record["settings"]["model"]["model"] == "nnunet" and result["method"] == "simpson biplane"
+    assert record["settings"]["model"]["tta"] is True  # nnU-Net's mirroring, analyze's default
     truth = json.loads((data / "phantom_curves.json").read_text())["loops"]
     for view, loop in result["loops"].items():
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / loop["mask"]))) > 0
