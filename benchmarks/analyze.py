@@ -5,7 +5,8 @@ runs the whole command (read, segment every frame, measure, detect beats, write 
 video, report) in a fresh process with ``--threads`` torch threads:
 
 - ``echo_dnd``: the bundle's demo weights with the command's defaults (5 DDIM steps, ensemble 2: 4 samples a frame);
-- ``nnunet``: the committed demo nnU-Net (``nnunet_ext/demo_model``, ``make demo-weights-nnunet``), no TTA.
+- ``nnunet``: the committed demo nnU-Net (``nnunet_ext/demo_model``, ``make demo-weights-nnunet``) with the
+  command's defaults (nnU-Net's mirroring TTA on: the analyze default since commit 74a2f75).
 
 Goal (issue 15): a 100-frame loop in under 60 s on 2 CPU cores with the demo weights. The machine's load average is
 recorded at the start and end: on a shared machine the seconds move with the load.

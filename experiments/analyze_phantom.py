@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from echogains.analysis import analyze
 from echogains.analysis.cycles import Beat, curve_noise, detect_beats, fill_gaps
+from echogains.analysis.pipeline import DETECT_ON, detection_curve
 from echogains.analysis.volumes import LoopCurves, beat_volumes, loop_summary, measure_loop
 from echogains.data.phantom import make_phantom
 from echogains.utils import EchoDataError, atomic_write_json, atomic_write_text, get_logger, to_jsonable
@@ -78,7 +79,7 @@ def _agreement(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int 
 
 
 def _curves_and_beats(
-    result: Mapping[str, Any], out: Path, curves_truth: Mapping[str, Any]
+    result: Mapping[str, Any], out: Path, curves_truth: Mapping[str, Any], detect_on: str = "area"
 ) -> tuple[dict[str, LoopCurves], dict[str, list[Beat]], dict[str, list[Beat]]]:
     """Per view: the curves of the written masks, the beats the CURRENT detection finds on them, the true beats.
 
@@ -89,17 +90,28 @@ def _curves_and_beats(
     for view, rec in result["loops"].items():
         masks = sitk.GetArrayFromImage(sitk.ReadImage(str(out / rec["mask"]))) > 0
         curves[view] = measure_loop(masks, rec["spacing_mm"])
-        detected[view] = detect_beats(curves[view].volume, rec["fps"])
+        detected[view] = detect_beats(detection_curve(curves[view], detect_on), rec["fps"])
         true[view] = [Beat(b["ed"], b["es"], b["next_ed"]) for b in curves_truth[view]["beats"]]
     return curves, detected, true
 
 
+def _noise_pct(values: np.ndarray) -> float:
+    v = fill_gaps(values)
+    return 100 * curve_noise(v) / float(np.ptp(np.percentile(v, [5, 95])))
+
+
 def _patient_rows(
-    layout: str, pid: str, result: Mapping[str, Any], out: Path, truth: Mapping[str, Any], loop_names: Mapping[str, str]
+    layout: str,
+    pid: str,
+    result: Mapping[str, Any],
+    out: Path,
+    truth: Mapping[str, Any],
+    loop_names: Mapping[str, str],
+    detect_on: str = "area",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     beat_rows = []
     curves_truth = {view: truth["loops"][name] for view, name in loop_names.items() if view in result["loops"]}
-    curves, detected, true = _curves_and_beats(result, out, curves_truth)
+    curves, detected, true = _curves_and_beats(result, out, curves_truth, detect_on)
     for view in result["loops"]:
         for row in _match(curves_truth[view]["beats"], [b.to_dict() for b in detected[view]]):
             beat_rows.append({"layout": layout, "patient": pid, "view": view, **row})
@@ -119,12 +131,9 @@ def _patient_rows(
         "n_beats": result["loop"]["n_beats"],
         "seconds": sum(r["segmentation_seconds"] for r in result["loops"].values()),
         "frames": sum(r["n_frames"] for r in result["loops"].values()),
-        # frame-to-frame noise of each view's volume curve, % of its 5-95 % range (cycles.curve_noise: the detection's
-        # clean-curve test refines on the raw values below cycles.CLEAN_NOISE)
-        "curve_noise_pct": {
-            view: 100 * curve_noise(fill_gaps(c.volume)) / float(np.ptp(np.percentile(fill_gaps(c.volume), [5, 95])))
-            for view, c in curves.items()
-        },
+        # frame-to-frame noise of each view's detection curve (area or volume), % of its 5-95 % range
+        # (cycles.curve_noise: the detection's clean-curve test refines on the raw values below cycles.CLEAN_NOISE)
+        "curve_noise_pct": {view: _noise_pct(detection_curve(c, detect_on)) for view, c in curves.items()},
     }
     return beat_rows, ef_row
 
@@ -160,6 +169,7 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
                     views="auto" if layout == "dicom" else "4CH",
                     ensemble=args.ensemble,
                     tta=args.tta,
+                    detect_on=args.detect_on,
                     overwrite=True,
                     progress=False,
                     overlay=False,
@@ -197,7 +207,7 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
             )
             continue
         result = json.loads((out / "results.json").read_text())["results"][0]
-        b, e = _patient_rows(layout, pid, result, out, truth, by_patient[pid])
+        b, e = _patient_rows(layout, pid, result, out, truth, by_patient[pid], args.detect_on)
         beats += b
         efs.append(e)
     return beats, efs, complete
@@ -272,6 +282,7 @@ def _markdown(summaries: Mapping[str, Mapping[str, Any]], args: argparse.Namespa
     sampler = f"{args.num_steps} steps, ensemble {args.ensemble}, " if args.model == "echo_dnd" else ""
     if args.model == "nnunet":
         sampler += "mirroring TTA, " if getattr(args, "tta", True) else "no TTA, "
+    sampler += f"ED/ES on the {getattr(args, 'detect_on', 'volume')} curve, "
     head = f"# analyze on the phantom ({args.model}, {sampler}{args.n_patients} patients, seed {args.seed})\n\n"
     return head + markdown_table(beats, list(beats[0]), 3) + "\n" + markdown_table(rows, list(rows[0]), 2)
 
@@ -292,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="nnU-Net: mirroring test-time augmentation (analyze's default; --no-tta: the runs before it was)",
+    )
+    parser.add_argument(
+        "--detect_on",
+        choices=DETECT_ON,
+        default="area",
+        help="the curve ED/ES are detected on (analyze's --detect_on; volume: the runs before area was the default)",
     )
     parser.add_argument("--budget_s", type=float, default=540.0, help="start no new patient after this many seconds")
     args = parser.parse_args(argv)

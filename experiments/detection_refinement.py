@@ -15,6 +15,10 @@ with a known truth (the phantom's analytic ED/ES frames, the largest and smalles
 - ``--measured NAME=WORK:LAYOUT``: the curves a model gave, from the work folder of ``experiments/analyze_phantom.py``
   (its ``phantom_<layout>/phantom_curves.json`` and ``analyze_<layout>_<model>/*/*/*_curves.csv``).
 
+``--curves volume,area`` runs every set on the area-length volume curve (``analyze --detect_on volume``) and on the LV
+area curve (``area``, analyze's default since it was chosen on the seed-7 sets here, ``experiments/results/
+detection_curve/``); the analytic sets have no area and run on the volume only.
+
 Per set and method: the share of true beats with both ED and ES within +-1 frame (an unmatched beat is a miss), and
 the mean signed errors (detected - true) of ED and ES. Writes ``--out/detection_refinement.json`` and ``.md``.
 
@@ -63,8 +67,11 @@ def analytic_curves(noise: float = 0.0, draws: int = 1) -> list[Curve]:
     return curves
 
 
-def true_mask_curves(fps: float, image_size: tuple[int, int], anisotropy: float, seeds: Sequence[int]) -> list[Curve]:
-    """Area-length volume curves of the phantom's true LV masks (pixel units), two beats per loop."""
+def true_mask_curves(
+    fps: float, image_size: tuple[int, int], anisotropy: float, seeds: Sequence[int], curve: str = "volume"
+) -> list[Curve]:
+    """Area-length volume (``curve="volume"``) or LV area (``"area"``) curves of the phantom's true LV masks (pixel
+    units), two beats per loop."""
     curves = []
     for seed in seeds:
         for index in range(1, 11):
@@ -80,13 +87,14 @@ def true_mask_curves(fps: float, image_size: tuple[int, int], anisotropy: float,
             )
             truth = cycle_truth(cycle, "x.avi")
             spacing = (1.0, float(anisotropy)) if anisotropy != 1.0 else None
-            volume = measure_loop((cycle.labels == 1).astype(np.uint8), spacing).volume
-            curves.append((f"seed{seed}_{index}", np.asarray(volume, float), fps, _beats(truth)))
+            values = getattr(measure_loop((cycle.labels == 1).astype(np.uint8), spacing), curve)
+            curves.append((f"seed{seed}_{index}", np.asarray(values, float), fps, _beats(truth)))
     return curves
 
 
-def measured_curves(work: Path, layout: str) -> list[Curve]:
-    """The volume curves a model gave in an ``experiments/analyze_phantom.py`` work folder, with their truth."""
+def measured_curves(work: Path, layout: str, curve: str = "volume") -> list[Curve]:
+    """The volume (or LV area) curves a model gave in an ``experiments/analyze_phantom.py`` work folder, with their
+    truth."""
     truth = json.loads((work / f"phantom_{layout}" / "phantom_curves.json").read_text())
     curves = []
     for name, loop in sorted(truth["loops"].items()):
@@ -96,7 +104,7 @@ def measured_curves(work: Path, layout: str) -> list[Curve]:
             continue
         with found[0].open() as f:
             rows = list(csv.DictReader(f))
-        key = "lv_volume_ml" if "lv_volume_ml" in rows[0] else "lv_volume_px3"
+        key = next(k for k in rows[0] if k.startswith(f"lv_{curve}_"))
         volume = np.array([float(r[key]) if r[key] else np.nan for r in rows])
         curves.append((name, volume, float(loop["fps"]), list(loop["beats"])))
     return curves
@@ -142,26 +150,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--measured", action="append", default=[], help="NAME=WORK:LAYOUT (repeatable)")
+    parser.add_argument(
+        "--curves",
+        default="volume",
+        help="comma-separated curves to detect on: volume (area-length, analyze's default) and/or area (LV area)",
+    )
     args = parser.parse_args(argv)
-    sets: dict[str, list[Curve]] = {
-        "analytic": analytic_curves(),
-        "analytic + 3 % noise": analytic_curves(0.03, draws=3),
-        "true masks 50 fps": true_mask_curves(50.0, (112, 112), 1.0, (7, 0)),
-        "true masks 30 fps": true_mask_curves(30.0, (128, 96), 0.5, (7, 0)),
-    }
-    for item in args.measured:
-        name, _, rest = item.partition("=")
-        work, _, layout = rest.rpartition(":")
-        sets[name] = measured_curves(Path(work), layout)
-    rows = [
-        {"set": name, "refine": label, **score(curves, options)}
-        for name, curves in sets.items()
-        for label, options in METHODS
-    ]
-    result = {"settings": {"measured": args.measured}, "rows": rows, "machine": machine()}
+    kinds = [c.strip() for c in args.curves.split(",") if c.strip()]
+    if not kinds or any(c not in ("volume", "area") for c in kinds):
+        parser.error(f"--curves: volume and/or area, got {args.curves!r}")
+    rows = []
+    for kind in kinds:
+        sets: dict[str, list[Curve]] = {
+            "analytic": analytic_curves() if kind == "volume" else [],
+            "analytic + 3 % noise": analytic_curves(0.03, draws=3) if kind == "volume" else [],
+            "true masks 50 fps": true_mask_curves(50.0, (112, 112), 1.0, (7, 0), kind),
+            "true masks 30 fps": true_mask_curves(30.0, (128, 96), 0.5, (7, 0), kind),
+        }
+        for item in args.measured:
+            name, _, rest = item.partition("=")
+            work, _, layout = rest.rpartition(":")
+            sets[name] = measured_curves(Path(work), layout, kind)
+        rows += [
+            {"set": name, "curve": kind, "refine": label, **score(curves, options)}
+            for name, curves in sets.items()
+            if curves
+            for label, options in METHODS
+        ]
+    result = {"settings": {"measured": args.measured, "curves": kinds}, "rows": rows, "machine": machine()}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "detection_refinement.json", result)
-    table = markdown_table(rows, ["set", "refine", "beats", "within_1_frame", "mean_ed_error", "mean_es_error"])
+    table = markdown_table(
+        rows, ["set", "curve", "refine", "beats", "within_1_frame", "mean_ed_error", "mean_es_error"]
+    )
     atomic_write_text(args.out / "detection_refinement.md", "# ED/ES refinement of noisy curves\n\n" + table + "\n")
     print(table)
     return result

@@ -1,8 +1,10 @@
 """End-diastole and end-systole frames from an LV volume curve, without an ECG.
 
-ED is the largest LV volume of a beat, ES the smallest (the definitions the phantom's truth and the volume-based
-EchoNet-Dynamic beat analysis use). On a curve ``v`` (one value per frame; NaN for frames without a mask, filled by
-linear interpolation):
+ED is the largest LV volume of a beat, ES the smallest (the definitions the phantom's truth uses); the curve may be
+the volume or the LV area, whose extrema fall on the same frames for an LV that grows and shrinks as a whole
+(EchoNet-Dynamic picks ED/ES by the segmentations' size). ``echogains analyze`` passes the area curve by default: it
+is less noisy than the area-length volume ``8 A^2 / (3 pi L)`` (``--detect_on``, :mod:`echogains.analysis.pipeline`).
+On a curve ``v`` (one value per frame; NaN for frames without a mask, filled by linear interpolation):
 
 1. smoothing: a running median of 3 frames (a frame whose mask failed, e.g. leaked into the atrium, is a one-frame
    spike that must not become an ED), then a Gaussian of ``sigma = max(0.5, min_beat / 8)`` frames (segmentation

@@ -205,6 +205,49 @@ def test_bad_inputs_one_line_and_skipped_csv(tmp_path: Path) -> None:
         analyze(folder, tmp_path / "o2", segmenter=ThresholdSegmenter(), progress=False)
     with pytest.raises(EchoDataError, match="--views"):
         analyze(folder, tmp_path / "o3", segmenter=ThresholdSegmenter(), views="PLAX", progress=False)
+    with pytest.raises(EchoDataError, match="--detect_on"):
+        analyze(folder, tmp_path / "o4", segmenter=ThresholdSegmenter(), detect_on="length", progress=False)
+    assert not (tmp_path / "o4").exists()
+
+
+class NoisySegmenter(ThresholdSegmenter):
+    """The true mask, dilated, eroded or left as it is and cut by 0-2 apex rows at random per frame (seeded): noisy
+    area and volume curves whose extrema fall on different frames."""
+
+    def segment(self, frames: np.ndarray, spacing_mm, desc: str = "") -> Segmentation:
+        from scipy.ndimage import binary_dilation, binary_erosion
+
+        rng = np.random.default_rng(4)
+        masks = []
+        for truth in frames > 127:
+            step = int(rng.integers(-1, 2))
+            mask = binary_erosion(truth) if step < 0 else binary_dilation(truth) if step > 0 else truth.copy()
+            mask[np.flatnonzero(mask.any(axis=1))[: int(rng.integers(0, 3))]] = False
+            masks.append(mask.astype(np.uint8))
+        return Segmentation(np.stack(masks))
+
+
+def test_ed_es_detected_on_the_area_curve_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import echogains.analysis.pipeline as pipeline
+    from echogains.analysis.cycles import detect_beats
+
+    _label_dicoms(tmp_path / "in")
+    read = []  # the curves the detection was given
+    monkeypatch.setattr(
+        pipeline, "detect_beats", lambda curve, *a, **k: read.append(curve) or detect_beats(curve, *a, **k)
+    )
+    frames = {}
+    for detect_on in ("area", "volume", None):
+        out = tmp_path / f"out_{detect_on}"
+        options = {} if detect_on is None else {"detect_on": detect_on}
+        read.clear()
+        record = analyze(tmp_path / "in", out, segmenter=NoisySegmenter(), progress=False, overlay=False, **options)
+        assert record["settings"]["detect_on"] == (detect_on or "area")
+        rows = list(csv.DictReader((out / "P1" / "P1_2CH_curves.csv").open()))
+        column = "lv_area_mm2" if detect_on in ("area", None) else "lv_volume_ml"
+        assert np.asarray(read[0]) == pytest.approx([float(r[column]) for r in rows], rel=1e-4)
+        frames[detect_on] = [b["frames"] for r in record["results"] for b in r["beats"]]
+    assert frames[None] == frames["area"] != frames["volume"]  # the two curves' extrema differ on these masks
 
 
 def test_cli_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
