@@ -4,7 +4,7 @@ The loop is the phantom's EchoNet-format AVI (112 x 112, 50 fps, three beats: 10
 runs the whole command (read, segment every frame, measure, detect beats, write masks, curves, plots, overlay
 video, report) in a fresh process with ``--threads`` torch threads:
 
-- ``echo_dnd``: the bundle's demo weights with the command's defaults (5 DDIM steps, ensemble 2: 4 samples a frame);
+- ``echo_dnd``: the bundle's demo weights with the command's defaults (5 DDIM steps, ensemble 4: 8 samples a frame);
 - ``nnunet``: the committed demo nnU-Net (``nnunet_ext/demo_model``, ``make demo-weights-nnunet``) with the
   command's defaults (nnU-Net's mirroring TTA on: the analyze default since commit 74a2f75).
 

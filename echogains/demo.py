@@ -226,7 +226,7 @@ def _analyze_loops(root: Path, seed: int, progress: bool, bundle: Path) -> dict:
         n_beats=2,
         progress=False,
     )
-    return analyze(loops / "dicom", root / "analyze", bundle_root=str(bundle), progress=progress)
+    return analyze(loops / "dicom", root / "analyze", bundle_root=str(bundle), ensemble=2, progress=progress)
 
 
 class _Stages:

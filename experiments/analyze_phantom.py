@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default="echo_dnd")
     parser.add_argument("--model_path", default=None)
     parser.add_argument("--num_steps", type=int, default=5)
-    parser.add_argument("--ensemble", type=int, default=2)
+    parser.add_argument("--ensemble", type=int, default=4)
     parser.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

@@ -38,7 +38,7 @@ fi
 if [ ! -f experiments/results/analyze_phantom_echonet_nnunet/analyze_phantom.json ]; then
     $PY -m experiments.analyze_phantom --out experiments/results/analyze_phantom_echonet_nnunet \
         --work "$WORK/analyze_nnunet" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" --budget_s 100000 \
-        --no-tta
+        --no-tta --detect_on volume
 fi
 # with nnU-Net's mirroring TTA (analyze's default since this round): tuning patients (seed 7), then the test loops
 for SEED in 7 0; do
@@ -46,7 +46,7 @@ for SEED in 7 0; do
     if [ ! -f "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX/analyze_phantom.json" ]; then
         $PY -m experiments.analyze_phantom --seed "$SEED" --out "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX" \
             --work "$WORK/analyze_nnunet_tta$SUFFIX" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
-            --budget_s 100000
+            --budget_s 100000 --detect_on volume
     fi
 done
 
@@ -60,7 +60,7 @@ fi
 if [ ! -f experiments/results/analyze_phantom_echonet_echo_dnd/analyze_phantom.json ]; then
     $PY -m experiments.analyze_phantom --out experiments/results/analyze_phantom_echonet_echo_dnd \
         --work "$WORK/analyze_echo_dnd" --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" \
-        --budget_s 100000
+        --budget_s 100000 --ensemble 2 --detect_on volume
 fi
 # ensemble 2 and 4 on the tuning patients (seed 7), then ensemble 4 on the test loops
 for RUN in "7 2 _seed7" "7 4 _e4_seed7" "0 4 _e4"; do
@@ -68,6 +68,21 @@ for RUN in "7 2 _seed7" "7 4 _e4_seed7" "0 4 _e4"; do
     if [ ! -f "experiments/results/analyze_phantom_echonet_echo_dnd$3/analyze_phantom.json" ]; then
         $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" \
             --out "experiments/results/analyze_phantom_echonet_echo_dnd$3" --work "$WORK/analyze_echo_dnd$3" \
-            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000
+            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000 --detect_on volume
     fi
 done
+# ED/ES on the LV area curve (analyze's default since then; the masks come from the work folders above):
+# Echo-DND ensemble 4 on the tuning patients, then the test loops with ensemble 2 and 4 and nnU-Net with TTA
+for RUN in "7 4 _e4_seed7" "0 2 " "0 4 _e4"; do
+    set -- $RUN
+    if [ ! -f "experiments/results/analyze_phantom_echonet_echo_dnd${3:-}_area/analyze_phantom.json" ]; then
+        $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" \
+            --out "experiments/results/analyze_phantom_echonet_echo_dnd${3:-}_area" --work "$WORK/analyze_echo_dnd${3:-}" \
+            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000 --detect_on area
+    fi
+done
+if [ ! -f experiments/results/analyze_phantom_echonet_nnunet_tta_area/analyze_phantom.json ]; then
+    $PY -m experiments.analyze_phantom --out experiments/results/analyze_phantom_echonet_nnunet_tta_area \
+        --work "$WORK/analyze_nnunet_tta" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
+        --budget_s 100000 --detect_on area
+fi

@@ -130,7 +130,7 @@ OPTIONS = {
     "augment_validation=False depth_mode='zoom' kept_region='original_sector' progress=True",
     "augmentation_report": "dataset out model=None n_samples=8 max_cases=50 seed=0 device=None progress=True",
     "analyze": "input out model='echo_dnd' model_path=None bundle_root=None views='auto' skip_bad=False "
-    "require_spacing=False fps=None spacing_mm=None num_steps=5 ensemble=2 batch_size=8 seed=0 fold=0 "
+    "require_spacing=False fps=None spacing_mm=None num_steps=5 ensemble=4 batch_size=8 seed=0 fold=0 "
     "checkpoint='checkpoint_final.pth' tta=True device='cpu' min_beat_s=0.3 detect_on='area' overlay=True "
     "overwrite=False progress=True",
     "nnunet_env": "shell='bash'",

@@ -130,7 +130,7 @@ class EchoDNDSegmenter:
         bundle_root: str | os.PathLike | None = None,
         model_path: str | os.PathLike | None = None,
         num_steps: int = 5,
-        ensemble: int = 2,
+        ensemble: int = 4,
         batch_size: int = 8,
         seed: int = 0,
         device: str = "cpu",
