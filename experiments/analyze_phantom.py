@@ -13,8 +13,10 @@ compares with the analytic truth of ``phantom_curves.json``:
 - the share of patients whose analytic EF lies inside ``analyze``'s 95 % interval from the diffusion samples (as
   written by the run; the other numbers are recomputed from the written masks with the current detection).
 
-Resumable: each patient's ``analyze`` output is kept under ``--work`` and reused; ``--budget_s`` stops starting new
-patients after that many seconds (rerun to continue). Writes ``--out/analyze_phantom.json`` and ``.md``.
+Resumable: each patient's ``analyze`` output is kept under ``--work`` and reused when it was written with the same
+``--detect_on``, ``--ensemble``, ``--num_steps`` and ``--tta`` (else the patient is analysed again: the interval depends
+on the frames the run detected); ``--budget_s`` stops starting new patients after that many seconds (rerun to
+continue). Writes ``--out/analyze_phantom.json`` and ``.md``.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m experiments.analyze_phantom --out experiments/results/analyze_phantom
 """
@@ -138,6 +140,19 @@ def _patient_rows(
     return beat_rows, ef_row
 
 
+def _cached_run_matches(out: Path, args: argparse.Namespace) -> bool:
+    """Whether ``out/results.json`` was written with this run's detection curve and sampler / TTA settings."""
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    model = settings["model"]
+    wanted: dict[str, Any] = {"detect_on": args.detect_on}
+    if model.get("model") == "echo_dnd":
+        wanted |= {"ensemble": args.ensemble, "num_steps": args.num_steps}
+    else:
+        wanted |= {"tta": args.tta}
+    found = {"detect_on": settings.get("detect_on", "volume"), **model}
+    return all(found.get(k) == v for k, v in wanted.items())
+
+
 def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple[list[dict], list[dict], bool]:
     data = args.work / f"phantom_{layout}"
     if not (data / "phantom_curves.json").is_file():
@@ -152,6 +167,8 @@ def _run_layout(layout: str, args: argparse.Namespace, deadline: float) -> tuple
     beats, efs, complete = [], [], True
     for pid in sorted(by_patient):
         out = args.work / f"analyze_{layout}_{args.model}" / pid
+        if (out / "results.json").is_file() and not _cached_run_matches(out, args):
+            (out / "results.json").unlink()  # written with other settings: analysed again below (overwrite=True)
         if not (out / "results.json").is_file() and not (out / FAILED).is_file():
             if time.monotonic() > deadline:
                 complete = False

@@ -546,7 +546,8 @@ def analyze(
         ensemble: Echo-DND samples per chain (the EF interval comes from the 2 x ensemble members). 4 by default:
             on the seed-7 tuning AVIs of the EchoNet phantom it put 100 % of 20 beats' ED and ES within +-1 frame
             against 85 % with 2 (``experiments/results/analyze_phantom_echonet_echo_dnd_e4_seed7_area/``;
-            ``experiments/results/detection_curve/`` for 2); the sampling takes twice as long.
+            ``experiments/results/detection_curve/`` for 2); segmenting takes about 1.6x as long
+            (``benchmarks/results/analyze.json``).
         batch_size: frames per Echo-DND sampler call.
         seed: Echo-DND sampling seed.
         fold: nnU-Net fold.
