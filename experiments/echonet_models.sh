@@ -62,23 +62,16 @@ if [ ! -f experiments/results/analyze_phantom_echonet_echo_dnd/analyze_phantom.j
         --work "$WORK/analyze_echo_dnd" --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" \
         --budget_s 100000 --ensemble 2 --detect_on volume
 fi
-# ensemble 2 and 4 on the tuning patients (seed 7), then ensemble 4 on the test loops
-for RUN in "7 2 _seed7" "7 4 _e4_seed7" "0 4 _e4"; do
+# SEED ENSEMBLE CURVE SUFFIX: on the volume curve ensemble 2 and 4 on the tuning patients (seed 7), then ensemble 4 on
+# the test loops; on the LV area curve (analyze's default since then) ensemble 4 on the tuning patients, then the test
+# loops with ensemble 2 and 4. A work folder's patients are analysed again when written with other settings.
+for RUN in "7 2 volume _seed7" "7 4 volume _e4_seed7" "0 4 volume _e4" "7 4 area _e4_seed7" "0 2 area" "0 4 area _e4"; do
     set -- $RUN
-    if [ ! -f "experiments/results/analyze_phantom_echonet_echo_dnd$3/analyze_phantom.json" ]; then
-        $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" \
-            --out "experiments/results/analyze_phantom_echonet_echo_dnd$3" --work "$WORK/analyze_echo_dnd$3" \
-            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000 --detect_on volume
-    fi
-done
-# ED/ES on the LV area curve (analyze's default since then; the masks come from the work folders above):
-# Echo-DND ensemble 4 on the tuning patients, then the test loops with ensemble 2 and 4 and nnU-Net with TTA
-for RUN in "7 4 _e4_seed7" "0 2 " "0 4 _e4"; do
-    set -- $RUN
-    if [ ! -f "experiments/results/analyze_phantom_echonet_echo_dnd${3:-}_area/analyze_phantom.json" ]; then
-        $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" \
-            --out "experiments/results/analyze_phantom_echonet_echo_dnd${3:-}_area" --work "$WORK/analyze_echo_dnd${3:-}" \
-            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000 --detect_on area
+    NAME=analyze_phantom_echonet_echo_dnd${4:-}$([ "$3" = area ] && echo _area || echo "")
+    if [ ! -f "experiments/results/$NAME/analyze_phantom.json" ]; then
+        $PY -m experiments.analyze_phantom --seed "$1" --ensemble "$2" --detect_on "$3" \
+            --out "experiments/results/$NAME" --work "$WORK/analyze_echo_dnd${4:-}" \
+            --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000
     fi
 done
 if [ ! -f experiments/results/analyze_phantom_echonet_nnunet_tta_area/analyze_phantom.json ]; then
