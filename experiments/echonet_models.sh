@@ -40,13 +40,15 @@ if [ ! -f experiments/results/analyze_phantom_echonet_nnunet/analyze_phantom.jso
         --work "$WORK/analyze_nnunet" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" --budget_s 100000 \
         --no-tta --detect_on volume
 fi
-# with nnU-Net's mirroring TTA (analyze's default since this round): tuning patients (seed 7), then the test loops
-for SEED in 7 0; do
-    SUFFIX=$([ "$SEED" = 7 ] && echo _seed7 || echo "")
-    if [ ! -f "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX/analyze_phantom.json" ]; then
-        $PY -m experiments.analyze_phantom --seed "$SEED" --out "experiments/results/analyze_phantom_echonet_nnunet_tta$SUFFIX" \
-            --work "$WORK/analyze_nnunet_tta$SUFFIX" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
-            --budget_s 100000 --detect_on volume
+# SEED CURVE SUFFIX, with nnU-Net's mirroring TTA (analyze's default): on the volume curve the tuning
+# patients (seed 7), then the test loops; on the LV area curve (analyze's default since then) the test loops
+for RUN in "7 volume _seed7" "0 volume" "0 area"; do
+    set -- $RUN
+    NAME=analyze_phantom_echonet_nnunet_tta${3:-}$([ "$2" = area ] && echo _area || echo "")
+    if [ ! -f "experiments/results/$NAME/analyze_phantom.json" ]; then
+        $PY -m experiments.analyze_phantom --seed "$1" --detect_on "$2" --out "experiments/results/$NAME" \
+            --work "$WORK/analyze_nnunet_tta${3:-}" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
+            --budget_s 100000
     fi
 done
 
@@ -74,8 +76,3 @@ for RUN in "7 2 volume _seed7" "7 4 volume _e4_seed7" "0 4 volume _e4" "7 4 area
             --layouts echonet --model echo_dnd --model_path "$ECHO_DND/model.pt" --budget_s 100000
     fi
 done
-if [ ! -f experiments/results/analyze_phantom_echonet_nnunet_tta_area/analyze_phantom.json ]; then
-    $PY -m experiments.analyze_phantom --out experiments/results/analyze_phantom_echonet_nnunet_tta_area \
-        --work "$WORK/analyze_nnunet_tta" --layouts echonet --model nnunet --model_path "$NNUNET_MODEL" \
-        --budget_s 100000 --detect_on area
-fi
